@@ -1,0 +1,1 @@
+"""The `aws` backend: SageMaker, S3, Lambda, IAM and Application Auto Scaling via boto3."""

@@ -1,0 +1,82 @@
+"""The backend interface: as small as the steps of the pipeline.
+
+Every method is idempotent: called twice with the same inputs, it reuses what the first call made
+(attach to an existing job, update an endpoint in place, skip unchanged files) instead of
+duplicating it or failing on "already exists". A step a backend cannot do raises
+`StepNotSupported`, which the flow logs and shows as skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from dogops.errors import DogopsError
+from dogops.results import (
+    EndpointInfo,
+    LambdaInfo,
+    ScalingInfo,
+    SecurityReport,
+    SyncReport,
+    TrainedModel,
+    TuningResult,
+)
+from dogops.settings import Settings
+
+ProgressFn = Callable[[str], None]
+"""Receives one human-readable progress line (the tasks forward it to the Prefect logger)."""
+
+
+class StepNotSupported(DogopsError):
+    """This backend cannot do this step; the message says why."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    settings: Settings
+
+    def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
+        """Sync the train/valid/test folder to the object store; skip unchanged files."""
+        ...
+
+    def tune(
+        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None
+    ) -> TuningResult:
+        """Run (or attach to) the tuning job named from `run_key` and return its trials."""
+        ...
+
+    def train_best(
+        self, data: SyncReport, tuning: TuningResult, run_key: str,
+        progress: ProgressFn | None = None,
+    ) -> TrainedModel:
+        """Train the final model with the best hyperparameters (or reuse the best trial's)."""
+        ...
+
+    def deploy(
+        self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
+    ) -> EndpointInfo:
+        """Create the endpoint, or update it in place without downtime."""
+        ...
+
+    def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
+        """Register the variant as a scalable target with a target-tracking policy."""
+        ...
+
+    def secure(self, endpoint: EndpointInfo) -> SecurityReport:
+        """Create or update least-privilege roles for the Lambda (and SageMaker)."""
+        ...
+
+    def deploy_lambda(
+        self, endpoint: EndpointInfo, security: SecurityReport
+    ) -> LambdaInfo:
+        """Package the handler, create or update the function, alias and concurrency."""
+        ...
+
+    def invoke_endpoint(
+        self, endpoint: EndpointInfo, body: bytes, content_type: str,
+        accept: str = "application/json",
+    ) -> bytes:
+        """Send one request to the endpoint through boto3's sagemaker-runtime client."""
+        ...

@@ -1,0 +1,57 @@
+"""The one exception tree of dogops.
+
+    DogopsError
+    ├── UserInputError        the caller's mistake: bad data, bad ranges, bad event. Never retried.
+    │   └── DataLayoutError   the data folder does not have the train/valid/test class layout.
+    ├── TransientError        throttling, 5xx, connection resets, a server still starting. Retried.
+    └── OperationFailedError  a job or endpoint ended in a failed state: retrying will not help.
+
+Tasks pass `retry_condition_fn=is_transient` so that only `TransientError` (and botocore's
+transient errors, see `dogops.aws.clients.is_transient_aws_error`) are retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DogopsError(Exception):
+    """Base class of every error dogops raises on purpose."""
+
+
+class UserInputError(DogopsError, ValueError):
+    """The input is wrong; the message names the problem and the fix."""
+
+
+class DataLayoutError(UserInputError):
+    """The data folder is missing, empty or not in the train/valid/test ImageFolder layout."""
+
+
+class TransientError(DogopsError):
+    """A failure that may pass if the same call is made again a little later."""
+
+
+class OperationFailedError(DogopsError):
+    """A job, endpoint or process ended in a failed state."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same call may succeed."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, (UserInputError, OperationFailedError)):
+        return False
+    try:
+        from dogops.aws.clients import is_transient_aws_error
+    except ImportError:  # pragma: no cover - aws extras always installed
+        return False
+    return is_transient_aws_error(exc)
+
+
+def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry only transient failures, never the user's mistakes."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - we classify every exception
+        return is_transient(exc)
+    return False

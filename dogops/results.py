@@ -1,0 +1,117 @@
+"""What each pipeline step returns: small pydantic records that both backends produce alike.
+
+They are what Prefect tasks pass between each other, what artifacts are rendered from, and what the
+local backend writes to disk to resume after a crash.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class SyncReport(BaseModel):
+    """Result of syncing the data folder to the object store (S3 or the local store)."""
+
+    uri: str = Field(description="s3://bucket/prefix or file:///... of the synced folder.")
+    files_total: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    manifest_sha256: str = Field("", description="Hash of the manifest: identifies the data set.")
+
+
+class TrialResult(BaseModel):
+    """One tuning trial (a SageMaker training job, or a local subprocess)."""
+
+    name: str
+    hyperparameters: dict[str, Any]
+    objective: float | None = None
+    state: Literal["Completed", "Stopped", "Failed", "InProgress", "Pending"] = "Pending"
+    seconds: float = 0.0
+    epochs_run: int = 0
+    model_uri: str | None = None
+    failure_reason: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class TuningResult(BaseModel):
+    """A finished tuning job and its best trial."""
+
+    job_name: str
+    objective: str
+    minimize: bool
+    trials: list[TrialResult]
+    best: TrialResult | None = None
+    reused: bool = Field(False, description="True when an existing job was attached, not launched.")
+
+    @property
+    def best_hyperparameters(self) -> dict[str, Any]:
+        return dict(self.best.hyperparameters) if self.best else {}
+
+
+class TrainedModel(BaseModel):
+    """The final estimator's artifact."""
+
+    job_name: str
+    model_uri: str = Field(description="Where model.tar.gz lives (s3:// or file://).")
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, float] = Field(default_factory=dict)
+    per_class_accuracy: dict[str, float] = Field(default_factory=dict)
+    confusion_matrix: list[list[int]] = Field(default_factory=list)
+    class_names: list[str] = Field(default_factory=list)
+    reused: bool = False
+    version: str = Field("", description="Content hash of model.tar.gz (or the job name).")
+
+
+class EndpointInfo(BaseModel):
+    """A live (or at least created) endpoint."""
+
+    name: str
+    url: str = Field(description="Where to send invocations (runtime endpoint URL or console).")
+    runtime_endpoint_url: str | None = Field(
+        None, description="endpoint_url for a boto3 sagemaker-runtime client (local backend)."
+    )
+    arn: str | None = None
+    config_name: str | None = None
+    model_name: str | None = None
+    status: str = "InService"
+    updated: bool = Field(False, description="True when an existing endpoint was updated in place.")
+
+
+class ScalingInfo(BaseModel):
+    resource_id: str
+    min_capacity: int
+    max_capacity: int
+    policy_name: str
+    target: float
+    scale_in_cooldown_s: int
+    scale_out_cooldown_s: int
+
+
+class LambdaInfo(BaseModel):
+    function_name: str
+    alias: str
+    version: str
+    code_sha256: str
+    package_bytes: int
+    provisioned_concurrency: int
+    arn: str | None = None
+    updated: bool = False
+
+
+class SecurityReport(BaseModel):
+    lambda_role_arn: str | None = None
+    lambda_policy: dict[str, Any] = Field(default_factory=dict)
+    sagemaker_role_arn: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class StepSkipped(BaseModel):
+    """A step the backend cannot do, with the reason logged and shown in the summary."""
+
+    step: str
+    reason: str

@@ -1,0 +1,206 @@
+"""All settings in one typed place.
+
+Values come, lowest priority first, from the defaults below, a `.env` file, environment variables
+prefixed `DOGOPS_` (nested with `__`, e.g. `DOGOPS_TUNING__MAX_JOBS=4`), and finally flow
+parameters, which `Settings.merged()` applies so that a run triggered from the Prefect UI can
+change any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dogops.errors import UserInputError
+
+Backend = Literal["local", "aws"]
+Architecture = Literal["efficientnet_lite0", "resnet50"]
+Objective = Literal["validation:loss", "validation:accuracy", "test:loss", "test:accuracy"]
+
+
+class TuningConfig(BaseModel):
+    """Hyperparameter search: the original's ranges by default."""
+
+    learning_rate_min: float = Field(0.001, gt=0, description="Lower bound, continuous range.")
+    learning_rate_max: float = Field(0.1, gt=0, description="Upper bound, continuous range.")
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [32, 64, 128, 256, 512],
+        description="Categorical choices for batch size.",
+    )
+    max_jobs: int = Field(4, ge=1, le=500, description="Trial budget.")
+    max_parallel_jobs: int = Field(2, ge=1, le=100, description="Trials running at once.")
+    objective: Objective = Field(
+        "validation:loss",
+        description="Metric to optimise; loss is minimised, accuracy maximised. The test split "
+        "stays untouched until the final report unless a test metric is chosen here.",
+    )
+    strategy: Literal["bayesian", "random"] = "bayesian"
+    early_stopping: bool = Field(True, description="Stop hopeless trials early (median rule).")
+    epochs: int = Field(8, ge=1, le=1000, description="Epochs per trial.")
+    seed: int = 42
+    warm_start: bool = Field(False, description="Seed the search with the previous tuning's trials.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TuningConfig:
+        if self.learning_rate_min > self.learning_rate_max:
+            raise UserInputError(
+                f"tuning.learning_rate_min ({self.learning_rate_min}) is greater than "
+                f"tuning.learning_rate_max ({self.learning_rate_max}): swap them."
+            )
+        if not self.batch_sizes:
+            raise UserInputError("tuning.batch_sizes is empty: give at least one batch size.")
+        if any(b < 1 for b in self.batch_sizes):
+            raise UserInputError(f"tuning.batch_sizes must be positive, got {self.batch_sizes}.")
+        if self.max_parallel_jobs > self.max_jobs:
+            self.max_parallel_jobs = self.max_jobs
+        return self
+
+    @property
+    def minimize(self) -> bool:
+        return self.objective.endswith("loss")
+
+
+class TrainingConfig(BaseModel):
+    """The model and how the final estimator trains."""
+
+    architecture: Architecture = "efficientnet_lite0"
+    image_size: int = Field(224, ge=32, le=1024, description="Square input size in pixels.")
+    epochs: int = Field(8, ge=1, le=1000)
+    patience: int = Field(3, ge=1, description="Early stopping on validation loss.")
+    augment: bool = Field(
+        False, description="Per-epoch augmentation; turns the backbone feature cache off."
+    )
+    seed: int = 42
+    reuse_best_trial: bool = Field(
+        True, description="Reuse the winning trial's model when it trained on the same budget."
+    )
+    training_instance_type: str = "ml.m5.xlarge"
+    tuning_instance_type: str = "ml.g4dn.xlarge"
+    framework_version: str = "2.5"
+    py_version: str = "py311"
+
+
+class EndpointConfig(BaseModel):
+    """The prediction service."""
+
+    name: str = Field(
+        "dogops-classifier",
+        pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+        description="Stable endpoint name; the Lambda reads it from its environment.",
+    )
+    instance_type: str = "ml.m5.large"
+    initial_instance_count: int = Field(1, ge=1)
+    host: str = Field("127.0.0.1", description="Local backend: address the endpoint binds to.")
+    port: int = Field(0, ge=0, le=65535, description="Local backend: 0 picks a free port.")
+
+
+class ScalingConfig(BaseModel):
+    """Application Auto Scaling: the original's numbers by default."""
+
+    enabled: bool = True
+    min_capacity: int = Field(1, ge=1)
+    max_capacity: int = Field(2, ge=1)
+    target_invocations_per_instance: float = Field(50.0, gt=0)
+    scale_in_cooldown_s: int = Field(30, ge=0, le=3600)
+    scale_out_cooldown_s: int = Field(30, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalingConfig:
+        if self.min_capacity > self.max_capacity:
+            raise UserInputError(
+                f"scaling.min_capacity ({self.min_capacity}) is greater than "
+                f"scaling.max_capacity ({self.max_capacity}): lower min or raise max."
+            )
+        if not math.isfinite(self.target_invocations_per_instance):
+            raise UserInputError("scaling.target_invocations_per_instance must be finite.")
+        return self
+
+
+class LambdaConfig(BaseModel):
+    """The Lambda front door."""
+
+    enabled: bool = True
+    function_name: str = Field("dogops-predict", pattern=r"^[a-zA-Z0-9-_]{1,64}$")
+    alias: str = "live"
+    provisioned_concurrency: int = Field(2, ge=0, le=1000, description="0 turns it off.")
+    reserved_concurrency: int | None = Field(None, ge=0)
+    timeout_s: int = Field(30, ge=1, le=900)
+    memory_mb: int = Field(256, ge=128, le=10240)
+
+
+class AwsConfig(BaseModel):
+    """Where AWS calls go. Credentials never live here: boto3's chain or a Prefect block."""
+
+    region: str = "us-east-1"
+    profile: str | None = None
+    credentials_block: str | None = Field(
+        None, description="Name of a prefect-aws AwsCredentials block to use instead of the chain."
+    )
+    endpoint_url: str | None = Field(
+        None, description="One endpoint URL for every service (a moto server in tests)."
+    )
+    service_endpoint_urls: dict[str, str] = Field(
+        default_factory=dict, description="Per-service overrides, e.g. {'s3': 'http://...'}."
+    )
+    bucket: str = "dogops-data"
+    create_bucket: bool = True
+    prefix: str = "dogops"
+    sagemaker_role_arn: str | None = Field(
+        None, description="Execution role for training and endpoints; created when empty."
+    )
+    max_attempts: int = Field(5, ge=1, le=20)
+
+
+class Settings(BaseSettings):
+    """dogops settings. See the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOGOPS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    backend: Backend = "local"
+    data_dir: Path | None = Field(
+        None, description="Image folder with train/, valid/, test/; the demo set when empty."
+    )
+    state_dir: Path = Field(
+        Path(".dogops"), description="Local backend: object store, jobs, endpoints, registry."
+    )
+    project: str = "dogops"
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+
+    def merged(self, **overrides: Any) -> Settings:
+        """A copy with flow parameters applied; `None` means "keep the setting"."""
+        data = self.model_dump(by_alias=True)
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            name = "lambda" if key in ("lambda_", "lambda_config") else key
+            if isinstance(value, dict) and isinstance(data.get(name), dict):
+                data[name] = {**data[name], **value}
+            else:
+                data[name] = value
+        return Settings.model_validate(data)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with `overrides` on top, or a `UserInputError`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings().merged(**overrides)
+    except ValidationError as exc:
+        raise UserInputError(f"Invalid settings: {exc}") from exc

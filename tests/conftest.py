@@ -1,0 +1,76 @@
+"""Shared test fixtures: one moto server and one Prefect test harness per session.
+
+The moto server is a real HTTP peer on 127.0.0.1 (started here, or reused when `.ci/run`
+exported `DOGOPS_TEST_MOTO_URL`). `aws_settings` points every dogops client at it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# Fake credentials so boto3 never looks for real ones; moto accepts anything.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("SAGEMAKER_VALIDATE_ROLE", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """URL of a moto server on 127.0.0.1."""
+    existing = os.environ.get("DOGOPS_TEST_MOTO_URL")
+    if existing:
+        yield existing
+        return
+    os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto(moto_url: str) -> Iterator[str]:
+    """A moto server wiped before each test."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    yield moto_url
+
+
+@pytest.fixture
+def aws_settings(moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings for the aws backend pointed at the (reset) moto server."""
+    from dogops.settings import Settings
+
+    return Settings(
+        backend="aws",
+        state_dir=tmp_path / "state",
+        aws={"endpoint_url": moto, "region": "us-east-1", "bucket": "dogops-test", "max_attempts": 1},
+    )
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One Prefect test server for the whole session (starting one costs ~20 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
