@@ -42,7 +42,9 @@ class TuningConfig(BaseModel):
     early_stopping: bool = Field(True, description="Stop hopeless trials early (median rule).")
     epochs: int = Field(8, ge=1, le=1000, description="Epochs per trial.")
     seed: int = 42
-    warm_start: bool = Field(False, description="Seed the search with the previous tuning's trials.")
+    warm_start: bool = Field(
+        False, description="Seed the search with the previous tuning's trials."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TuningConfig:
@@ -187,7 +189,8 @@ class Settings(BaseSettings):
             if value is None:
                 continue
             if isinstance(value, BaseModel):
-                value = value.model_dump()
+                # Only the fields the caller set: the rest keep their env/.env values.
+                value = value.model_dump(exclude_unset=True)
             name = "lambda" if key in ("lambda_", "lambda_config") else key
             if isinstance(value, dict) and isinstance(data.get(name), dict):
                 data[name] = {**data[name], **value}

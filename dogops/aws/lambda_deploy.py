@@ -1,0 +1,368 @@
+"""The Lambda front door on AWS: function, version, alias, reserved and provisioned concurrency.
+
+Idempotent by comparison, not by hope: the code is uploaded only when Lambda's `CodeSha256`
+differs from the deterministic package's, the configuration only when a field we own differs,
+and a version is published only when one of those changed (or no published version matches what
+is wanted, e.g. after a run that crashed between update and publish). The alias then points at
+that version, so callers never see `$LATEST`.
+
+Provisioned concurrency is set on the alias. Which value dogops last set is kept in a function tag,
+so that `provisioned_concurrency = 0` removes a configuration dogops made without calling the API
+when there never was one. Any 404 from that API other than "no configuration yet" is raised as a
+clear error rather than swallowed: it means a missing function or alias, or an endpoint that does
+not implement the API at all (moto does not).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dogops.aws.clients import AwsClients
+from dogops.errors import OperationFailedError
+from dogops.lambda_package import LambdaPackage, build_package
+from dogops.results import LambdaInfo
+from dogops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "python3.12"
+PC_TAG = "dogops-provisioned-concurrency"
+MANAGED_BY = "dogops"
+# A role created seconds ago is not yet assumable by Lambda on real AWS (IAM is eventually
+# consistent); these waits add up to about a minute, past which the trust policy is suspect.
+ROLE_RETRY_DELAYS_S: tuple[float, ...] = (2, 4, 8, 15, 30)
+WAIT_TIMEOUT_S = 300.0
+WAIT_POLL_S = 2.0
+_sleep: Callable[[float], None] = time.sleep  # tests replace this to avoid real waits
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _tags(settings: Settings) -> dict[str, str]:
+    return {"project": settings.project, "managed-by": MANAGED_BY}
+
+
+def desired_configuration(
+    settings: Settings, endpoint_name: str, role_arn: str, package: LambdaPackage
+) -> dict[str, Any]:
+    """The configuration fields dogops owns, in `update_function_configuration`'s shape."""
+    return {
+        "Role": role_arn,
+        "Handler": package.handler,
+        "Runtime": RUNTIME,
+        "Timeout": settings.lambda_.timeout_s,
+        "MemorySize": settings.lambda_.memory_mb,
+        "Environment": {"Variables": {"ENDPOINT_NAME": endpoint_name}},
+    }
+
+
+def configuration_diff(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """Fields of `desired` that differ from the function's current configuration."""
+    diff: dict[str, Any] = {}
+    for key, value in desired.items():
+        have = current.get(key)
+        if key == "Environment":
+            have = {"Variables": (have or {}).get("Variables") or {}}
+        if have != value:
+            diff[key] = value
+    return diff
+
+
+def _matches(version: dict[str, Any], package: LambdaPackage, desired: dict[str, Any]) -> bool:
+    return version.get("CodeSha256") == package.code_sha256_b64 and not configuration_diff(
+        version, desired
+    )
+
+
+def _retry_role_propagation(call: Callable[..., Any], role_arn: str, **kwargs: Any) -> Any:
+    """Retry `call` while Lambda says the (new) role cannot be assumed yet."""
+    for delay in (*ROLE_RETRY_DELAYS_S, None):
+        try:
+            return call(**kwargs)
+        except ClientError as exc:
+            message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+            if _code(exc) != "InvalidParameterValueException" or "cannot be assumed" not in message:
+                raise
+            if delay is None:
+                raise OperationFailedError(
+                    f"Lambda still cannot assume role {role_arn} after "
+                    f"{sum(ROLE_RETRY_DELAYS_S):.0f} s: check that its trust policy allows "
+                    "lambda.amazonaws.com (dogops.iam_policies.lambda_trust_policy)."
+                ) from exc
+            log.info("Role %s not assumable yet; retrying in %s s", role_arn, delay)
+            _sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def wait_until_ready(client: Any, function_name: str) -> dict[str, Any]:
+    """Wait until the function is not Pending and no update is InProgress; fail on Failed."""
+    deadline = time.monotonic() + WAIT_TIMEOUT_S
+    while True:
+        config = client.get_function_configuration(FunctionName=function_name)
+        state, update = config.get("State"), config.get("LastUpdateStatus")
+        if state == "Failed" or update == "Failed":
+            reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "unknown"
+            raise OperationFailedError(f"Lambda function {function_name} failed: {reason}")
+        if state != "Pending" and update != "InProgress":
+            return dict(config)
+        if time.monotonic() > deadline:
+            raise OperationFailedError(
+                f"Lambda function {function_name} still {state}/{update} after "
+                f"{WAIT_TIMEOUT_S:.0f} s."
+            )
+        _sleep(WAIT_POLL_S)
+
+
+def _get_function(client: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(client.get_function(FunctionName=name))
+    except ClientError as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def _published_versions(client: Any, name: str) -> list[dict[str, Any]]:
+    versions: list[dict[str, Any]] = []
+    for page in client.get_paginator("list_versions_by_function").paginate(FunctionName=name):
+        versions.extend(v for v in page["Versions"] if v["Version"] != "$LATEST")
+    return sorted(versions, key=lambda v: int(v["Version"]))
+
+
+def _get_alias(client: Any, name: str, alias: str) -> dict[str, Any] | None:
+    try:
+        return dict(client.get_alias(FunctionName=name, Name=alias))
+    except ClientError as exc:
+        if _code(exc) == "ResourceNotFoundException":
+            return None
+        raise
+
+
+def _provisioned_concurrency_error(
+    exc: ClientError, operation: str, function_name: str, alias: str
+) -> OperationFailedError:
+    error = exc.response.get("Error", {})
+    return OperationFailedError(
+        f"Lambda answered {_status(exc)} {error.get('Code')} to {operation} for "
+        f"{function_name}:{alias}. Either the function or alias does not exist, or this Lambda "
+        "endpoint does not implement provisioned concurrency (the moto emulator does not). "
+        "To skip it, set lambda.provisioned_concurrency to 0 "
+        "(DOGOPS_LAMBDA__PROVISIONED_CONCURRENCY=0)."
+    )
+
+
+def ensure_provisioned_concurrency(
+    client: Any, function_name: str, alias: str, wanted: int, previously_set: int
+) -> bool:
+    """Make the alias's provisioned concurrency `wanted` (0: none). True when something changed.
+
+    `previously_set` is what dogops last set (from the function's tag): with `wanted == 0` and
+    nothing set before, no call is made at all.
+    """
+    if wanted == 0 and previously_set == 0:
+        return False
+    try:
+        current = client.get_provisioned_concurrency_config(
+            FunctionName=function_name, Qualifier=alias
+        )
+    except ClientError as exc:
+        if _code(exc) != "ProvisionedConcurrencyConfigNotFoundException":
+            raise _provisioned_concurrency_error(
+                exc, "GetProvisionedConcurrencyConfig", function_name, alias
+            ) from exc
+        current = None
+    if wanted == 0:
+        if current is None:
+            return False
+        client.delete_provisioned_concurrency_config(FunctionName=function_name, Qualifier=alias)
+        log.info("Removed provisioned concurrency from %s:%s", function_name, alias)
+        return True
+    if (
+        current is not None
+        and current.get("RequestedProvisionedConcurrentExecutions") == wanted
+        and current.get("Status") != "FAILED"
+    ):
+        return False
+    try:
+        client.put_provisioned_concurrency_config(
+            FunctionName=function_name, Qualifier=alias, ProvisionedConcurrentExecutions=wanted
+        )
+    except ClientError as exc:
+        if _status(exc) == 404:
+            raise _provisioned_concurrency_error(
+                exc, "PutProvisionedConcurrencyConfig", function_name, alias
+            ) from exc
+        raise
+    log.info("Provisioned concurrency %d requested on %s:%s", wanted, function_name, alias)
+    return True
+
+
+def _create_function(
+    client: Any, settings: Settings, desired: dict[str, Any], package: LambdaPackage
+) -> dict[str, Any]:
+    created = _retry_role_propagation(
+        client.create_function,
+        desired["Role"],
+        FunctionName=settings.lambda_.function_name,
+        Code={"ZipFile": package.zip_bytes},
+        Description="dogops: predicts dog breeds through the SageMaker endpoint",
+        Publish=False,
+        Tags=_tags(settings),
+        **desired,
+    )
+    log.info("Created Lambda function %s", settings.lambda_.function_name)
+    return dict(created)
+
+
+def deploy_lambda(
+    clients: AwsClients, settings: Settings, endpoint_name: str, role_arn: str
+) -> LambdaInfo:
+    """Create or update the function, publish a version when something changed, point the alias
+    at it, then set reserved (when configured) and provisioned concurrency."""
+    cfg = settings.lambda_
+    name = cfg.function_name
+    package = build_package()
+    client = clients.client("lambda")
+    desired = desired_configuration(settings, endpoint_name, role_arn, package)
+
+    changed = False
+    existing = _get_function(client, name)
+    if existing is None:
+        function_arn = str(_create_function(client, settings, desired, package)["FunctionArn"])
+        tags: dict[str, str] = {}
+        changed = True
+        wait_until_ready(client, name)
+    else:
+        function_arn = str(existing["Configuration"]["FunctionArn"])
+        tags = dict(existing.get("Tags") or {})
+        current = wait_until_ready(client, name)
+        if current.get("CodeSha256") != package.code_sha256_b64:
+            client.update_function_code(FunctionName=name, ZipFile=package.zip_bytes, Publish=False)
+            log.info("Uploaded new code for %s (%d bytes)", name, package.size_bytes)
+            current = wait_until_ready(client, name)
+            changed = True
+        diff = configuration_diff(current, desired)
+        if diff:
+            _retry_role_propagation(
+                client.update_function_configuration, role_arn, FunctionName=name, **diff
+            )
+            log.info("Updated configuration of %s: %s", name, sorted(diff))
+            wait_until_ready(client, name)
+            changed = True
+        missing_tags = {k: v for k, v in _tags(settings).items() if tags.get(k) != v}
+        if missing_tags:
+            client.tag_resource(Resource=function_arn, Tags=missing_tags)
+
+    version = _version_to_serve(client, name, package, desired, cfg.alias, changed)
+    alias_changed = _ensure_alias(client, name, cfg.alias, version)
+
+    if cfg.reserved_concurrency is not None:
+        reserved = client.get_function_concurrency(FunctionName=name)
+        if reserved.get("ReservedConcurrentExecutions") != cfg.reserved_concurrency:
+            client.put_function_concurrency(
+                FunctionName=name, ReservedConcurrentExecutions=cfg.reserved_concurrency
+            )
+            changed = True
+
+    previously = int(tags.get(PC_TAG, "0") or 0)
+    if ensure_provisioned_concurrency(
+        client, name, cfg.alias, cfg.provisioned_concurrency, previously
+    ):
+        changed = True
+    if previously != cfg.provisioned_concurrency:
+        client.tag_resource(Resource=function_arn, Tags={PC_TAG: str(cfg.provisioned_concurrency)})
+
+    return LambdaInfo(
+        function_name=name,
+        alias=cfg.alias,
+        version=version,
+        code_sha256=package.code_sha256_b64,
+        package_bytes=package.size_bytes,
+        provisioned_concurrency=cfg.provisioned_concurrency,
+        arn=f"{function_arn}:{cfg.alias}",
+        updated=changed or alias_changed,
+    )
+
+
+def _version_to_serve(
+    client: Any, name: str, package: LambdaPackage, desired: dict[str, Any], alias: str,
+    changed: bool,
+) -> str:
+    """The published version the alias should point at; publishes one only when needed."""
+    if not changed:
+        current_alias = _get_alias(client, name, alias)
+        versions = _published_versions(client, name)
+        by_number = {v["Version"]: v for v in versions}
+        if current_alias and _matches(
+            by_number.get(current_alias["FunctionVersion"], {}), package, desired
+        ):
+            return str(current_alias["FunctionVersion"])
+        for version in reversed(versions):
+            if _matches(version, package, desired):
+                return str(version["Version"])
+    published = client.publish_version(
+        FunctionName=name,
+        CodeSha256=package.code_sha256_b64,  # AWS refuses if $LATEST changed under us
+        Description=f"dogops package sha256 {package.sha256[:16]}",
+    )
+    log.info("Published %s version %s", name, published["Version"])
+    return str(published["Version"])
+
+
+def _ensure_alias(client: Any, name: str, alias: str, version: str) -> bool:
+    current = _get_alias(client, name, alias)
+    if current is None:
+        client.create_alias(
+            FunctionName=name, Name=alias, FunctionVersion=version,
+            Description="dogops: the version callers use",
+        )
+        log.info("Created alias %s:%s -> %s", name, alias, version)
+        return True
+    if current["FunctionVersion"] != version or current.get("RoutingConfig"):
+        client.update_alias(
+            FunctionName=name, Name=alias, FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": {}},
+        )
+        log.info("Moved alias %s:%s -> %s", name, alias, version)
+        return True
+    return False
+
+
+def delete_lambda(clients: AwsClients, settings: Settings, apply: bool) -> list[str]:
+    """Provisioned concurrency, alias, then the function, only if it is tagged as dogops's.
+    Returns what is deleted (or would be when `apply` is False)."""
+    cfg = settings.lambda_
+    client = clients.client("lambda")
+    existing = _get_function(client, cfg.function_name)
+    if existing is None:
+        return []
+    tags = existing.get("Tags") or {}
+    if tags.get("project") != settings.project or tags.get("managed-by") != MANAGED_BY:
+        log.warning("Leaving Lambda %s: not tagged as managed by dogops", cfg.function_name)
+        return []
+    done: list[str] = []
+    if int(tags.get(PC_TAG, "0") or 0) > 0:
+        if apply:
+            ensure_provisioned_concurrency(
+                client, cfg.function_name, cfg.alias, 0, int(tags[PC_TAG])
+            )
+        done.append(f"provisioned-concurrency:{cfg.function_name}:{cfg.alias}")
+    if _get_alias(client, cfg.function_name, cfg.alias) is not None:
+        if apply:
+            client.delete_alias(FunctionName=cfg.function_name, Name=cfg.alias)
+        done.append(f"alias:{cfg.function_name}:{cfg.alias}")
+    if apply:
+        client.delete_function(FunctionName=cfg.function_name)
+    done.append(f"function:{cfg.function_name}")
+    return done

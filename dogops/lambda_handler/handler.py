@@ -1,0 +1,315 @@
+"""AWS Lambda handler: the prediction front door in front of the SageMaker endpoint.
+
+Zipped alone into the function package, so it imports only boto3 and the stdlib.
+
+Environment:
+    ENDPOINT_NAME                   the SageMaker endpoint to call (required; set by the flow).
+    SAGEMAKER_RUNTIME_ENDPOINT_URL  optional runtime URL (the local backend's endpoint server).
+    TOP_K                           predictions to return (default 5).
+    READ_TIMEOUT_S / CONNECT_TIMEOUT_S
+                                    endpoint timeouts (default 25 / 5 s; keep the read timeout
+                                    below the function timeout so a slow model answers 504).
+
+Events accepted:
+    {"url": "https://..."}                      the original project's test event
+    {"image": "<base64 JPEG or PNG>"}           image bytes inline
+    API Gateway (REST or HTTP) / function URL   `body` holding one of the above as JSON, or the
+                                                raw image (base64 with `isBase64Encoded`); or
+                                                `?url=...` on a GET.
+
+Responses are API Gateway proxy shaped: `{"statusCode", "headers", "body": <JSON string>}`:
+200 with `label`, `probability` and `predictions`; 400 for a bad event or a request the model
+rejects; 413 for an oversized image; 500 when the function is misconfigured; 502 when the endpoint
+fails or cannot be reached; 503 when it is busy; 504 when it times out. Never 200 on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+)
+
+logger = logging.getLogger("dogops.lambda")
+
+# SageMaker real-time endpoints take payloads up to 6 MB (and so does a Lambda request).
+MAX_IMAGE_BYTES = 6 * 1024 * 1024
+MAX_URL_LENGTH = 2048
+EXPECTED = (
+    'Send {"url": "https://.../dog.jpg"}, {"image": "<base64 JPEG or PNG>"}, or an API Gateway / '
+    "function URL request whose body is one of these JSON objects or the raw image bytes."
+)
+
+# One client per (endpoint URL, timeouts), created on first use and reused by warm invocations.
+_clients: dict[tuple[str | None, float, float], Any] = {}
+
+
+class HandlerError(Exception):
+    """A failure with the HTTP status the function should answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    try:
+        endpoint_name = os.environ.get("ENDPOINT_NAME", "").strip()
+        if not endpoint_name:
+            raise HandlerError(
+                500,
+                "ENDPOINT_NAME is not set: configure the function's environment with the "
+                "SageMaker endpoint name.",
+            )
+        body, content_type = parse_event(event)
+        payload = invoke(endpoint_name, body, content_type)
+        return respond(200, summarise(payload, _top_k()))
+    except HandlerError as exc:
+        if exc.status >= 500:
+            logger.error("answering %s: %s", exc.status, exc.message)
+        return respond(exc.status, {"error": exc.message})
+    except Exception:  # noqa: BLE001 - a bug here must still answer with a status, not 200
+        logger.exception("unexpected error")
+        return respond(500, {"error": "Internal error in the prediction function."})
+
+
+def respond(status: int, document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(document),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+
+
+def parse_event(event: Any) -> tuple[bytes, str]:
+    """Turn any accepted event into (request body, content type) for the endpoint."""
+    if not isinstance(event, dict) or not event:
+        raise HandlerError(400, f"The event must be a non-empty JSON object. {EXPECTED}")
+    if any(key in event for key in ("body", "requestContext", "httpMethod", "rawPath")):
+        return _from_http_event(event)
+    return _from_payload(event)
+
+
+def _from_payload(payload: dict[str, Any]) -> tuple[bytes, str]:
+    if "url" in payload:
+        url = payload["url"]
+        if (
+            not isinstance(url, str)
+            or not url.lower().startswith(("http://", "https://"))
+            or len(url) > MAX_URL_LENGTH
+        ):
+            raise HandlerError(400, f"'url' must be an http(s) URL of an image. {EXPECTED}")
+        return json.dumps({"url": url}).encode(), "application/json"
+    if "image" in payload:
+        image = payload["image"]
+        if not isinstance(image, str):
+            raise HandlerError(400, f"'image' must be a base64 string. {EXPECTED}")
+        data = _b64decode(image, "'image'")
+        hint = payload.get("content_type")
+        return _image(data, hint if isinstance(hint, str) else "")
+    raise HandlerError(400, f"The event has neither 'url' nor 'image'. {EXPECTED}")
+
+
+def _from_http_event(event: dict[str, Any]) -> tuple[bytes, str]:
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    body = event.get("body")
+    if body is None or body == "":
+        query = event.get("queryStringParameters") or {}
+        if isinstance(query, dict) and query.get("url"):
+            return _from_payload({"url": query["url"]})
+        raise HandlerError(400, f"The request has no body. {EXPECTED}")
+    if not isinstance(body, str):
+        raise HandlerError(400, f"The request body must be a string. {EXPECTED}")
+    raw = _b64decode(body, "The request body") if event.get("isBase64Encoded") else body.encode()
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    looks_json = raw.lstrip()[:1] == b"{"
+    if content_type == "application/json" or (looks_json and not content_type.startswith("image/")):
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise HandlerError(400, f"The request body is not valid JSON. {EXPECTED}") from None
+        if not isinstance(payload, dict):
+            raise HandlerError(400, f"The JSON body must be an object. {EXPECTED}")
+        return _from_payload(payload)
+    if content_type.startswith("image/") or content_type == "application/x-image" or _sniff(raw):
+        return _image(raw, content_type)
+    raise HandlerError(400, f"Unsupported request body ({content_type or 'no type'}). {EXPECTED}")
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise HandlerError(400, f"{what} is not valid base64. {EXPECTED}") from None
+
+
+def _sniff(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    return ""
+
+
+def _image(data: bytes, content_type: str) -> tuple[bytes, str]:
+    if not data:
+        raise HandlerError(400, f"The image is empty. {EXPECTED}")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise HandlerError(
+            413, f"The image is {len(data)} bytes; the limit is {MAX_IMAGE_BYTES} bytes."
+        )
+    return data, _sniff(data) or content_type or "application/x-image"
+
+
+# --------------------------------------------------------------------------------------------
+# The endpoint call
+
+
+def _float_env(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _top_k() -> int:
+    try:
+        return max(1, int(os.environ.get("TOP_K", "5")))
+    except ValueError:
+        return 5
+
+
+def get_client() -> Any:
+    """The sagemaker-runtime client for the current environment (cached across invocations)."""
+    endpoint_url = os.environ.get("SAGEMAKER_RUNTIME_ENDPOINT_URL") or None
+    read_timeout = _float_env("READ_TIMEOUT_S", 25.0)
+    connect_timeout = _float_env("CONNECT_TIMEOUT_S", 5.0)
+    key = (endpoint_url, read_timeout, connect_timeout)
+    if key not in _clients:
+        _clients[key] = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=endpoint_url,
+            config=Config(
+                read_timeout=read_timeout,
+                connect_timeout=connect_timeout,
+                # One attempt: a retried slow call would outlive the function's own timeout.
+                retries={"max_attempts": 1, "mode": "standard"},
+            ),
+        )
+    return _clients[key]
+
+
+def invoke(endpoint_name: str, body: bytes, content_type: str) -> bytes:
+    """Call the endpoint; map every failure to a HandlerError with the right status."""
+    try:
+        response = get_client().invoke_endpoint(
+            EndpointName=endpoint_name,
+            Body=body,
+            ContentType=content_type,
+            Accept="application/json",
+        )
+        return bytes(response["Body"].read())
+    except (ReadTimeoutError, ConnectTimeoutError):
+        raise HandlerError(504, f"The endpoint {endpoint_name} did not answer in time.") from None
+    except (NoRegionError, NoCredentialsError) as exc:
+        raise HandlerError(500, f"The function is misconfigured: {exc}") from None
+    except ClientError as exc:
+        raise _from_client_error(endpoint_name, exc) from None
+    except BotoCoreError as exc:
+        raise HandlerError(502, f"Could not reach the endpoint {endpoint_name}: {exc}") from None
+
+
+def _from_client_error(endpoint_name: str, exc: ClientError) -> HandlerError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    original = exc.response.get("OriginalStatusCode")
+    if code == "ModelError" and isinstance(original, int):
+        if 400 <= original < 500:
+            # The model rejected the request (bad image, unsupported type): the caller's fault.
+            detail = exc.response.get("OriginalMessage") or message
+            return HandlerError(400, f"The model rejected the request: {detail}")
+        return HandlerError(502, f"The model failed ({original}): {message}")
+    if status == 413:
+        return HandlerError(413, message or "The request is too large for the endpoint.")
+    if code in ("ServiceUnavailable", "ModelNotReadyException", "ThrottlingException") or status in (
+        429,
+        503,
+    ):
+        return HandlerError(503, f"The endpoint {endpoint_name} is busy; retry later. {message}")
+    if 400 <= status < 500 and code not in ("ValidationError", "AccessDeniedException"):
+        return HandlerError(400, f"The endpoint rejected the request: {message}")
+    # ValidationError here means the endpoint does not exist; access denied is our own IAM.
+    return HandlerError(502, f"The endpoint {endpoint_name} failed ({code or status}): {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# The answer
+
+
+def summarise(payload: bytes, top_k: int) -> dict[str, Any]:
+    """`label`, `probability` and the top-k `predictions`, from either answer shape the model
+    may give: a JSON object with those keys, or raw logits `[[...]]` like the original."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise HandlerError(502, "The endpoint answered with something other than JSON.") from None
+    if isinstance(data, list):
+        return _from_logits(data, top_k)
+    if not isinstance(data, dict):
+        raise HandlerError(502, "The endpoint's answer has an unexpected shape.")
+    predictions = data.get("predictions")
+    predictions = list(predictions)[:top_k] if isinstance(predictions, list) else []
+    label = data.get("label")
+    probability = data.get("probability")
+    if label is None and predictions and isinstance(predictions[0], dict):
+        label = predictions[0].get("label")
+        probability = predictions[0].get("probability")
+    if label is None:
+        raise HandlerError(502, "The endpoint's answer has no label or predictions.")
+    return {**data, "label": label, "probability": probability, "predictions": predictions}
+
+
+def _from_logits(data: list[Any], top_k: int) -> dict[str, Any]:
+    row = data[0] if data and isinstance(data[0], list) else data
+    try:
+        logits = [float(x) for x in row]
+    except (TypeError, ValueError):
+        raise HandlerError(502, "The endpoint's answer has an unexpected shape.") from None
+    if not logits:
+        raise HandlerError(502, "The endpoint answered with no scores.")
+    peak = max(logits)
+    exps = [math.exp(x - peak) for x in logits]
+    total = sum(exps)
+    ranked = sorted(range(len(exps)), key=lambda i: exps[i], reverse=True)[:top_k]
+    predictions = [{"label": str(i), "probability": exps[i] / total} for i in ranked]
+    return {
+        "label": predictions[0]["label"],
+        "probability": predictions[0]["probability"],
+        "predictions": predictions,
+    }

@@ -1,0 +1,161 @@
+"""Best-estimator training on the local backend, and SageMaker-style model.tar.gz packaging."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from dogops.backends.base import ProgressFn
+from dogops.errors import OperationFailedError, UserInputError
+from dogops.local.container import (
+    USER_ERROR_EXIT_CODE,
+    container_env,
+    hyperparameter_args,
+    run_entry_point,
+)
+from dogops.local.tuner import final_metrics
+from dogops.results import TrainedModel, TrialResult, TuningResult
+
+MODEL_ARCHIVE = "model.tar.gz"
+
+
+def make_model_archive(model_dir: Path, archive: Path) -> str:
+    """Pack `model_dir` like SageMaker's model.tar.gz, byte-for-byte reproducibly.
+
+    Fixed mtimes, owners and order make the archive's sha256 a content version: the same model
+    packed twice is the same version, so a re-run does not redeploy it.
+    """
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+            rel = path.relative_to(model_dir).as_posix()
+            if "__pycache__" in rel:
+                continue
+            info = tarfile.TarInfo(rel)
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            info.mtime = 0
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    data = buffer.getvalue()
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(f".{archive.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, archive)
+    return hashlib.sha256(data).hexdigest()
+
+
+def extract_model_archive(archive: Path, dest: Path) -> Path:
+    """Unpack into `dest` (a fresh folder) with tarfile's safe `data` filter."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def read_metadata(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "metadata.json"
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
+def trained_model_record(
+    job_name: str, model_dir: Path, archive: Path, version: str,
+    hyperparameters: dict[str, Any], reused: bool,
+) -> TrainedModel:
+    meta = read_metadata(model_dir)
+    return TrainedModel(
+        job_name=job_name,
+        model_uri=archive.resolve().as_uri(),
+        hyperparameters=hyperparameters,
+        metrics={k: float(v) for k, v in meta.get("metrics", {}).items()
+                 if isinstance(v, (int, float))},
+        per_class_accuracy=meta.get("per_class_accuracy", {}),
+        confusion_matrix=meta.get("confusion_matrix", []),
+        class_names=meta.get("class_names", []),
+        reused=reused,
+        version=version[:16],
+    )
+
+
+def reusable_trial(tuning: TuningResult, epochs: int) -> TrialResult | None:
+    """The best trial when it trained to completion on the final training's epoch budget."""
+    best = tuning.best
+    if best is None or best.model_uri is None:
+        return None
+    if int(best.hyperparameters.get("epochs", -1)) != epochs:
+        return None
+    return best
+
+
+def train_final(
+    job_name: str,
+    job_dir: Path,
+    data_dir: Path,
+    hyperparameters: dict[str, Any],
+    feature_cache_dir: Path | None,
+    progress: ProgressFn | None = None,
+    timeout_s: float = 6 * 3600,
+) -> TrainedModel:
+    """Train once with `hyperparameters` into `job_dir`, or reuse a finished run there."""
+    archive = job_dir / MODEL_ARCHIVE
+    model_dir = job_dir / "model"
+    if archive.exists() and (model_dir / "metadata.json").exists():
+        version = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if progress:
+            progress(f"training job {job_name} already finished: reusing {archive}")
+        return trained_model_record(job_name, model_dir, archive, version, hyperparameters, True)
+    if progress:
+        progress(f"training job {job_name} started with {hyperparameters}")
+    outcome = run_entry_point(
+        hyperparameter_args(hyperparameters),
+        container_env(data_dir, model_dir, job_dir / "output", hyperparameters,
+                      os.cpu_count() or 1, feature_cache_dir),
+        job_dir / "train.log",
+        on_line=(lambda line: bool(progress and line.startswith("Epoch") and progress(line.strip())))
+        if progress else None,
+        timeout_s=timeout_s,
+    )
+    if not outcome.succeeded:
+        reason = outcome.failure_reason()
+        if outcome.returncode == USER_ERROR_EXIT_CODE:
+            raise UserInputError(f"training job {job_name}: {reason}")
+        raise OperationFailedError(f"training job {job_name} failed: {reason} (log: {job_dir / 'train.log'})")
+    metrics = final_metrics(outcome.log_text)
+    version = make_model_archive(model_dir, archive)
+    if progress:
+        progress(f"training job {job_name} finished in {outcome.seconds:.1f} s: {metrics}")
+    return trained_model_record(job_name, model_dir, archive, version, hyperparameters, False)
+
+
+def package_trial(
+    trial: TrialResult, job_name: str, job_dir: Path, progress: ProgressFn | None = None
+) -> TrainedModel:
+    """Reuse a tuning trial's model as the final model: copy it and pack model.tar.gz."""
+    assert trial.model_uri is not None
+    source = Path(trial.model_uri.removeprefix("file://"))
+    model_dir = job_dir / "model"
+    archive = job_dir / MODEL_ARCHIVE
+    if not archive.exists():
+        shutil.copytree(source, model_dir, dirs_exist_ok=True)
+        version = make_model_archive(model_dir, archive)
+        reused = False
+    else:
+        version = hashlib.sha256(archive.read_bytes()).hexdigest()
+        reused = True
+    if progress:
+        progress(f"reusing trial {trial.name}'s model (trained on the same budget) as {job_name}")
+    return trained_model_record(job_name, model_dir, archive, version, trial.hyperparameters, reused)

@@ -1,0 +1,95 @@
+"""The local Prefect server that `make demo` and `make serve` start (or reuse) on 127.0.0.1.
+
+Its database and logs live under `<state_dir>/prefect/`, so the project never touches a user's
+own `~/.prefect`. Started detached, so the UI stays up after the demo finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from dogops.errors import OperationFailedError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4200
+
+
+def api_url(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def is_healthy(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def prefect_env(state_dir: Path) -> dict[str, str]:
+    home = (state_dir / "prefect").resolve()
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+
+
+def start_prefect_server(
+    state_dir: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout_s: float = 120
+) -> str:
+    """Start (or reuse) the Prefect server; return its API URL once healthy."""
+    url = api_url(host, port)
+    if is_healthy(url):
+        return url
+    home = state_dir / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "server.log").open("ab")
+    env = {**os.environ, **prefect_env(state_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (home / "server.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OperationFailedError(
+                f"Prefect server exited with code {proc.returncode}; see {home / 'server.log'}"
+            )
+        if is_healthy(url):
+            return url
+        time.sleep(1)
+    raise OperationFailedError(
+        f"Prefect server not healthy at {url} after {timeout_s:.0f} s; see {home / 'server.log'}"
+    )
+
+
+def stop_prefect_server(state_dir: Path) -> bool:
+    pid_file = state_dir / "prefect" / "server.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        return False
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,121 @@
+"""train-and-deploy: from an image folder to a live, auto-scaled, secured prediction service.
+
+    validate -> upload data -> tune -> train best -> evaluate -> deploy -> register auto-scaling
+             -> secure (IAM) -> deploy Lambda -> smoke test
+
+The backend (`local` default, `aws`) is one setting; nothing here branches on it. IAM comes
+before the Lambda because the function needs its (least-privilege) role to exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from dogops import reporting
+from dogops.results import (
+    EndpointInfo,
+    LambdaInfo,
+    ScalingInfo,
+    SecurityReport,
+    StepSkipped,
+    SyncReport,
+    TrainedModel,
+    TuningResult,
+)
+from dogops.run_key import run_key as make_run_key
+from dogops.settings import (
+    Backend,
+    EndpointConfig,
+    LambdaConfig,
+    ScalingConfig,
+    TrainingConfig,
+    TuningConfig,
+    load_settings,
+)
+from tasks.data import upload_data, validate_data
+from tasks.endpoint import deploy, deploy_lambda, register_autoscaling, secure, smoke_test
+from tasks.reporting import evaluate, report_endpoint, report_summary, report_tuning
+from tasks.training import train_best, tune
+
+
+class PipelineResult(BaseModel):
+    backend: str
+    run_key: str
+    data: SyncReport
+    tuning: TuningResult
+    model: TrainedModel
+    endpoint: EndpointInfo
+    scaling: ScalingInfo | StepSkipped
+    security: SecurityReport | StepSkipped
+    lambda_function: LambdaInfo | StepSkipped
+    smoke_test: dict[str, Any] | StepSkipped
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    backend = params.get("backend") or "default"
+    return f"train-and-deploy-{backend}-{flow_run.scheduled_start_time:%Y%m%d-%H%M%S}"
+
+
+@flow(name="train-and-deploy", flow_run_name=_run_name, log_prints=True)
+def train_and_deploy(
+    data_dir: str | None = None,
+    backend: Backend | None = None,
+    tuning: TuningConfig | None = None,
+    training: TrainingConfig | None = None,
+    endpoint: EndpointConfig | None = None,
+    scaling: ScalingConfig | None = None,
+    lambda_config: LambdaConfig | None = None,
+    state_dir: str | None = None,
+    run_smoke_test: bool = True,
+) -> PipelineResult:
+    """Tune, train, deploy and secure the classifier. Empty parameters keep the settings."""
+    settings = load_settings(
+        data_dir=data_dir, backend=backend, tuning=tuning, training=training,
+        endpoint=endpoint, scaling=scaling, lambda_config=lambda_config, state_dir=state_dir,
+    )
+    logger = get_run_logger()
+    logger.info("backend=%s data_dir=%s endpoint=%s", settings.backend, settings.data_dir,
+                settings.endpoint.name)
+    summary = validate_data(settings.data_dir)
+    logger.info("data: %d classes, images per split %s", summary.num_classes,
+                summary.images_per_split)
+    data_root = Path(summary.root)
+
+    data = upload_data(settings, data_root)
+    key = make_run_key(settings, data)
+    tuned = tune(settings, data, key)
+    report_tuning(tuned)
+    model = train_best(settings, data, tuned, key)
+    evaluate(model, tuned)
+    live = deploy(settings, model, key)
+    report_endpoint(live, settings.backend, settings.aws.region)
+    scaled = register_autoscaling(settings, live)
+    security = secure(settings, live)
+    function = deploy_lambda(settings, live, security)
+    smoke: dict[str, Any] | StepSkipped = (
+        smoke_test(settings, live, data_root) if run_smoke_test
+        else StepSkipped(step="smoke-test", reason="run_smoke_test=False")
+    )
+    if isinstance(smoke, StepSkipped):
+        logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
+    report_summary(
+        reporting.summary_markdown(
+            settings.backend, data, tuned, model, live, scaled, security, function, smoke
+        )
+    )
+    return PipelineResult(
+        backend=settings.backend, run_key=key, data=data, tuning=tuned, model=model,
+        endpoint=live, scaling=scaled, security=security, lambda_function=function,
+        smoke_test=smoke,
+    )
+
+
+if __name__ == "__main__":
+    train_and_deploy()

@@ -1,0 +1,482 @@
+"""Train the dog-breed classifier: the one script for SageMaker training jobs, tuning trials and
+plain machines (successor of the original `hpo.py` and `ec2train1.py`).
+
+    python -m model_code.train --data-dir DATA --model-dir MODEL --learning-rate 0.001 \
+        --batch-size 64 --epochs 8                       # from the repo root
+    cd model_code && python train.py ...                 # how a SageMaker container starts it
+
+Inside SageMaker the folders come from SM_CHANNEL_TRAINING / SM_MODEL_DIR / SM_OUTPUT_DATA_DIR,
+read when the script runs (not when arguments are declared, which crashed the original outside
+SageMaker). It trains on train/, picks the best epoch on valid/ (early stopping), reports on
+test/, and prints metric lines that `metrics.METRIC_DEFINITIONS` read. The user's mistakes end
+with `ERROR: ...` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+try:
+    from model_code import data, features, metrics, net
+except ImportError:  # run as `python train.py` inside model_code/ (how SageMaker starts it)
+    import data  # type: ignore[no-redef]
+    import features  # type: ignore[no-redef]
+    import metrics  # type: ignore[no-redef]
+    import net  # type: ignore[no-redef]
+
+EXIT_USER_ERROR = 2
+SERVING_FILES = ("inference.py", "net.py", "requirements.txt")
+
+
+class UsageError(ValueError):
+    """A bad argument or folder; the message says what to pass instead."""
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+
+def _unquote(value: str) -> str:
+    """`'"64"'` -> `64`: the tuner hands back categorical values wrapped in quotes."""
+    value = value.strip()
+    while len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1].strip()
+    return value
+
+
+def _int(value: str) -> int:
+    text = _unquote(value)
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not number.is_integer():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number")
+    return int(number)
+
+
+def _float(value: str) -> float:
+    try:
+        return float(_unquote(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+
+
+def _bool(value: str) -> bool:
+    text = _unquote(value).lower()
+    if text in {"1", "true", "yes", "y", "on"}:
+        return True
+    if text in {"0", "false", "no", "n", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not true/false")
+
+
+def _str(value: str) -> str:
+    return _unquote(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"ERROR: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option takes both spellings, `--learning-rate` and `--learning_rate`."""
+    parser = _Parser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+
+    def add(name: str, **kwargs: Any) -> None:
+        parser.add_argument(f"--{name}", f"--{name.replace('-', '_')}", **kwargs)
+
+    add("learning-rate", type=_float, default=0.001, help="Adam learning rate of the head.")
+    add("batch-size", type=_int, default=64)
+    add("epochs", type=_int, default=8, help="Maximum epochs.")
+    add("patience", type=_int, default=3, help="Stop after this many epochs without a better "
+        "validation loss.")
+    add("architecture", type=_str, default="efficientnet_lite0",
+        help=f"One of {', '.join(net.ARCHITECTURES)}.")
+    add("image-size", type=_int, default=224)
+    add("seed", type=_int, default=42)
+    add("augment", type=_bool, nargs="?", const=True, default=False,
+        help="Random crops/flips per epoch (turns the train-split feature cache off).")
+    add("skip-corrupt", type=_bool, nargs="?", const=True, default=False,
+        help="Skip unreadable images with a warning instead of stopping.")
+    add("feature-cache-dir", type=_str, default=None,
+        help="Folder for cached backbone features (default: env DOGOPS_FEATURE_CACHE_DIR).")
+    add("weights", type=_str, default=None, help="torchvision ResNet-50 weights file.")
+    add("num-threads", type=_int, default=None, help="torch CPU threads.")
+    add("num-workers", type=_int, default=None, help="DataLoader workers (default 0 on CPU).")
+    add("data-dir", type=_str, default=None, help="Default: env SM_CHANNEL_TRAINING.")
+    add("model-dir", type=_str, default=None, help="Default: env SM_MODEL_DIR.")
+    add("output-dir", type=_str, default=None,
+        help="Default: env SM_OUTPUT_DATA_DIR, else the model dir.")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check arguments; unknown ones (e.g. SageMaker's `_tuning_objective_metric`)
+    are reported and ignored."""
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        log(f"ignoring unknown arguments: {' '.join(unknown)}")
+    checks = [
+        (args.learning_rate > 0, f"--learning-rate must be > 0, got {args.learning_rate}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1, got {args.batch_size}"),
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.patience >= 1, f"--patience must be >= 1, got {args.patience}"),
+        (args.image_size >= 32, f"--image-size must be >= 32, got {args.image_size}"),
+        (
+            args.architecture in net.ARCHITECTURES,
+            f"--architecture {args.architecture!r} is unknown: use one of "
+            f"{', '.join(net.ARCHITECTURES)}",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    return args
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    model_dir: Path
+    output_dir: Path
+    cache_dir: Path | None
+
+
+def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
+    """Folders from the arguments, else SageMaker's variables, read now (not at import)."""
+    env = os.environ if env is None else env
+    data_dir = args.data_dir or env.get("SM_CHANNEL_TRAINING")
+    if not data_dir:
+        raise UsageError("no data folder: pass --data-dir PATH (or set SM_CHANNEL_TRAINING).")
+    model_dir = args.model_dir or env.get("SM_MODEL_DIR")
+    if not model_dir:
+        raise UsageError("no model folder: pass --model-dir PATH (or set SM_MODEL_DIR).")
+    output_dir = args.output_dir or env.get("SM_OUTPUT_DATA_DIR") or model_dir
+    cache = args.feature_cache_dir or env.get("DOGOPS_FEATURE_CACHE_DIR") or None
+    return Paths(Path(data_dir), Path(model_dir), Path(output_dir), Path(cache) if cache else None)
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """Progress for people; flushed so a parent process reading our stdout sees it at once."""
+    print(f"[train] {message}", flush=True)
+
+
+def emit(line: str) -> None:
+    """A metric line (see metrics.py), flushed immediately: tuners read them live."""
+    print(line, flush=True)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor
+
+
+def evaluate(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
+             device: torch.device) -> EvalResult:
+    """Mean loss per image and accuracy as floats (the original floor-divided both)."""
+    head.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total, preds = 0.0, []
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            x = feats[start:start + batch_size].to(device)
+            y = labels[start:start + batch_size].to(device)
+            out = head(x)
+            total += float(loss_fn(out, y))
+            preds.append(out.argmax(1).cpu())
+    predictions = torch.cat(preds)
+    accuracy = float((predictions == labels.cpu()).float().mean())
+    return EvalResult(total / len(labels), accuracy, predictions)
+
+
+def train_epoch_on_features(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
+                            optimizer: torch.optim.Optimizer, batch_size: int,
+                            generator: torch.Generator, device: torch.device) -> float:
+    """One epoch of head training on cached features; returns the mean training loss."""
+    head.train()
+    loss_fn = nn.CrossEntropyLoss()
+    order = torch.randperm(len(labels), generator=generator)
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        x, y = feats[idx].to(device), labels[idx].to(device)
+        optimizer.zero_grad()
+        loss = loss_fn(head(x), y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss) * len(idx)
+    return total / len(order)
+
+
+@dataclass
+class AugmentedTrainer:
+    """One epoch of full forward passes with per-epoch random augmentation (cache off)."""
+
+    model: net.Classifier
+    dataset: data.ImageDataset
+    batch_size: int
+    num_workers: int
+    skip_corrupt: bool
+    skipped: set[str] = field(default_factory=set)
+
+    def epoch(self, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+              device: torch.device) -> float:
+        self.model.train()
+        loss_fn = nn.CrossEntropyLoss()
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True,
+                            generator=generator, num_workers=self.num_workers)
+        total, count = 0.0, 0
+        for images, targets, indices in loader:
+            bad = targets < 0
+            for index in indices[bad].tolist():
+                path = self.dataset.split.samples[index][0]
+                if not self.skip_corrupt:
+                    raise data.corrupt_image_error(path)
+                self.skipped.add(str(path))
+            if bad.all():
+                continue
+            x, y = images[~bad].to(device), targets[~bad].to(device)
+            optimizer.zero_grad()
+            loss = loss_fn(self.model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(y)
+            count += len(y)
+        return total / max(count, 1)
+
+
+# --- outputs -----------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def save_model(model_dir: Path, model: net.Classifier, metadata: dict[str, Any]) -> None:
+    """model.pth, metadata.json and code/ (serving code), each written under a temporary name
+    and renamed, so a failed run never leaves a half-written model behind."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    here = Path(__file__).resolve().parent
+    tmp_model = model_dir / ".model.pth.tmp"
+    tmp_code = Path(tempfile.mkdtemp(dir=model_dir, prefix=".code."))
+    try:
+        torch.save(model.state_dict(), tmp_model)
+        for name in SERVING_FILES:
+            shutil.copy2(here / name, tmp_code / name)
+        tmp_code.chmod(0o755)
+        code_dir = model_dir / "code"
+        if code_dir.exists():
+            shutil.rmtree(code_dir)
+        os.replace(tmp_code, code_dir)
+        os.replace(tmp_model, model_dir / "model.pth")
+        _write_json_atomic(model_dir / "metadata.json", metadata)
+    finally:
+        tmp_model.unlink(missing_ok=True)
+        shutil.rmtree(tmp_code, ignore_errors=True)
+
+
+def per_class_report(predictions: torch.Tensor, labels: torch.Tensor,
+                     class_names: Sequence[str]) -> tuple[dict[str, float], list[list[int]]]:
+    """Test accuracy per class name and the confusion matrix (rows: true, columns: predicted)."""
+    n = len(class_names)
+    matrix = torch.zeros(n, n, dtype=torch.long)
+    for true, pred in zip(labels.tolist(), predictions.tolist(), strict=True):
+        matrix[true, pred] += 1
+    per_class = {}
+    for i, name in enumerate(class_names):
+        row_total = int(matrix[i].sum())
+        per_class[name] = float(matrix[i, i]) / row_total if row_total else 0.0
+    return per_class, matrix.tolist()
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
+    """The whole training run; returns the metadata it saved."""
+    started = time.time()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    generator = seed_everything(args.seed)
+    device = select_device()
+    num_workers = args.num_workers if args.num_workers is not None else (
+        min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)
+    log(f"device {device}, data {paths.data_dir}, model {paths.model_dir}")
+
+    splits = data.scan_dataset(paths.data_dir)  # checks the layout before loading any model
+    class_names = list(splits["train"].class_names)
+    log(f"{len(class_names)} classes; " + ", ".join(f"{k}: {len(v)} images"
+                                                    for k, v in splits.items()))
+
+    model = net.build_model(args.architecture, len(class_names), image_size=args.image_size,
+                            pretrained=True, weights=args.weights).to(device)
+    weights_id = net.weights_identity(args.architecture, args.weights)
+    eval_tf = net.eval_transform(args.image_size)
+    extract_batch = 128 if device.type == "cuda" else 32
+
+    def split_features(name: str) -> tuple[features.FeatureSet, bool]:
+        dataset = data.ImageDataset(splits[name], eval_tf, args.image_size)
+        fs, hit = features.cached_features(
+            splits[name], cache_dir=paths.cache_dir, architecture=args.architecture,
+            image_size=args.image_size, weights_id=weights_id, skip_corrupt=args.skip_corrupt,
+            compute=lambda: features.extract_features(
+                model, dataset, batch_size=extract_batch, device=device,
+                skip_corrupt=args.skip_corrupt, num_workers=num_workers))
+        state = "hit" if hit else ("miss" if paths.cache_dir else "off (in memory only)")
+        log(f"feature cache {state} for {name}: {len(fs.labels)} images")
+        for rel in fs.skipped:
+            log(f"WARNING: skipped unreadable image {splits[name].root / rel}")
+        return fs, hit
+
+    used = ("valid", "test") if args.augment else ("train", "valid", "test")
+    feature_sets, hits = {}, []
+    for name in used:
+        feature_sets[name], hit = split_features(name)
+        hits.append(hit)
+    cache_hit = paths.cache_dir is not None and all(hits)
+
+    head = model.head
+    optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate)
+    augmenter = None
+    if args.augment:
+        augmenter = AugmentedTrainer(
+            model, data.ImageDataset(splits["train"],
+                                     net.train_transform(args.image_size, True), args.image_size),
+            args.batch_size, num_workers, args.skip_corrupt)
+    valid = feature_sets["valid"]
+    valid_feats, valid_labels = valid.features.to(device), valid.labels.to(device)
+    if not args.augment:
+        train_feats = feature_sets["train"].features.to(device)
+        train_labels = feature_sets["train"].labels.to(device)
+
+    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    history = []
+    epoch = 0
+    for epoch in range(1, args.epochs + 1):
+        if augmenter is not None:
+            train_loss = augmenter.epoch(optimizer, generator, device)
+        else:
+            train_loss = train_epoch_on_features(head, train_feats, train_labels, optimizer,
+                                                 args.batch_size, generator, device)
+        result = evaluate(head, valid_feats, valid_labels, 512, device)
+        emit(metrics.epoch_line(epoch, train_loss, result.loss, result.accuracy))
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        "validation_loss": result.loss, "validation_accuracy": result.accuracy})
+        if result.loss < best_loss:  # NaN never counts as better
+            best_loss, best_epoch, stale = result.loss, epoch, 0
+            best_state = copy.deepcopy(head.state_dict())
+        else:
+            stale += 1
+            if stale >= args.patience:
+                log(f"early stopping after epoch {epoch}: no better validation loss for "
+                    f"{stale} epochs")
+                break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+    log(f"selected epoch {best_epoch} of {epoch}")
+
+    final_valid = evaluate(head, valid_feats, valid_labels, 512, device)
+    emit(metrics.validation_line(final_valid.loss, final_valid.accuracy))
+    test = feature_sets["test"]
+    test_result = evaluate(head, test.features.to(device), test.labels.to(device), 512, device)
+    for line in metrics.test_lines(test_result.loss, test_result.accuracy):
+        emit(line)
+    per_class, confusion = per_class_report(test_result.predictions, test.labels, class_names)
+
+    skipped = sorted({str(splits[n].root / r) for n, fs in feature_sets.items()
+                      for r in fs.skipped} | (augmenter.skipped if augmenter else set()))
+    if skipped:
+        log(f"WARNING: skipped {len(skipped)} unreadable image(s) (--skip-corrupt)")
+    metric_values = {
+        "validation:loss": final_valid.loss,
+        "validation:accuracy": final_valid.accuracy,
+        "test:loss": test_result.loss,
+        "test:accuracy": test_result.accuracy,
+        "train:loss": history[best_epoch - 1]["train_loss"],
+    }
+    hyperparameters = {
+        "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+        "epochs": args.epochs, "patience": args.patience, "architecture": args.architecture,
+        "image_size": args.image_size, "seed": args.seed, "augment": args.augment,
+        "skip_corrupt": args.skip_corrupt,
+    }
+    metadata = {
+        "architecture": args.architecture,
+        "image_size": args.image_size,
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "hyperparameters": hyperparameters,
+        "metrics": metric_values,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion,
+        "epochs_run": epoch,
+        "best_epoch": best_epoch,
+        "feature_cache_hit": cache_hit,
+        "skipped_images": skipped,
+        "seconds": round(time.time() - started, 3),
+        "device": device.type,
+    }
+    save_model(paths.model_dir, model.cpu(), metadata)
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(paths.output_dir / "metrics.json",
+                       {"metrics": metric_values, "history": history, "best_epoch": best_epoch,
+                        "epochs_run": epoch, "feature_cache_hit": cache_hit})
+    log(f"saved {paths.model_dir / 'model.pth'} in {metadata['seconds']:.1f} s")
+    return metadata
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (2 for the user's mistakes)."""
+    try:
+        args = parse_args(argv)
+        paths = resolve_paths(args)
+        run(args, paths)
+    except (UsageError, data.DataError, net.WeightsNotFoundError) as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

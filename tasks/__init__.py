@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over dogops' plain functions and the chosen backend."""
