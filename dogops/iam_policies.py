@@ -110,14 +110,16 @@ def endpoint_arn(region: str, account_id: str, endpoint_name: str) -> str:
     case-sensitively), so `Dog-Classifier` must appear as `endpoint/dog-classifier`."""
     _region_account(region, account_id)
     _check(endpoint_name, _ENDPOINT, "Endpoint name", "use letters, digits and single hyphens.")
-    return f"arn:{partition(region)}:sagemaker:{region}:{account_id}:endpoint/{endpoint_name.lower()}"
+    part = partition(region)
+    return f"arn:{part}:sagemaker:{region}:{account_id}:endpoint/{endpoint_name.lower()}"
 
 
 def lambda_log_group_arn(region: str, account_id: str, function_name: str) -> str:
     """The function's own log group, `/aws/lambda/<function>`."""
     _region_account(region, account_id)
     _check(function_name, _FUNCTION, "Lambda function name", "use letters, digits, - and _.")
-    return f"arn:{partition(region)}:logs:{region}:{account_id}:log-group:/aws/lambda/{function_name}"
+    part = partition(region)
+    return f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/lambda/{function_name}"
 
 
 def lambda_execution_policy(

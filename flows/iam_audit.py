@@ -20,21 +20,29 @@ from dogops.settings import AwsConfig, load_settings
 TABLE_KEY = "iam-audit"
 ACTIONS_KEY = "iam-audit-actions"
 
-_retrying = {
-    "retries": 3,
-    "retry_delay_seconds": [2, 8, 30],
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_condition,
-    "cache_policy": NO_CACHE,  # an audit must always look at IAM as it is now
-}
 
-
-@task(name="audit-iam-policies", **_retrying)
+# Retried only on transient errors (throttling, 5xx, connection); never cached: an audit must
+# always look at IAM as it is now.
+@task(
+    name="audit-iam-policies",
+    retries=3,
+    retry_delay_seconds=[2, 8, 30],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def audit_task(aws: AwsConfig, unused_days: int) -> AuditReport:
     return audit_policies(AwsClients(aws), unused_days=unused_days)
 
 
-@task(name="delete-unused-policies", **_retrying)
+@task(
+    name="delete-unused-policies",
+    retries=3,
+    retry_delay_seconds=[2, 8, 30],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_condition,
+    cache_policy=NO_CACHE,
+)
 def cleanup_task(aws: AwsConfig, report: AuditReport, detach: bool) -> list[str]:
     # Safe to retry: apply_cleanup re-checks each policy and skips those already gone.
     return apply_cleanup(AwsClients(aws), report, detach=detach)
@@ -90,8 +98,9 @@ def iam_audit(
         key=ACTIONS_KEY, markdown=_actions_markdown(report, apply, detach, deleted)
     )
     for finding in report.findings:
-        logger.info("%s %s: %s -> %s", finding.kind, finding.policy_name, finding.reason,
-                    finding.action)
+        logger.info(
+            "%s %s: %s -> %s", finding.kind, finding.policy_name, finding.reason, finding.action
+        )
     return report
 
 

@@ -63,10 +63,8 @@ def _triangles(draw: ImageDraw.ImageDraw, size: int, rng: np.random.RandomState,
         x, y = rng.uniform(0, size, 2)
         r = size * rng.uniform(0.12, 0.25)
         angle = rng.uniform(0, 2 * math.pi)
-        points = [
-            (x + r * math.cos(angle + k * 2 * math.pi / 3), y + r * math.sin(angle + k * 2 * math.pi / 3))
-            for k in range(3)
-        ]
+        corners = [angle + k * 2 * math.pi / 3 for k in range(3)]
+        points = [(x + r * math.cos(a), y + r * math.sin(a)) for a in corners]
         draw.polygon(points, fill=c)
 
 
@@ -107,7 +105,10 @@ def class_names(classes: int) -> list[str]:
 
 
 def _rgb(hue: float, saturation: float, value: float) -> Color:
-    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, min(max(saturation, 0.0), 1.0), min(max(value, 0.0), 1.0))
+    def clamp(x: float) -> float:
+        return min(max(x, 0.0), 1.0)
+
+    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, clamp(saturation), clamp(value))
     return int(r * 255), int(g * 255), int(b * 255)
 
 
@@ -117,7 +118,8 @@ def draw_image(class_index: int, size: int, rng: np.random.RandomState) -> Image
     background = _rgb(rng.uniform(0, 1), rng.uniform(0.0, 0.3), rng.uniform(0.1, 0.9))
     image = Image.new("RGB", (size, size), background)
     painter = PAINTERS[class_index % len(PAINTERS)]
-    painter(ImageDraw.Draw(image), size, rng, _rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)))
+    colour = _rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
+    painter(ImageDraw.Draw(image), size, rng, colour)
     pixels = np.asarray(image, dtype=np.float32)
     pixels += rng.normal(0, 12, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))

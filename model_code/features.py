@@ -65,7 +65,9 @@ def extract_features(
     num_workers: int = 0,
 ) -> FeatureSet:
     """Run the frozen backbone once over `dataset` (eval mode, no grad)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # An own generator: iterating a DataLoader otherwise draws from the global RNG.
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     feats: list[torch.Tensor] = []
     labels: list[torch.Tensor] = []
     skipped: list[str] = []
@@ -86,7 +88,9 @@ def extract_features(
     return FeatureSet(torch.cat(feats), torch.cat(labels), skipped)
 
 
-def _cache_path(cache_dir: Path, split: Split, architecture: str, image_size: int, key: str) -> Path:
+def _cache_path(
+    cache_dir: Path, split: Split, architecture: str, image_size: int, key: str
+) -> Path:
     return cache_dir / f"{architecture}-{image_size}px-{split.name}-{key[:24]}.pt"
 
 

@@ -260,7 +260,8 @@ def _connection(scheme: str, host: str, port: int, address: str,
 
 
 def _read_limited(read: Any, limit: int, deadline: float) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         if time.monotonic() > deadline:
             raise RequestError("image download timed out (DOGOPS_URL_TIMEOUT_S).")

@@ -70,7 +70,7 @@ class _EfficientNetFeatures(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = self.net.extract_features(x)
+        maps = self.net.extract_features(x)  # type: ignore[operator]
         pooled: torch.Tensor = torch.flatten(nn.functional.adaptive_avg_pool2d(maps, 1), 1)
         return pooled
 

@@ -241,7 +241,7 @@ def train_epoch_on_features(head: nn.Module, feats: torch.Tensor, labels: torch.
         loss = loss_fn(head(x), y)
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(idx)
+        total += loss.item() * len(idx)
     return total / len(order)
 
 
@@ -277,7 +277,7 @@ class AugmentedTrainer:
             loss = loss_fn(self.model(x), y)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(y)
+            total += loss.item() * len(y)
             count += len(y)
         return total / max(count, 1)
 
@@ -374,6 +374,9 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         hits.append(hit)
     cache_hit = paths.cache_dir is not None and all(hits)
 
+    # Re-seed so training does not depend on whether the features came from the cache
+    # (computing them draws from the global RNG through the DataLoader).
+    generator = seed_everything(args.seed)
     head = model.head
     optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate)
     augmenter = None

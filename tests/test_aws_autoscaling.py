@@ -23,6 +23,11 @@ ENDPOINT = "dogops-classifier"
 RID = f"endpoint/{ENDPOINT}/variant/AllTraffic"
 
 
+def _scaling(**fields: Any) -> ScalingConfig:
+    """A validated config (model_validate keeps mypy happy without the pydantic plugin)."""
+    return ScalingConfig.model_validate(fields)
+
+
 def _record_calls(client: Any) -> list[str]:
     """Operation names the client sends from now on (botocore's own event hook, not a mock)."""
     calls: list[str] = []
@@ -41,11 +46,13 @@ def _state(client: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def test_register_leaves_target_and_policy(aws_settings: Any) -> None:
     clients = AwsClients(aws_settings.aws)
-    info = register_autoscaling(clients, ENDPOINT, ScalingConfig())
+    info = register_autoscaling(clients, ENDPOINT, _scaling())
 
     targets, policies = _state(clients.client("application-autoscaling"))
-    assert [(t["ResourceId"], t["ScalableDimension"], t["MinCapacity"], t["MaxCapacity"])
-            for t in targets] == [(RID, DIMENSION, 1, 2)]
+    assert [
+        (t["ResourceId"], t["ScalableDimension"], t["MinCapacity"], t["MaxCapacity"])
+        for t in targets
+    ] == [(RID, DIMENSION, 1, 2)]
     assert len(policies) == 1
     policy = policies[0]
     assert policy["PolicyName"] == policy_name(ENDPOINT) == info.policy_name
@@ -65,18 +72,21 @@ def test_register_leaves_target_and_policy(aws_settings: Any) -> None:
 def test_rerun_changes_nothing_and_new_values_update(aws_settings: Any) -> None:
     clients = AwsClients(aws_settings.aws)
     client = clients.client("application-autoscaling")
-    register_autoscaling(clients, ENDPOINT, ScalingConfig())
+    register_autoscaling(clients, ENDPOINT, _scaling())
     before = _state(client)
 
     calls = _record_calls(client)
-    register_autoscaling(clients, ENDPOINT, ScalingConfig())
+    register_autoscaling(clients, ENDPOINT, _scaling())
     assert _state(client) == before
     assert not {"RegisterScalableTarget", "PutScalingPolicy"} & set(calls)
 
     calls.clear()
-    changed = ScalingConfig(
-        min_capacity=2, max_capacity=4, target_invocations_per_instance=120,
-        scale_in_cooldown_s=300, scale_out_cooldown_s=60,
+    changed = _scaling(
+        min_capacity=2,
+        max_capacity=4,
+        target_invocations_per_instance=120,
+        scale_in_cooldown_s=300,
+        scale_out_cooldown_s=60,
     )
     info = register_autoscaling(clients, ENDPOINT, changed)
     assert {"RegisterScalableTarget", "PutScalingPolicy"} <= set(calls)
@@ -85,7 +95,9 @@ def test_rerun_changes_nothing_and_new_values_update(aws_settings: Any) -> None:
     assert len(policies) == 1  # updated in place, not a second policy
     config = policies[0]["TargetTrackingScalingPolicyConfiguration"]
     assert (config["TargetValue"], config["ScaleInCooldown"], config["ScaleOutCooldown"]) == (
-        120.0, 300, 60,
+        120.0,
+        300,
+        60,
     )
     assert info.target == 120.0
 
@@ -111,20 +123,20 @@ def test_bad_values_fail_before_any_call(
     aws_settings: Any, fields: dict[str, Any], message: str
 ) -> None:
     # model_construct skips ScalingConfig's own checks, as a caller building it by hand could.
-    scaling = ScalingConfig.model_construct(**{**ScalingConfig().model_dump(), **fields})
+    scaling = ScalingConfig.model_construct(**{**_scaling().model_dump(), **fields})
     with pytest.raises(UserInputError, match=message):
         register_autoscaling(_NoCallClients(aws_settings.aws), ENDPOINT, scaling)
 
 
 def test_min_greater_than_max_rejected_by_config_too() -> None:
     with pytest.raises(ValueError, match="greater than"):
-        ScalingConfig(min_capacity=3, max_capacity=2)
+        _scaling(min_capacity=3, max_capacity=2)
 
 
 def test_deregister_removes_policy_and_target_and_tolerates_absence(aws_settings: Any) -> None:
     clients = AwsClients(aws_settings.aws)
     client = clients.client("application-autoscaling")
-    register_autoscaling(clients, ENDPOINT, ScalingConfig())
+    register_autoscaling(clients, ENDPOINT, _scaling())
 
     assert deregister_autoscaling(clients, ENDPOINT) is True
     assert _state(client) == ([], [])

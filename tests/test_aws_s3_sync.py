@@ -49,7 +49,8 @@ def count_calls(s3: Any, operation: str) -> list[str]:
     """Record each call of `operation` with a botocore event hook (the client's real calls)."""
     seen: list[str] = []
     s3.meta.events.register(
-        f"before-parameter-build.s3.{operation}", lambda params, **_: seen.append(params.get("Key", ""))
+        f"before-parameter-build.s3.{operation}",
+        lambda params, **_: seen.append(params.get("Key", "")),
     )
     return seen
 

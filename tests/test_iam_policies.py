@@ -39,7 +39,10 @@ def test_lambda_policy_is_exactly_one_endpoint_and_own_logs() -> None:
     assert policy["Version"] == "2012-10-17"
     assert _grants(policy) == {
         # AWS writes endpoint names lower-case in ARNs, and IAM compares ARNs case-sensitively.
-        ("sagemaker:InvokeEndpoint", f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dog-classifier"),
+        (
+            "sagemaker:InvokeEndpoint",
+            f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dog-classifier",
+        ),
         ("logs:CreateLogGroup", group),
         ("logs:CreateLogStream", f"{group}:log-stream:*"),
         ("logs:PutLogEvents", f"{group}:log-stream:*"),
@@ -73,7 +76,8 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
     }
     # "*" only where AWS offers no resource-level permission, and no action wildcards at all.
     assert {a for a, r in grants if r == "*"} == {
-        "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
     }
     assert not any("*" in action for action, _ in grants)
     assert not any(a.startswith(("iam:", "sagemaker:", "lambda:")) for a, _ in grants)
@@ -91,7 +95,8 @@ def test_trust_policies_name_only_their_service() -> None:
 
 def test_other_partitions() -> None:
     policy = lambda_execution_policy("cn-north-1", ACCOUNT, "ep", "fn")
-    assert policy["Statement"][0]["Resource"] == f"arn:aws-cn:sagemaker:cn-north-1:{ACCOUNT}:endpoint/ep"
+    arn = policy["Statement"][0]["Resource"]
+    assert arn == f"arn:aws-cn:sagemaker:cn-north-1:{ACCOUNT}:endpoint/ep"
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,9 @@ def register_autoscaling(
         )
         log.info(
             "Registered scalable target %s (min %d, max %d)",
-            rid, scaling.min_capacity, scaling.max_capacity,
+            rid,
+            scaling.min_capacity,
+            scaling.max_capacity,
         )
     else:
         log.info("Scalable target %s already as configured", rid)

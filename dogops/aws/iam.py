@@ -1,4 +1,4 @@
-"""The IAM roles dogops creates: a Lambda role that can invoke one endpoint, a scoped SageMaker role.
+"""The IAM roles dogops creates: a Lambda role invoking one endpoint, a scoped SageMaker role.
 
 Each role gets one customer-managed policy of the same name whose document comes from
 `dogops.iam_policies`. Re-running compares what AWS holds with what is wanted and changes only the
@@ -96,7 +96,11 @@ def parse_endpoint_arn(arn: str) -> tuple[str, str, str]:
 
 
 def _ensure_role(
-    iam: Any, name: str, trust: dict[str, Any], description: str, settings: Settings,
+    iam: Any,
+    name: str,
+    trust: dict[str, Any],
+    description: str,
+    settings: Settings,
     notes: list[str],
 ) -> str:
     """Create the role, or bring its trust policy and tags in line. Returns its ARN."""
@@ -118,10 +122,11 @@ def _ensure_role(
     if _canonical(role.get("AssumeRolePolicyDocument") or {}) != _canonical(trust):
         iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
         notes.append(f"updated trust policy of role {name}")
-    if not _is_ours(role.get("Tags") or iam.list_role_tags(RoleName=name)["Tags"], settings.project):
+    tags = role.get("Tags") or iam.list_role_tags(RoleName=name)["Tags"]
+    if not _is_ours(tags, settings.project):
         iam.tag_role(RoleName=name, Tags=project_tags(settings))
         notes.append(f"tagged role {name}")
-    for attached in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
+    for attached in _attached(iam, name):
         if iam_policies.is_full_access_policy(attached["PolicyArn"]):
             iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
             notes.append(f"detached full-access policy {attached['PolicyArn']} from role {name}")
@@ -149,8 +154,13 @@ def _prune_versions(iam: Any, policy_arn: str, keep: int) -> list[str]:
 
 
 def _ensure_policy(
-    iam: Any, arn: str, name: str, document: dict[str, Any], description: str,
-    settings: Settings, notes: list[str],
+    iam: Any,
+    arn: str,
+    name: str,
+    document: dict[str, Any],
+    description: str,
+    settings: Settings,
+    notes: list[str],
 ) -> str:
     """Create the policy, or make `document` its default version. Returns its ARN."""
     try:
@@ -179,21 +189,31 @@ def _ensure_policy(
             + (f" (pruned {', '.join(pruned)})" if pruned else "")
         )
         log.info("Policy %s now at version %s", name, created["VersionId"])
-    if not _is_ours(policy.get("Tags") or iam.list_policy_tags(PolicyArn=arn)["Tags"],
-                    settings.project):
+    if not _is_ours(
+        policy.get("Tags") or iam.list_policy_tags(PolicyArn=arn)["Tags"], settings.project
+    ):
         iam.tag_policy(PolicyArn=arn, Tags=project_tags(settings))
     return str(policy["Arn"])
 
 
+def _attached(iam: Any, role: str) -> Iterator[dict[str, Any]]:
+    return _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=role)
+
+
 def _ensure_attached(iam: Any, role: str, policy_arn: str) -> None:
-    attached = _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=role)
-    if all(p["PolicyArn"] != policy_arn for p in attached):
+    if all(p["PolicyArn"] != policy_arn for p in _attached(iam, role)):
         iam.attach_role_policy(RoleName=role, PolicyArn=policy_arn)
 
 
 def _ensure_role_with_policy(
-    clients: AwsClients, settings: Settings, role: str, trust: dict[str, Any],
-    document: dict[str, Any], account_id: str, description: str, notes: list[str],
+    clients: AwsClients,
+    settings: Settings,
+    role: str,
+    trust: dict[str, Any],
+    document: dict[str, Any],
+    account_id: str,
+    description: str,
+    notes: list[str],
 ) -> str:
     iam = clients.client("iam")
     role_arn = _ensure_role(iam, role, trust, description, settings, notes)
@@ -216,7 +236,12 @@ def ensure_lambda_role(
     role = lambda_role_name(settings)
     notes: list[str] = []
     role_arn = _ensure_role_with_policy(
-        clients, settings, role, iam_policies.lambda_trust_policy(), document, account_id,
+        clients,
+        settings,
+        role,
+        iam_policies.lambda_trust_policy(),
+        document,
+        account_id,
         f"dogops: Lambda {settings.lambda_.function_name} invokes endpoint {endpoint_name} only",
         notes,
     )
@@ -236,8 +261,12 @@ def ensure_sagemaker_role(clients: AwsClients, settings: Settings) -> str:
     )
     notes: list[str] = []
     arn = _ensure_role_with_policy(
-        clients, settings, sagemaker_role_name(settings), iam_policies.sagemaker_trust_policy(),
-        document, account_id,
+        clients,
+        settings,
+        sagemaker_role_name(settings),
+        iam_policies.sagemaker_trust_policy(),
+        document,
+        account_id,
         f"dogops: SageMaker jobs and endpoints, s3://{settings.aws.bucket}/{settings.aws.prefix}",
         notes,
     )
@@ -258,7 +287,7 @@ def delete_policy_with_versions(iam: Any, policy_arn: str) -> None:
 
 
 def _delete_role(iam: Any, name: str) -> None:
-    for attached in _paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
+    for attached in _attached(iam, name):
         iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
     for inline in _paginate(iam, "list_role_policies", "PolicyNames", RoleName=name):
         iam.delete_role_policy(RoleName=name, PolicyName=inline)

@@ -93,7 +93,11 @@ def _paginate(client: Any, operation: str, key: str, **kwargs: Any) -> Iterator[
 
 
 def _entities(iam: Any, policy_arn: str, **kwargs: Any) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {"PolicyRoles": [], "PolicyUsers": [], "PolicyGroups": []}
+    found: dict[str, list[dict[str, Any]]] = {
+        "PolicyRoles": [],
+        "PolicyUsers": [],
+        "PolicyGroups": [],
+    }
     for page in iam.get_paginator("list_entities_for_policy").paginate(
         PolicyArn=policy_arn, **kwargs
     ):
@@ -130,8 +134,11 @@ def _last_accessed(iam: Any, policy_arn: str) -> datetime | None:
         raise
     except Exception as exc:  # ClientError, BotoCoreError, botocore's ResponseParserError (moto)
         raise _LastAccessUnavailable(f"{type(exc).__name__}: {exc}") from exc
-    dates = [s["LastAuthenticated"] for s in details.get("ServicesLastAccessed", [])
-             if s.get("LastAuthenticated")]
+    dates = [
+        s["LastAuthenticated"]
+        for s in details.get("ServicesLastAccessed", [])
+        if s.get("LastAuthenticated")
+    ]
     return max(dates) if dates else None
 
 
@@ -152,11 +159,16 @@ def audit_policies(clients: AwsClients, unused_days: int = 90) -> AuditReport:
         versions = len(iam.list_policy_versions(PolicyArn=arn)["Versions"])
         attachments = _attachment_count(iam, arn)
         if attachments == 0:
-            report.findings.append(AuditFinding(
-                kind="unattached-policy", policy_arn=arn, policy_name=name, versions=versions,
-                reason="customer-managed policy attached to no role, user or group",
-                action="delete (apply=True): non-default versions first, then the policy",
-            ))
+            report.findings.append(
+                AuditFinding(
+                    kind="unattached-policy",
+                    policy_arn=arn,
+                    policy_name=name,
+                    versions=versions,
+                    reason="customer-managed policy attached to no role, user or group",
+                    action="delete (apply=True): non-default versions first, then the policy",
+                )
+            )
             continue
         if last_access_works is False:
             continue
@@ -175,25 +187,38 @@ def audit_policies(clients: AwsClients, unused_days: int = 90) -> AuditReport:
         report.last_access = "available"
         if last is None or last < cutoff:
             when = f"last used {last:%Y-%m-%d}" if last else "never used"
-            report.findings.append(AuditFinding(
-                kind="unused-policy", policy_arn=arn, policy_name=name, versions=versions,
-                attachments=attachments, last_accessed=last,
-                reason=f"{when}: nothing it grants was accessed in {unused_days} days",
-                action="review; apply=True with detach=True detaches and deletes it",
-            ))
+            report.findings.append(
+                AuditFinding(
+                    kind="unused-policy",
+                    policy_arn=arn,
+                    policy_name=name,
+                    versions=versions,
+                    attachments=attachments,
+                    last_accessed=last,
+                    reason=f"{when}: nothing it grants was accessed in {unused_days} days",
+                    action="review; apply=True with detach=True detaches and deletes it",
+                )
+            )
 
     for policy in _paginate(iam, "list_policies", "Policies", Scope="AWS", OnlyAttached=True):
         arn = policy["Arn"]
         if not is_full_access_policy(arn):
             continue
         for role in _entities(iam, arn, EntityFilter="Role")["PolicyRoles"]:
-            report.findings.append(AuditFinding(
-                kind="full-access-role", policy_arn=arn, policy_name=policy["PolicyName"],
-                role_name=role["RoleName"], aws_managed=True, attachments=1,
-                reason=f"role {role['RoleName']} has AWS-managed {policy['PolicyName']} attached",
-                action="replace with a least-privilege policy (dogops.iam_policies), then detach; "
-                "never deleted by this audit",
-            ))
+            report.findings.append(
+                AuditFinding(
+                    kind="full-access-role",
+                    policy_arn=arn,
+                    policy_name=policy["PolicyName"],
+                    role_name=role["RoleName"],
+                    aws_managed=True,
+                    attachments=1,
+                    reason=f"role {role['RoleName']} has AWS-managed "
+                    f"{policy['PolicyName']} attached",
+                    action="replace with a least-privilege policy (dogops.iam_policies), "
+                    "then detach; never deleted by this audit",
+                )
+            )
     if report.last_access == "not-needed" and report.of_kind("unattached-policy"):
         report.notes.append("no attached customer-managed policy needed a last-access check")
     return report
@@ -204,7 +229,8 @@ def planned_deletions(report: AuditReport, detach: bool = False) -> list[AuditFi
     unused (still attached) ones when `detach` is True. Never an AWS-managed policy."""
     kinds = {"unattached-policy", "unused-policy"} if detach else {"unattached-policy"}
     return [
-        f for f in report.findings
+        f
+        for f in report.findings
         if f.kind in kinds and not f.aws_managed and not is_aws_managed(f.policy_arn)
     ]
 
@@ -230,8 +256,9 @@ def apply_cleanup(clients: AwsClients, report: AuditReport, detach: bool = False
             attachments = _attachment_count(iam, arn)  # re-check: the report may be stale
             if attachments:
                 if not detach:
-                    log.warning("Keeping %s: attached to %d entities since the audit",
-                                arn, attachments)
+                    log.warning(
+                        "Keeping %s: attached to %d entities since the audit", arn, attachments
+                    )
                     continue
                 _detach_all(iam, arn)
                 log.info("Detached %s from %d entities", arn, attachments)

@@ -296,7 +296,11 @@ def deploy_lambda(
 
 
 def _version_to_serve(
-    client: Any, name: str, package: LambdaPackage, desired: dict[str, Any], alias: str,
+    client: Any,
+    name: str,
+    package: LambdaPackage,
+    desired: dict[str, Any],
+    alias: str,
     changed: bool,
 ) -> str:
     """The published version the alias should point at; publishes one only when needed."""
@@ -324,14 +328,18 @@ def _ensure_alias(client: Any, name: str, alias: str, version: str) -> bool:
     current = _get_alias(client, name, alias)
     if current is None:
         client.create_alias(
-            FunctionName=name, Name=alias, FunctionVersion=version,
+            FunctionName=name,
+            Name=alias,
+            FunctionVersion=version,
             Description="dogops: the version callers use",
         )
         log.info("Created alias %s:%s -> %s", name, alias, version)
         return True
     if current["FunctionVersion"] != version or current.get("RoutingConfig"):
         client.update_alias(
-            FunctionName=name, Name=alias, FunctionVersion=version,
+            FunctionName=name,
+            Name=alias,
+            FunctionVersion=version,
             RoutingConfig={"AdditionalVersionWeights": {}},
         )
         log.info("Moved alias %s:%s -> %s", name, alias, version)

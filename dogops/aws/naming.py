@@ -19,9 +19,13 @@ from dogops.settings import Settings
 TUNING_JOB_MAX = 32
 NAME_MAX = 63
 
-TAG_PROJECT = "dogops:project"
-TAG_RUN_KEY = "dogops:flow-run"
-TAG_MODEL_VERSION = "dogops:model-version"
+# The same `project` / `managed-by` pair `dogops.aws.iam` and `lambda_deploy` put on their
+# resources, so one tag filter finds everything the project made.
+TAG_PROJECT = "project"
+TAG_MANAGED_BY = "managed-by"
+MANAGED_BY = "dogops"
+TAG_RUN_KEY = "flow-run"
+TAG_MODEL_VERSION = "model-version"
 
 _NOT_NAME_CHARS = re.compile(r"[^a-zA-Z0-9]+")
 _NOT_TAG_CHARS = re.compile(r"[^\w\s.:/=+\-@]")
@@ -64,6 +68,7 @@ def tags(
     """The tags on every resource: project, flow run and (for serving resources) model version."""
     result = [
         {"Key": TAG_PROJECT, "Value": tag_value(settings.project)},
+        {"Key": TAG_MANAGED_BY, "Value": MANAGED_BY},
         {"Key": TAG_RUN_KEY, "Value": tag_value(run_key)},
     ]
     if model_version:

@@ -80,3 +80,10 @@ class Backend(Protocol):
     ) -> bytes:
         """Send one request to the endpoint through boto3's sagemaker-runtime client."""
         ...
+
+    def teardown(self, apply: bool = False) -> list[str]:
+        """What the project created for the endpoint, in the order AWS deletes it.
+
+        Returns one line per resource; deletes only when `apply` is true. Safe to re-run.
+        """
+        ...

@@ -217,7 +217,7 @@ def get_client() -> Any:
                 read_timeout=read_timeout,
                 connect_timeout=connect_timeout,
                 # One attempt: a retried slow call would outlive the function's own timeout.
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},
             ),
         )
     return _clients[key]
@@ -257,10 +257,8 @@ def _from_client_error(endpoint_name: str, exc: ClientError) -> HandlerError:
         return HandlerError(502, f"The model failed ({original}): {message}")
     if status == 413:
         return HandlerError(413, message or "The request is too large for the endpoint.")
-    if code in ("ServiceUnavailable", "ModelNotReadyException", "ThrottlingException") or status in (
-        429,
-        503,
-    ):
+    busy_codes = ("ServiceUnavailable", "ModelNotReadyException", "ThrottlingException")
+    if code in busy_codes or status in (429, 503):
         return HandlerError(503, f"The endpoint {endpoint_name} is busy; retry later. {message}")
     if 400 <= status < 500 and code not in ("ValidationError", "AccessDeniedException"):
         return HandlerError(400, f"The endpoint rejected the request: {message}")

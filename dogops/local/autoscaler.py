@@ -80,8 +80,8 @@ class ScalingEvent:
 class InvocationCounter:
     """Counts invocations in a sliding window and reports them as a per-minute rate.
 
-    The rate is `count in the last window_s seconds * 60 / window_s`, like a CloudWatch Sum over a
-    one-minute period when the window is 60 s. Thread-safe: request threads record, the scaler reads.
+    The rate is `count in the last window_s seconds * 60 / window_s`, like a CloudWatch Sum over
+    a one-minute period when the window is 60 s. Thread-safe: requests record, the scaler reads.
     """
 
     def __init__(self, window_s: float = 60.0, clock: Clock = time.monotonic) -> None:

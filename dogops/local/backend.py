@@ -219,3 +219,10 @@ class LocalBackend:
             EndpointName=endpoint.name, Body=body, ContentType=content_type, Accept=accept
         )
         return bytes(response["Body"].read())
+
+    def teardown(self, apply: bool = False) -> list[str]:
+        """Stop the endpoint servers and remove the Lambda packages; data, models and the
+        registry stay. Without `apply`, only lists them (see `dogops.local.teardown`)."""
+        from dogops.local.teardown import teardown_local
+
+        return teardown_local(self.settings, apply)

@@ -63,7 +63,9 @@ def read_endpoint_record(name: str, state_dir: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise OperationFailedError(f"Endpoint record {path} is unreadable ({exc}); delete it.")
+        raise OperationFailedError(
+            f"Endpoint record {path} is unreadable ({exc}); delete it."
+        ) from exc
 
 
 def _write_record(name: str, state_dir: Path, record: dict[str, Any]) -> None:
@@ -332,7 +334,7 @@ def _wait_healthy(
 
 
 def read_endpoint(name: str, state_dir: Path) -> EndpointInfo | None:
-    """The running endpoint named `name`, or None when it was never started or its process is gone."""
+    """The running endpoint `name`, or None when it was never started or its process is gone."""
     record = read_endpoint_record(name, Path(state_dir))
     if record is None or not _is_our_server(int(record["pid"]), name):
         return None

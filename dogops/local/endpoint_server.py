@@ -1,4 +1,4 @@
-"""The local endpoint: an HTTP server hosting any SageMaker-style `inference.py` in worker processes.
+"""The local endpoint: an HTTP server hosting a SageMaker-style `inference.py` in worker processes.
 
 It speaks two protocols on one port, so code written against SageMaker runs unchanged:
 

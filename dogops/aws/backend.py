@@ -1,0 +1,208 @@
+"""The `aws` backend: each pipeline step on S3, SageMaker, Application Auto Scaling, IAM, Lambda.
+
+A thin class over the one-concern modules of `dogops.aws`; it only picks names and locations from
+the settings. Retries: botocore's standard mode retries throttling and 5xx inside each call, and
+the Prefect tasks retry transient failures (`dogops.errors.retry_condition`); nothing here retries
+a client error, and every step is safe to repeat (attach-or-create, update in place, skip
+unchanged).
+
+Where things live: `s3://<bucket>/<prefix>/data/` (the synced data set and its manifest),
+`.../code/<hash>/sourcedir.tar.gz` (model_code), `.../tuning/` and `.../training/` (job outputs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from dogops.aws import endpoint as endpoint_mod
+from dogops.aws import s3_sync, training, tuning
+from dogops.aws.clients import AwsClients
+from dogops.backends.base import ProgressFn, StepNotSupported
+from dogops.dataset import inspect_dataset
+from dogops.errors import UserInputError
+from dogops.results import (
+    EndpointInfo,
+    LambdaInfo,
+    ScalingInfo,
+    SecurityReport,
+    SyncReport,
+    TrainedModel,
+    TuningResult,
+)
+from dogops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def default_model_code_dir() -> Path:
+    """The `model_code` package's folder (installed or in the checkout)."""
+    spec = importlib.util.find_spec("model_code")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[2] / "model_code"
+
+
+class AwsBackend:
+    """`dogops.backends.base.Backend` on AWS. `poll_s` / `timeout_s` bound every wait."""
+
+    name = "aws"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clients: AwsClients | None = None,
+        model_code_dir: Path | None = None,
+        poll_s: float = tuning.DEFAULT_POLL_S,
+        timeout_s: float = tuning.DEFAULT_TIMEOUT_S,
+        endpoint_timeout_s: float = endpoint_mod.DEFAULT_ENDPOINT_TIMEOUT_S,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients or AwsClients(settings.aws)
+        self.model_code_dir = model_code_dir or default_model_code_dir()
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self.endpoint_timeout_s = endpoint_timeout_s
+        self._role_arn: str | None = settings.aws.sagemaker_role_arn
+
+    @property
+    def data_prefix(self) -> str:
+        return f"{self.settings.aws.prefix.strip('/')}/data"
+
+    def sagemaker_role_arn(self) -> str:
+        """The configured execution role, else the project's scoped role (created once)."""
+        if self._role_arn is None:
+            from dogops.aws.iam import ensure_sagemaker_role
+
+            self._role_arn = ensure_sagemaker_role(self.clients, self.settings)
+        return self._role_arn
+
+    # -- steps ------------------------------------------------------------------------------
+    def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
+        inspect_dataset(data_dir)  # the same fail-fast layout check as the local backend
+        return s3_sync.sync_folder(
+            self.clients,
+            Path(data_dir),
+            self.settings.aws.bucket,
+            self.data_prefix,
+            create_bucket=self.settings.aws.create_bucket,
+            progress=progress,
+        )
+
+    def tune(
+        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None
+    ) -> TuningResult:
+        parent = None
+        if self.settings.tuning.warm_start:
+            parent = tuning.latest_completed_job(self.clients, self.settings, exclude="")
+        return tuning.run_tuning(
+            self.clients,
+            self.settings,
+            data,
+            role_arn=self.sagemaker_role_arn(),
+            run_key=run_key,
+            source_dir=self.model_code_dir,
+            progress=progress,
+            parent_job_name=parent,
+            timeout_s=self.timeout_s,
+            poll_s=self.poll_s,
+        )
+
+    def train_best(
+        self, data: SyncReport, tuning_result: TuningResult, run_key: str,
+        progress: ProgressFn | None = None,
+    ) -> TrainedModel:
+        return training.train_best(
+            self.clients,
+            self.settings,
+            data,
+            tuning_result,
+            role_arn=self.sagemaker_role_arn(),
+            run_key=run_key,
+            source_dir=self.model_code_dir,
+            progress=progress,
+            timeout_s=self.timeout_s,
+            poll_s=self.poll_s,
+        )
+
+    def deploy(
+        self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
+    ) -> EndpointInfo:
+        return endpoint_mod.deploy_endpoint(
+            self.clients,
+            self.settings,
+            model,
+            self.sagemaker_role_arn(),
+            run_key,
+            progress,
+            timeout_s=self.endpoint_timeout_s,
+            poll_s=self.poll_s,
+        )
+
+    def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
+        if not self.settings.scaling.enabled:
+            raise StepNotSupported("auto-scaling is disabled in the settings (scaling.enabled)")
+        from dogops.aws.autoscaling import register_autoscaling
+
+        return register_autoscaling(
+            self.clients, endpoint.name, self.settings.scaling, endpoint_mod.VARIANT
+        )
+
+    def secure(self, endpoint: EndpointInfo) -> SecurityReport:
+        from dogops.aws.iam import ensure_lambda_role
+
+        if not endpoint.arn:
+            raise UserInputError(
+                f"endpoint {endpoint.name} has no ARN: deploy it with the aws backend first."
+            )
+        report = ensure_lambda_role(self.clients, self.settings, endpoint.arn)
+        if report.sagemaker_role_arn is None:
+            report = report.model_copy(update={"sagemaker_role_arn": self.sagemaker_role_arn()})
+        return report
+
+    def deploy_lambda(self, endpoint: EndpointInfo, security: SecurityReport) -> LambdaInfo:
+        if not self.settings.lambda_.enabled:
+            raise StepNotSupported("the Lambda step is disabled in the settings (lambda.enabled)")
+        if not security.lambda_role_arn:
+            raise UserInputError(
+                "no Lambda role in the security report: run the secure step before the Lambda."
+            )
+        from dogops.aws.lambda_deploy import deploy_lambda
+
+        return deploy_lambda(self.clients, self.settings, endpoint.name, security.lambda_role_arn)
+
+    def invoke_endpoint(
+        self, endpoint: EndpointInfo, body: bytes, content_type: str,
+        accept: str = "application/json",
+    ) -> bytes:
+        response = self.clients.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=endpoint.name, Body=body, ContentType=content_type, Accept=accept
+        )
+        return bytes(response["Body"].read())
+
+    def teardown(self, apply: bool = False) -> list[str]:
+        """Lambda, scalable target, endpoint, its configs and models, then the project's roles:
+        the order AWS needs (an endpoint with a scalable target cannot be deleted). The data in
+        S3 is kept. Without `apply`, only lists what would go."""
+        from dogops.aws.autoscaling import deregister_autoscaling, resource_id
+        from dogops.aws.iam import delete_project_roles
+        from dogops.aws.lambda_deploy import delete_lambda
+
+        name = self.settings.endpoint.name
+        done = list(delete_lambda(self.clients, self.settings, apply))
+        rid = resource_id(name, endpoint_mod.VARIANT)
+        if apply:
+            if deregister_autoscaling(self.clients, name, endpoint_mod.VARIANT):
+                done.append(f"scalable-target:{rid}")
+        else:
+            targets = self.clients.client("application-autoscaling").describe_scalable_targets(
+                ServiceNamespace="sagemaker", ResourceIds=[rid]
+            )["ScalableTargets"]
+            done.extend(f"scalable-target:{t['ResourceId']}" for t in targets)
+        done += endpoint_mod.delete_endpoint_resources(
+            self.clients, name, apply=apply, timeout_s=self.endpoint_timeout_s, poll_s=self.poll_s
+        )
+        done += delete_project_roles(self.clients, self.settings, apply)
+        return done

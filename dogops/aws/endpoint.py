@@ -1,0 +1,365 @@
+"""SageMaker Model, EndpointConfig and Endpoint under a stable name, updated in place.
+
+Plain boto3: the SDK 3 `sagemaker.core.resources` classes create these objects but then fail
+validating the describe answer of the test server (empty `VpcConfig` / `DataCaptureConfig`), and
+boto3 is all three steps need.
+
+* Names come from content, never from the flow run: the Model is named from its image, artifact
+  and environment, the EndpointConfig from the model and the variant's instance settings. The same
+  model deployed again (any flow run) finds its Model and EndpointConfig and an Endpoint already
+  pointing at them, and creates nothing.
+* The Endpoint keeps the user's name (`settings.endpoint.name`), which the Lambda reads, so a
+  redeploy never needs the Lambda edited (the original's pain). An existing endpoint is moved to
+  the new config with `UpdateEndpoint` (SageMaker's blue/green swap, no downtime). If the update
+  does not reach InService the endpoint is put back on the previous config and
+  `OperationFailedError` names both configs and the reason.
+* Tags: project, managed-by, flow run and model version on every resource; the endpoint's
+  flow-run and model-version tags move with each update.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dogops.aws import naming
+from dogops.aws.clients import AwsClients
+from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
+from dogops.errors import OperationFailedError
+from dogops.results import EndpointInfo, TrainedModel
+from dogops.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+VARIANT = "AllTraffic"
+INFERENCE_ENTRY_POINT = "inference.py"
+DEFAULT_ENDPOINT_TIMEOUT_S = 3600.0
+BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
+
+
+def _missing(exc: ClientError) -> bool:
+    """SageMaker answers ValidationException "Could not find ..." for absent resources."""
+    error = exc.response.get("Error", {})
+    return error.get("Code") in ("ValidationException", "ResourceNotFound") and (
+        "Could not find" in str(error.get("Message", "")) or error.get("Code") == "ResourceNotFound"
+    )
+
+
+DIGEST_LEN = 12
+
+
+def child_prefix(endpoint_name: str, kind: str) -> str:
+    """`<endpoint>-m-` for models, `<endpoint>-c-` for configs (endpoint part trimmed to fit)."""
+    room = naming.NAME_MAX - DIGEST_LEN - len(kind) - 2
+    return f"{endpoint_name[:room].rstrip('-')}-{kind}-"
+
+
+def child_name(endpoint_name: str, kind: str, *parts: Any) -> str:
+    return child_prefix(endpoint_name, kind) + naming.short_hash(*parts, length=DIGEST_LEN)
+
+
+def model_version(model: TrainedModel) -> str:
+    return model.version or naming.short_hash(model.job_name, model.model_uri, length=16)
+
+
+def model_request(
+    settings: Settings, model: TrainedModel, *, role_arn: str, image_uri: str, run_key: str
+) -> dict[str, Any]:
+    """`CreateModel`: the PyTorch inference container running our code/inference.py.
+
+    model.tar.gz already holds `code/` (train.py puts the serving code there), which the
+    container finds through SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code.
+    """
+    body = {
+        "PrimaryContainer": {
+            "Image": image_uri,
+            "ModelDataUrl": model.model_uri,
+            "Environment": {
+                "SAGEMAKER_PROGRAM": INFERENCE_ENTRY_POINT,
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_REGION": settings.aws.region,
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            },
+        },
+        "ExecutionRoleArn": role_arn,
+    }
+    version = model_version(model)
+    name = child_name(settings.endpoint.name, "m", body, version)
+    return {"ModelName": name, **body, "Tags": naming.tags(settings, run_key, version)}
+
+
+def config_request(
+    settings: Settings, model_name: str, version: str, run_key: str
+) -> dict[str, Any]:
+    """`CreateEndpointConfig`: one variant, a new name for each model (and instance setting)."""
+    variants = [
+        {
+            "VariantName": VARIANT,
+            "ModelName": model_name,
+            "InstanceType": settings.endpoint.instance_type,
+            "InitialInstanceCount": settings.endpoint.initial_instance_count,
+            "InitialVariantWeight": 1.0,
+        }
+    ]
+    name = child_name(settings.endpoint.name, "c", variants)
+    return {
+        "EndpointConfigName": name,
+        "ProductionVariants": variants,
+        "Tags": naming.tags(settings, run_key, version),
+    }
+
+
+def _ensure(
+    describe: Callable[[], Any], create: Callable[[], Any], what: str,
+    progress: ProgressFn | None,
+) -> bool:
+    """Describe, create when absent; True when created."""
+    try:
+        describe()
+        return False
+    except ClientError as exc:
+        if not _missing(exc):
+            raise
+    create()
+    if progress:
+        progress(f"created {what}")
+    return True
+
+
+def describe_endpoint(clients: AwsClients, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(clients.client("sagemaker").describe_endpoint(EndpointName=name))
+    except ClientError as exc:
+        if _missing(exc):
+            return None
+        raise
+
+
+def wait_for_endpoint(
+    clients: AwsClients,
+    name: str,
+    *,
+    timeout_s: float = DEFAULT_ENDPOINT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until the endpoint is no longer busy; returns its description (any final status)."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        described = describe_endpoint(clients, name)
+        if described is None:
+            raise OperationFailedError(f"endpoint {name} disappeared while waiting for it.")
+        status = described["EndpointStatus"]
+        line = f"endpoint {name}: {status} on {described.get('EndpointConfigName')}"
+        if progress and line != last:
+            progress(line)
+        last = line
+        if status not in BUSY:
+            return described
+        if time.monotonic() >= deadline:
+            raise OperationFailedError(
+                f"endpoint {name} still {status} after {timeout_s:.0f} s: check it in the "
+                "SageMaker console, then re-run the flow."
+            )
+        sleep(poll_s)
+
+
+def endpoint_info(
+    clients: AwsClients, described: dict[str, Any], model_name: str, updated: bool
+) -> EndpointInfo:
+    name = described["EndpointName"]
+    region = clients.config.region
+    return EndpointInfo(
+        name=name,
+        url=f"https://runtime.sagemaker.{region}.amazonaws.com/endpoints/{name}/invocations",
+        runtime_endpoint_url=clients.endpoint_url("sagemaker-runtime"),
+        arn=described.get("EndpointArn"),
+        config_name=described.get("EndpointConfigName"),
+        model_name=model_name,
+        status=described["EndpointStatus"],
+        updated=updated,
+    )
+
+
+def _rollback(
+    clients: AwsClients, name: str, previous: str, wait: Callable[[], dict[str, Any]],
+    progress: ProgressFn | None,
+) -> str:
+    """Put endpoint `name` back on config `previous`; returns what happened, for the error."""
+    current = wait()
+    if current.get("EndpointConfigName") == previous and current["EndpointStatus"] == "InService":
+        return f"SageMaker kept it on the previous config {previous}"
+    if progress:
+        progress(f"rolling endpoint {name} back to {previous}")
+    clients.client("sagemaker").update_endpoint(EndpointName=name, EndpointConfigName=previous)
+    after = wait()
+    return f"rolled back to {previous} ({after['EndpointStatus']})"
+
+
+def deploy_endpoint(
+    clients: AwsClients,
+    settings: Settings,
+    model: TrainedModel,
+    role_arn: str,
+    run_key: str,
+    progress: ProgressFn | None = None,
+    *,
+    image_uri: str | None = None,
+    timeout_s: float = DEFAULT_ENDPOINT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> EndpointInfo:
+    """Create or update the endpoint to serve `model`; see the module docstring."""
+    sm = clients.client("sagemaker")
+    name = settings.endpoint.name
+    version = model_version(model)
+    image = image_uri or framework_image(
+        settings.aws.region, settings.training, settings.endpoint.instance_type, "inference"
+    )
+
+    def wait() -> dict[str, Any]:
+        return wait_for_endpoint(
+            clients, name, timeout_s=timeout_s, poll_s=poll_s, progress=progress, sleep=sleep
+        )
+
+    mreq = model_request(settings, model, role_arn=role_arn, image_uri=image, run_key=run_key)
+    model_name = mreq["ModelName"]
+    _ensure(
+        lambda: sm.describe_model(ModelName=model_name),
+        lambda: sm.create_model(**mreq),
+        f"model {model_name} ({model.model_uri})",
+        progress,
+    )
+    creq = config_request(settings, model_name, version, run_key)
+    config_name = creq["EndpointConfigName"]
+    _ensure(
+        lambda: sm.describe_endpoint_config(EndpointConfigName=config_name),
+        lambda: sm.create_endpoint_config(**creq),
+        f"endpoint config {config_name}",
+        progress,
+    )
+
+    current = describe_endpoint(clients, name)
+    if current is None:
+        sm.create_endpoint(
+            EndpointName=name, EndpointConfigName=config_name,
+            Tags=naming.tags(settings, run_key, version),
+        )
+        if progress:
+            progress(f"creating endpoint {name} on {config_name}")
+        described = wait()
+        if described["EndpointStatus"] != "InService":
+            raise OperationFailedError(
+                f"endpoint {name} ended {described['EndpointStatus']}: "
+                f"{described.get('FailureReason') or 'no reason given'}. Fix the cause (often the "
+                "instance quota or the model container's logs), delete the endpoint and re-run."
+            )
+        return endpoint_info(clients, described, model_name, updated=False)
+
+    if current["EndpointStatus"] in BUSY:
+        current = wait()
+    previous = current.get("EndpointConfigName")
+    if previous == config_name:
+        if current["EndpointStatus"] != "InService":
+            raise OperationFailedError(
+                f"endpoint {name} is {current['EndpointStatus']} on this model's config "
+                f"{config_name}: {current.get('FailureReason') or 'no reason given'}. Delete the "
+                "endpoint (`dogops teardown`) and re-run."
+            )
+        if progress:
+            progress(f"endpoint {name} already serves model {version} ({config_name})")
+        return endpoint_info(clients, current, model_name, updated=False)
+
+    if progress:
+        progress(f"updating endpoint {name}: {previous} -> {config_name}")
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
+    failure = ""
+    try:
+        described = wait()
+        if described["EndpointStatus"] != "InService" or (
+            described.get("EndpointConfigName") != config_name
+        ):
+            failure = (
+                f"it ended {described['EndpointStatus']} on "
+                f"{described.get('EndpointConfigName')}: "
+                f"{described.get('FailureReason') or 'no reason given'}"
+            )
+    except OperationFailedError as exc:
+        failure = str(exc)
+    if failure:
+        outcome = "not rolled back: no previous config"
+        if previous:
+            outcome = _rollback(clients, name, previous, wait, progress)
+        raise OperationFailedError(
+            f"updating endpoint {name} to {config_name} failed ({failure}); {outcome}. The "
+            "endpoint keeps serving the previous model; fix the cause and re-run."
+        )
+    sm.add_tags(ResourceArn=described["EndpointArn"], Tags=naming.tags(settings, run_key, version))
+    return endpoint_info(clients, described, model_name, updated=True)
+
+
+def _children(
+    clients: AwsClients, operation: str, key: str, name_key: str, prefix: str
+) -> list[str]:
+    """Names made by `child_name` with this prefix (exactly: prefix + digest, nothing else)."""
+    pattern = re.compile(re.escape(prefix) + f"[0-9a-f]{{{DIGEST_LEN}}}")
+    found: list[str] = []
+    paginator = clients.client("sagemaker").get_paginator(operation)
+    for page in paginator.paginate(NameContains=prefix):
+        found.extend(item[name_key] for item in page.get(key, []))
+    return sorted(n for n in found if pattern.fullmatch(n))
+
+
+def delete_endpoint_resources(
+    clients: AwsClients,
+    endpoint_name: str,
+    *,
+    apply: bool = True,
+    progress: ProgressFn | None = None,
+    timeout_s: float = DEFAULT_ENDPOINT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """The endpoint, then every config and model named after it (older versions too).
+
+    The caller deregisters the variant's scalable target first: AWS refuses to delete an endpoint
+    that still has one. Returns `kind:name` per resource, deleted or (without `apply`) to delete.
+    """
+    sm = clients.client("sagemaker")
+    done: list[str] = []
+    if describe_endpoint(clients, endpoint_name) is not None:
+        if apply:
+            sm.delete_endpoint(EndpointName=endpoint_name)
+            deadline = time.monotonic() + timeout_s
+            while describe_endpoint(clients, endpoint_name) is not None:
+                if time.monotonic() >= deadline:
+                    raise OperationFailedError(
+                        f"endpoint {endpoint_name} still exists {timeout_s:.0f} s after delete."
+                    )
+                sleep(poll_s)
+        done.append(f"endpoint:{endpoint_name}")
+    for config in _children(
+        clients, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName",
+        child_prefix(endpoint_name, "c"),
+    ):
+        if apply:
+            sm.delete_endpoint_config(EndpointConfigName=config)
+        done.append(f"endpoint-config:{config}")
+    for model in _children(
+        clients, "list_models", "Models", "ModelName", child_prefix(endpoint_name, "m")
+    ):
+        if apply:
+            sm.delete_model(ModelName=model)
+        done.append(f"model:{model}")
+    if progress:
+        verb = "deleted" if apply else "would delete"
+        progress(f"{verb} {', '.join(done) or 'nothing'}")
+    return done

@@ -1,0 +1,581 @@
+"""SageMaker hyperparameter tuning over `model_code/`, attach-or-create, with progress.
+
+Why boto3 and not the SageMaker Python SDK 3 `HyperparameterTuner`
+-------------------------------------------------------------------
+The SDK 3 classes (`sagemaker.train.ModelTrainer` + `sagemaker.train.tuner.HyperparameterTuner`)
+were read and tried first. We call `CreateHyperParameterTuningJob` directly because:
+
+* The tuner cannot be pointed at our clients. It builds its own from a boto3 session (and
+  `default_bucket()` / `account_id()` ignore any client passed in), so per-service endpoint URLs
+  and the prefect-aws credentials block in `dogops.aws.clients` would be bypassed; against the moto
+  server it only works with the process-global `AWS_ENDPOINT_URL`.
+* It uploads `sourcedir.tar.gz` and a driver channel under `<base>/tuning-<unix time>/` in the
+  SDK's default bucket. That key changes on every call, so the job definition of a retried task
+  differs from the first attempt's, which defeats attach-by-deterministic-name; and it writes
+  outside the bucket/prefix the user configured.
+* Attaching to an existing job by name (what a retry after a crash must do) is a describe call
+  either way; the SDK's `attach` adds nothing we need.
+
+So this module builds the request itself (a plain dict, easy to test) and keeps the framework
+container contract the SDK would use: the PyTorch training image for the region (from the SDK's
+offline `image_uris` table), `sagemaker_program=train.py` and `sagemaker_submit_directory=` an S3
+`sourcedir.tar.gz` (with `requirements.txt`, which the container pip-installs). The one SDK call
+left is `image_uris.retrieve`, with a small fallback table when that import fails.
+
+Idempotency: the job name is `<project>-hpo-<run key>-<hash of the request>` (<= 32 characters).
+`run_tuning` describes that name first and attaches when it exists; only a missing job is created.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from dogops.aws import naming
+from dogops.aws.clients import AwsClients
+from dogops.errors import OperationFailedError, UserInputError
+from dogops.results import SyncReport, TrialResult, TuningResult
+from dogops.settings import Settings, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str], None]
+
+ENTRY_POINT = "train.py"
+CHANNEL = "training"
+DEFAULT_TIMEOUT_S = 12 * 3600.0
+DEFAULT_POLL_S = 30.0
+DEFAULT_MAX_RUNTIME_S = 3 * 3600
+TUNED_NAMES = ("learning_rate", "batch_size")
+TERMINAL = ("Completed", "Stopped", "Failed")
+
+# Used only when the SDK's image table cannot be imported. AWS Deep Learning Containers account.
+_DLC_ACCOUNT = "763104351884"
+
+
+def objective_type(metric: str) -> str:
+    """Losses are minimised, everything else (accuracy) maximised."""
+    return "Minimize" if metric.endswith("loss") else "Maximize"
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    from model_code.metrics import METRIC_DEFINITIONS
+
+    return [{"Name": d["Name"], "Regex": d["Regex"]} for d in METRIC_DEFINITIONS]
+
+
+def framework_image(
+    region: str, training: TrainingConfig, instance_type: str, scope: str = "training"
+) -> str:
+    """The PyTorch Deep Learning Container URI for `region` (training or inference)."""
+    try:
+        from sagemaker.core import image_uris
+
+        return str(
+            image_uris.retrieve(
+                "pytorch", region, version=training.framework_version,
+                py_version=training.py_version, instance_type=instance_type, image_scope=scope,
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - the table below is the documented fallback
+        logger.info("sagemaker image_uris unavailable (%s): using the built-in table", exc)
+        device = "gpu" if instance_type.split(".")[1][:1] in ("g", "p") else "cpu"
+        return (
+            f"{_DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/pytorch-{scope}:"
+            f"{training.framework_version}-{device}-{training.py_version}"
+        )
+
+
+# -- source code --------------------------------------------------------------------------------
+
+def _source_files(source_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in source_dir.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and not any(part.startswith(".") for part in p.relative_to(source_dir).parts)
+        and p.suffix != ".pyc"
+    )
+
+
+def source_archive(source_dir: Path) -> tuple[bytes, str]:
+    """A byte-for-byte reproducible sourcedir.tar.gz of `source_dir` and its sha256."""
+    if not (source_dir / ENTRY_POINT).is_file():
+        raise UserInputError(f"{source_dir} has no {ENTRY_POINT}: point model_code_dir at it.")
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path in _source_files(source_dir):
+            info = tarfile.TarInfo(path.relative_to(source_dir).as_posix())
+            info.size = path.stat().st_size
+            info.mode = 0o644
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    data = buffer.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def upload_source(clients: AwsClients, source_dir: Path, bucket: str, prefix: str) -> str:
+    """Upload model code once per content hash; returns its s3:// URI."""
+    data, digest = source_archive(source_dir)
+    key = f"{prefix}/code/{digest[:16]}/sourcedir.tar.gz"
+    s3 = clients.client("s3")
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip")
+    return f"s3://{bucket}/{key}"
+
+
+# -- the request --------------------------------------------------------------------------------
+
+def hp_value(value: Any) -> str:
+    """SageMaker hyperparameters are strings; booleans as JSON so train.py's parser reads them."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def static_hyperparameters(settings: Settings, source_uri: str) -> dict[str, str]:
+    """What every trial gets unchanged: the same set the local tuner passes, plus the framework
+    container's `sagemaker_*` keys (the container strips those before calling train.py)."""
+    t = settings.training
+    values: dict[str, Any] = {
+        "epochs": settings.tuning.epochs,
+        "patience": t.patience,
+        "architecture": t.architecture,
+        "image_size": t.image_size,
+        "seed": t.seed,
+        "augment": t.augment,
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": source_uri,
+        "sagemaker_region": settings.aws.region,
+        "sagemaker_container_log_level": 20,
+    }
+    return {k: hp_value(v) for k, v in values.items()}
+
+
+def parameter_ranges(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    tuning = settings.tuning
+    return {
+        "ContinuousParameterRanges": [
+            {
+                "Name": "learning_rate",
+                "MinValue": str(tuning.learning_rate_min),
+                "MaxValue": str(tuning.learning_rate_max),
+                # Settings require min > 0; a log scale spends trials evenly across 0.001..0.1.
+                "ScalingType": "Logarithmic",
+            }
+        ],
+        "CategoricalParameterRanges": [
+            {"Name": "batch_size", "Values": [str(b) for b in tuning.batch_sizes]}
+        ],
+        "IntegerParameterRanges": [],
+    }
+
+
+def data_channel(data: SyncReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "ChannelName": CHANNEL,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": data.uri.rstrip("/") + "/",
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "InputMode": "File",
+        }
+    ]
+
+
+def tuning_request(
+    settings: Settings,
+    *,
+    run_key: str,
+    data: SyncReport,
+    source_uri: str,
+    image_uri: str,
+    role_arn: str,
+    output_uri: str,
+    max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
+) -> dict[str, Any]:
+    """The full `CreateHyperParameterTuningJob` request, named from its own content."""
+    tuning = settings.tuning
+    names = {d["Name"] for d in metric_definitions()}
+    if tuning.objective not in names:
+        raise UserInputError(
+            f"tuning.objective {tuning.objective!r} is not a metric train.py prints; "
+            f"choose one of {sorted(names)}."
+        )
+    config: dict[str, Any] = {
+        "Strategy": "Bayesian" if tuning.strategy == "bayesian" else "Random",
+        "HyperParameterTuningJobObjective": {
+            "Type": objective_type(tuning.objective),
+            "MetricName": tuning.objective,
+        },
+        "ResourceLimits": {
+            "MaxNumberOfTrainingJobs": tuning.max_jobs,
+            "MaxParallelTrainingJobs": tuning.max_parallel_jobs,
+        },
+        "ParameterRanges": parameter_ranges(settings),
+        "TrainingJobEarlyStoppingType": "Auto" if tuning.early_stopping else "Off",
+        "RandomSeed": tuning.seed,
+    }
+    definition: dict[str, Any] = {
+        "StaticHyperParameters": static_hyperparameters(settings, source_uri),
+        "AlgorithmSpecification": {
+            "TrainingImage": image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions(),
+        },
+        "RoleArn": role_arn,
+        "InputDataConfig": data_channel(data),
+        "OutputDataConfig": {"S3OutputPath": output_uri},
+        "ResourceConfig": {
+            "InstanceType": settings.training.tuning_instance_type,
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_s},
+    }
+    digest = naming.short_hash(config, definition, data.manifest_sha256)
+    name = naming.resource_name(
+        f"{naming.sanitize(settings.project)[:8]}-hpo", run_key, digest, naming.TUNING_JOB_MAX
+    )
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": definition,
+        "Tags": naming.tags(settings, run_key),
+    }
+
+
+def warm_start_config(
+    clients: AwsClients, request: dict[str, Any], parent: str
+) -> dict[str, Any] | None:
+    """Warm start from `parent`, or None when its objective differs (SageMaker requires the same).
+
+    IDENTICAL_DATA_AND_ALGORITHM when the parent's data, image and static hyperparameters equal
+    ours (SageMaker's condition for that type), else TRANSFER_LEARNING.
+    """
+    described = clients.client("sagemaker").describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=parent
+    )
+    objective = request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    theirs_config = described.get("HyperParameterTuningJobConfig") or {}
+    if theirs_config.get("HyperParameterTuningJobObjective") != objective:
+        return None
+    theirs = described.get("TrainingJobDefinition") or {}
+    ours = request["TrainingJobDefinition"]
+    same = (
+        theirs.get("InputDataConfig") == ours["InputDataConfig"]
+        and theirs.get("AlgorithmSpecification", {}).get("TrainingImage")
+        == ours["AlgorithmSpecification"]["TrainingImage"]
+        and theirs.get("StaticHyperParameters") == ours["StaticHyperParameters"]
+    )
+    return {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
+        "WarmStartType": "IDENTICAL_DATA_AND_ALGORITHM" if same else "TRANSFER_LEARNING",
+    }
+
+
+def latest_completed_job(clients: AwsClients, settings: Settings, exclude: str) -> str | None:
+    """The newest completed tuning job of this project (a warm-start parent), if any."""
+    answer = clients.client("sagemaker").list_hyper_parameter_tuning_jobs(
+        NameContains=f"{naming.sanitize(settings.project)[:8]}-hpo-",
+        StatusEquals="Completed",
+        SortBy="CreationTime",
+        SortOrder="Descending",
+        MaxResults=10,
+    )
+    for summary in answer.get("HyperParameterTuningJobSummaries", []):
+        if summary["HyperParameterTuningJobName"] != exclude:
+            return str(summary["HyperParameterTuningJobName"])
+    return None
+
+
+# -- reading results ----------------------------------------------------------------------------
+
+def parse_hp(value: Any) -> Any:
+    """`'"64"'` -> 64, `'0.01'` -> 0.01, `'true'` -> True, `'resnet50'` -> 'resnet50'.
+
+    SageMaker returns every hyperparameter as a string, and categorical values chosen by a tuner
+    that the v2 SDK set up come back JSON-quoted (`'"64"'`), the original notebook's pitfall.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_hyperparameters(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Our hyperparameters, parsed; the container's `sagemaker_*` and SageMaker's `_*` dropped."""
+    return {
+        k: parse_hp(v) for k, v in (raw or {}).items()
+        if not k.startswith(("sagemaker_", "_"))
+    }
+
+
+_STATES = {
+    "Completed": "Completed",
+    "InProgress": "InProgress",
+    "Stopping": "Stopped",
+    "Stopped": "Stopped",
+    "Failed": "Failed",
+}
+
+
+def _seconds(start: Any, end: Any) -> float:
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return max((end - start).total_seconds(), 0.0)
+    return 0.0
+
+
+def trial_from_summary(summary: dict[str, Any], static: dict[str, Any]) -> TrialResult:
+    """A `HyperParameterTrainingJobSummary` as a `TrialResult`."""
+    metric = summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    return TrialResult(
+        name=summary["TrainingJobName"],
+        hyperparameters={**static, **parse_hyperparameters(summary.get("TunedHyperParameters"))},
+        objective=float(metric["Value"]) if "Value" in metric else None,
+        state=_STATES.get(summary.get("TrainingJobStatus", ""), "Pending"),  # type: ignore[arg-type]
+        seconds=_seconds(summary.get("TrainingStartTime"), summary.get("TrainingEndTime")),
+        failure_reason=summary.get("FailureReason") or None,
+    )
+
+
+def _cannot_list(exc: ClientError) -> bool:
+    """The service has no ListTrainingJobsForHyperParameterTuningJob (moto answers HTTP 500)."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code in ("NotImplemented", "UnknownOperationException", "InvalidAction") or status >= 500
+
+
+def list_trials(
+    clients: AwsClients, job_name: str, static: dict[str, Any], progress: ProgressFn | None = None
+) -> list[TrialResult] | None:
+    """Every training job of the tuning job, oldest first; None when the service cannot list."""
+    sm = clients.client("sagemaker")
+    summaries: list[dict[str, Any]] = []
+    try:
+        paginator = sm.get_paginator("list_training_jobs_for_hyper_parameter_tuning_job")
+        for page in paginator.paginate(HyperParameterTuningJobName=job_name):
+            summaries.extend(page.get("TrainingJobSummaries", []))
+    except ClientError as exc:
+        if not _cannot_list(exc):
+            raise
+        why = (
+            f"could not list the training jobs of {job_name} "
+            f"({exc.response.get('Error', {}).get('Code')}, HTTP "
+            f"{exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')}): the trials table "
+            "shows the best training job only"
+        )
+        logger.warning(why)
+        if progress:
+            progress(why)
+        return None
+    summaries.sort(key=lambda s: (s.get("CreationTime") or datetime.min, s["TrainingJobName"]))
+    return [trial_from_summary(s, static) for s in summaries]
+
+
+def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialResult:
+    """Add the model URI, final metrics and epochs from DescribeTrainingJob (best effort)."""
+    try:
+        job = clients.client("sagemaker").describe_training_job(TrainingJobName=trial.name)
+    except ClientError as exc:
+        logger.warning("could not describe training job %s: %s", trial.name, exc)
+        return trial
+    metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
+    epochs = int(metrics.get("epoch", 0))
+    uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    complete = job.get("TrainingJobStatus") == "Completed"
+    return trial.model_copy(
+        update={
+            "metrics": metrics,
+            "epochs_run": epochs,
+            "model_uri": uri if complete else None,
+            "seconds": trial.seconds or _seconds(
+                job.get("TrainingStartTime"), job.get("TrainingEndTime")
+            ),
+        }
+    )
+
+
+def tuning_result(
+    clients: AwsClients,
+    described: dict[str, Any],
+    *,
+    reused: bool,
+    progress: ProgressFn | None = None,
+) -> TuningResult:
+    """The finished job as a `TuningResult` (trials, best trial with its model URI)."""
+    name = described["HyperParameterTuningJobName"]
+    objective = described["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    definition = described.get("TrainingJobDefinition") or {}
+    static = parse_hyperparameters(definition.get("StaticHyperParameters"))
+    trials = list_trials(clients, name, static, progress)
+    best_summary = described.get("BestTrainingJob")
+    best = None
+    if best_summary:
+        best = enrich_from_training_job(clients, trial_from_summary(best_summary, static))
+    if trials is None:
+        trials = [best] if best else []
+    elif best:
+        trials = [best if t.name == best.name else t for t in trials]
+    return TuningResult(
+        job_name=name,
+        objective=objective["MetricName"],
+        minimize=objective["Type"] == "Minimize",
+        trials=trials,
+        best=best,
+        reused=reused,
+    )
+
+
+def progress_line(described: dict[str, Any]) -> str:
+    counters = described.get("TrainingJobStatusCounters") or {}
+    limits = described["HyperParameterTuningJobConfig"]["ResourceLimits"]
+    failed = counters.get("RetryableError", 0) + counters.get("NonRetryableError", 0)
+    line = (
+        f"tuning job {described['HyperParameterTuningJobName']} "
+        f"{described['HyperParameterTuningJobStatus']}: "
+        f"{counters.get('Completed', 0)} done, {counters.get('InProgress', 0)} running, "
+        f"{failed} failed, {counters.get('Stopped', 0)} stopped "
+        f"of {limits['MaxNumberOfTrainingJobs']}"
+    )
+    best = described.get("BestTrainingJob") or {}
+    metric = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
+    if "Value" in metric:
+        line += f"; best {metric.get('MetricName')}={metric['Value']} ({best['TrainingJobName']})"
+    return line
+
+
+def wait_for_tuning(
+    clients: AwsClients,
+    job_name: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until the job ends; progress on every change; `OperationFailedError` on timeout."""
+    sm = clients.client("sagemaker")
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        described: dict[str, Any] = sm.describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=job_name
+        )
+        line = progress_line(described)
+        if progress and line != last:
+            progress(line)
+        last = line
+        if described["HyperParameterTuningJobStatus"] in TERMINAL:
+            return described
+        if time.monotonic() >= deadline:
+            raise OperationFailedError(
+                f"tuning job {job_name} did not finish within {timeout_s:.0f} s. It keeps running "
+                "on SageMaker: re-run the flow to attach to it, or stop it with `aws sagemaker "
+                f"stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {job_name}`."
+            )
+        sleep(poll_s)
+
+
+def _describe(clients: AwsClients, job_name: str) -> dict[str, Any] | None:
+    try:
+        return dict(
+            clients.client("sagemaker").describe_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=job_name
+            )
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+            return None
+        raise
+
+
+def run_tuning(
+    clients: AwsClients,
+    settings: Settings,
+    data: SyncReport,
+    *,
+    role_arn: str,
+    run_key: str,
+    source_dir: Path,
+    progress: ProgressFn | None = None,
+    parent_job_name: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = DEFAULT_POLL_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TuningResult:
+    """Attach to this run's tuning job or create it, wait for it, and return its trials.
+
+    `parent_job_name` turns on warm start from that job (see `warm_start_config`).
+    """
+    bucket, prefix = settings.aws.bucket, settings.aws.prefix.strip("/")
+    source_uri = upload_source(clients, source_dir, bucket, prefix)
+    request = tuning_request(
+        settings,
+        run_key=run_key,
+        data=data,
+        source_uri=source_uri,
+        image_uri=framework_image(
+            settings.aws.region, settings.training, settings.training.tuning_instance_type
+        ),
+        role_arn=role_arn,
+        output_uri=f"s3://{bucket}/{prefix}/tuning",
+    )
+    name = request["HyperParameterTuningJobName"]
+    existing = _describe(clients, name)
+    if existing is not None:
+        if progress:
+            status = existing["HyperParameterTuningJobStatus"]
+            progress(f"tuning job {name} already exists ({status}): attaching, not relaunching")
+    else:
+        if parent_job_name and parent_job_name != name:
+            warm_start = warm_start_config(clients, request, parent_job_name)
+            if warm_start:
+                request["WarmStartConfig"] = warm_start
+            elif progress:
+                progress(f"no warm start from {parent_job_name}: its objective differs")
+        clients.client("sagemaker").create_hyper_parameter_tuning_job(**request)
+        if progress:
+            warm = request.get("WarmStartConfig", {}).get("WarmStartType")
+            extra = f", warm start {warm} from {parent_job_name}" if warm else ""
+            progress(
+                f"tuning job {name} created: {settings.tuning.max_jobs} trials, "
+                f"{settings.tuning.max_parallel_jobs} at a time, objective "
+                f"{settings.tuning.objective}{extra}"
+            )
+    described = wait_for_tuning(
+        clients, name, timeout_s=timeout_s, poll_s=poll_s, progress=progress, sleep=sleep
+    )
+    status = described["HyperParameterTuningJobStatus"]
+    if status == "Failed" or (status == "Stopped" and not described.get("BestTrainingJob")):
+        raise OperationFailedError(
+            f"tuning job {name} ended {status}: {described.get('FailureReason') or 'no reason'}. "
+            "Fix the cause (see the trial logs in CloudWatch) and re-run; a changed setting or "
+            "new data gives the job a new name."
+        )
+    return tuning_result(clients, described, reused=existing is not None, progress=progress)

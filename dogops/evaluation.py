@@ -1,0 +1,314 @@
+"""Score models on the held-out test split with their own serving code, and the quality gate.
+
+The gate must compare like with like: the candidate and the live model are scored on the SAME
+test images, each through the `code/inference.py` packed inside its own model.tar.gz (the code
+that will serve it), via the serving contract `model_fn -> input_fn -> predict_fn -> output_fn`.
+So an older live model is judged by its own preprocessing, not by today's.
+
+When a model's archive cannot be read (moto names a model.tar.gz it never writes), its score falls
+back to the metrics recorded when it was trained or promoted, and the score says so; the gate's
+markdown then warns that the comparison is not on the same images.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from dogops.dataset import IMAGE_SUFFIXES
+from dogops.errors import UserInputError
+from dogops.settings import Settings
+
+# The model's code/ folder holds inference.py and the helpers it imports by plain name (net.py).
+_HELPERS = ("net",)
+_IMPORT_LOCK = threading.Lock()
+_MIN_PROBABILITY = 1e-12  # caps the loss of a class the model cannot predict at -ln(1e-12)
+
+
+class Score(BaseModel):
+    """One model's test-split result."""
+
+    accuracy: float
+    loss: float | None = None
+    n: int = 0
+    source: Literal["evaluated", "recorded-metrics"] = "evaluated"
+    note: str = ""
+    per_class_accuracy: dict[str, float] = Field(default_factory=dict)
+    unknown_classes: list[str] = Field(
+        default_factory=list, description="Test classes the model has no output for."
+    )
+    seconds: float = 0.0
+
+
+class GateDecision(BaseModel):
+    """Whether the candidate replaces the live model, and why."""
+
+    promote: bool
+    reason: str
+    margin: float
+    candidate_version: str
+    live_version: str | None = None
+    candidate: Score
+    live: Score | None = None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.live is None else self.candidate.accuracy - self.live.accuracy
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a model's own serving code
+
+
+def load_inference_module(code_dir: Path) -> ModuleType:
+    """Import `code_dir/inference.py` under a unique module name, with its own helpers.
+
+    `inference.py` does `from model_code import net` and falls back to `import net`; while it
+    loads, `model_code` is hidden and `net` is this folder's `net.py`, so the model's own code is
+    used, not the repo's. Modules are cached by folder and content, so scoring twice is cheap.
+    """
+    code_dir = Path(code_dir).resolve()
+    source = code_dir / "inference.py"
+    if not source.is_file():
+        raise UserInputError(
+            f"{source} is missing: a model folder must hold code/inference.py next to model.pth "
+            "(the layout model_code/train.py writes)."
+        )
+    digest = hashlib.sha256(str(code_dir).encode() + source.read_bytes()).hexdigest()[:12]
+    name = f"_dogops_eval_{digest}"
+    with _IMPORT_LOCK:
+        if name in sys.modules:
+            return sys.modules[name]
+        hidden = ("model_code", "model_code.net", *_HELPERS)
+        saved = {key: sys.modules[key] for key in hidden if key in sys.modules}
+        try:
+            sys.modules["model_code"] = None  # type: ignore[assignment] # makes the import fail
+            sys.modules.pop("model_code.net", None)
+            for helper in _HELPERS:
+                path = code_dir / f"{helper}.py"
+                if path.is_file():
+                    sys.modules[helper] = _exec_module(f"{name}_{helper}", path)
+            return _exec_module(name, source)
+        finally:
+            for key in hidden:
+                sys.modules.pop(key, None)
+            sys.modules.update(saved)
+
+
+def _exec_module(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py paths
+        raise UserInputError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+
+
+def list_test_images(test_dir: Path) -> list[tuple[Path, str]]:
+    """(image, class name) for every image under `test_dir/<class>/`, sorted."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise UserInputError(f"test split {test_dir} does not exist: pass the data folder's test/.")
+    found = [
+        (image, class_dir.name)
+        for class_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()
+                                and not p.name.startswith("."))
+        for image in sorted(class_dir.iterdir())
+        if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not found:
+        raise UserInputError(f"test split {test_dir} holds no images in class folders.")
+    return found
+
+
+def evaluate_model_dir(model_dir: Path, test_dir: Path) -> dict[str, Any]:
+    """Accuracy, mean cross-entropy loss and n of the model in `model_dir` on `test_dir`.
+
+    Each image goes through the model's serving contract as a JSON request asking for every
+    class's probability, exactly as the endpoint would answer it.
+    """
+    started = time.perf_counter()
+    module = load_inference_module(Path(model_dir) / "code")
+    model = module.model_fn(str(model_dir))
+    images = list_test_images(test_dir)
+    correct = 0
+    total_loss = 0.0
+    per_class: dict[str, list[int]] = {}
+    classes_seen: set[str] = set()
+    for image, label in images:
+        body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(),
+                           "top_k": 1_000_000})
+        request = module.input_fn(body.encode(), "application/json")
+        answer = json.loads(module.output_fn(module.predict_fn(request, model), "application/json"))
+        probabilities = {p["label"]: float(p["probability"]) for p in answer["predictions"]}
+        classes_seen.update(probabilities)
+        hit = answer["label"] == label
+        correct += hit
+        total_loss -= math.log(max(probabilities.get(label, 0.0), _MIN_PROBABILITY))
+        per_class.setdefault(label, []).append(int(hit))
+    n = len(images)
+    return {
+        "accuracy": correct / n,
+        "loss": total_loss / n,
+        "n": n,
+        "per_class_accuracy": {k: sum(v) / len(v) for k, v in sorted(per_class.items())},
+        "unknown_classes": sorted(set(per_class) - classes_seen),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def score_model_dir(model_dir: Path, test_dir: Path) -> Score:
+    return Score(source="evaluated", **evaluate_model_dir(model_dir, test_dir))
+
+
+def recorded_score(metrics: dict[str, float], why: str) -> Score:
+    """A score from metrics recorded at training time (not comparable image for image)."""
+    if "test:accuracy" not in metrics:
+        raise UserInputError(
+            f"cannot score the model: {why}, and it has no recorded test:accuracy metric."
+        )
+    return Score(
+        accuracy=float(metrics["test:accuracy"]),
+        loss=float(metrics["test:loss"]) if "test:loss" in metrics else None,
+        source="recorded-metrics",
+        note=f"{why}; used the test metrics recorded at training time",
+    )
+
+
+def fetch_model_dir(model_uri: str, version: str, settings: Settings) -> Path | None:
+    """Unpack the model's archive into `<state_dir>/evaluation/<version>/` (once); None when the
+    archive does not exist (e.g. on moto, which never writes one)."""
+    from dogops.local.training import extract_model_archive
+
+    dest = settings.state_dir.expanduser().resolve() / "evaluation" / (version or "unversioned")
+    if (dest / "code" / "inference.py").is_file():
+        return dest
+    if model_uri.startswith("file://"):
+        archive = Path(model_uri.removeprefix("file://"))
+        if not archive.is_file():
+            return None
+        return extract_model_archive(archive, dest)
+    if model_uri.startswith("s3://"):
+        return _download_s3_archive(model_uri, dest, settings)
+    raise UserInputError(f"model URI {model_uri!r} is neither file:// nor s3://.")
+
+
+def _download_s3_archive(model_uri: str, dest: Path, settings: Settings) -> Path | None:
+    from botocore.exceptions import ClientError
+
+    from dogops.aws.clients import AwsClients
+    from dogops.local.training import extract_model_archive
+
+    bucket, _, key = model_uri.removeprefix("s3://").partition("/")
+    s3 = AwsClients(settings.aws).client("s3")
+    archive = dest.with_name(dest.name + ".tar.gz")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        s3.download_file(bucket, key, str(archive))
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
+            return None
+        raise
+    try:
+        return extract_model_archive(archive, dest)
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def score_model(
+    model_uri: str, version: str, metrics: dict[str, float], test_dir: Path, settings: Settings
+) -> Score:
+    """Evaluate the archived model on `test_dir`, or fall back to its recorded metrics."""
+    model_dir = fetch_model_dir(model_uri, version, settings)
+    if model_dir is None:
+        return recorded_score(metrics, f"its archive {model_uri} does not exist")
+    return score_model_dir(model_dir, test_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# The gate
+
+
+def decide(
+    candidate: Score, live: Score | None, margin: float, candidate_version: str,
+    live_version: str | None = None,
+) -> GateDecision:
+    """Promote when there is no live model, or the candidate's test accuracy beats the live
+    model's by at least `margin` (absolute, e.g. 0.01 = one percentage point)."""
+    if not math.isfinite(margin) or margin < 0:
+        raise UserInputError(f"margin must be a finite number >= 0, got {margin}.")
+    common = {"margin": margin, "candidate_version": candidate_version,
+              "live_version": live_version, "candidate": candidate, "live": live}
+    if live is None:
+        return GateDecision(promote=True, reason="no live model yet: the candidate is the first",
+                            **common)
+    if live_version is not None and candidate_version == live_version:
+        return GateDecision(
+            promote=False, reason=f"the candidate is the live model ({live_version}): same "
+            "content, nothing to promote", **common)
+    delta = candidate.accuracy - live.accuracy
+    # A tiny epsilon so that "exactly the margin" promotes despite float rounding.
+    if delta + 1e-9 >= margin:
+        return GateDecision(
+            promote=True, reason=f"candidate test accuracy {candidate.accuracy:.4f} beats the "
+            f"live model's {live.accuracy:.4f} by {delta:+.4f} (margin {margin:.4f})", **common)
+    return GateDecision(
+        promote=False, reason=f"candidate test accuracy {candidate.accuracy:.4f} vs live "
+        f"{live.accuracy:.4f}: {delta:+.4f} is below the margin {margin:.4f}; the live endpoint "
+        "keeps its model", **common)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def gate_markdown(decision: GateDecision, approval: str | None = None) -> str:
+    """The `quality-gate` artifact: the decision, both scores, and caveats."""
+    verdict = "PROMOTE" if decision.promote else "KEEP THE LIVE MODEL"
+    lines = [f"# Quality gate: {verdict}", "", decision.reason, "",
+             "| model | version | test accuracy | test loss | images | scored by |",
+             "|---|---|---|---|---|---|"]
+    rows = [("candidate", decision.candidate_version, decision.candidate)]
+    if decision.live is not None:
+        rows.append(("live", decision.live_version or "?", decision.live))
+    for role, version, score in rows:
+        lines.append(f"| {role} | `{version}` | {_fmt(score.accuracy)} | {_fmt(score.loss)} | "
+                     f"{score.n or 'n/a'} | {score.source} |")
+    lines += ["", f"Margin: candidate must beat live test accuracy by {decision.margin:.4f}."]
+    if decision.delta is not None:
+        lines.append(f"Difference (candidate - live): {decision.delta:+.4f}.")
+    notes = [s.note for s in (decision.candidate, decision.live) if s is not None and s.note]
+    if any(s is not None and s.source == "recorded-metrics"
+           for s in (decision.candidate, decision.live)):
+        notes.append("At least one score comes from recorded metrics, not from the same test "
+                     "images: the comparison is approximate.")
+    for score, role in ((decision.candidate, "candidate"), (decision.live, "live")):
+        if score is not None and score.unknown_classes:
+            notes.append(f"The {role} model has no output for test classes "
+                         f"{', '.join(score.unknown_classes)} (counted as wrong).")
+    if approval:
+        notes.append(approval)
+    if notes:
+        lines += ["", "Notes:", *[f"- {note}" for note in notes]]
+    return "\n".join(lines)

@@ -1,0 +1,365 @@
+"""The model registry: every promoted model, versioned, in one JSON document.
+
+    local: <state_dir>/registry.json          (temp file + rename, under a file lock)
+    aws:   s3://<bucket>/<prefix>/registry.json (one PUT, which S3 applies atomically)
+
+Each promotion appends an entry (version 1, 2, ...) with what is needed to judge and rebuild the
+model: its URI and content version, metrics, hyperparameters, the data manifest hash, the code
+version, the endpoint it went to, when, and which flow run promoted it. A separate `live` pointer
+per endpoint says which entry serves now, so a rollback moves the pointer (and leaves an event in
+`events`) instead of rewriting history; rolling back twice walks further back.
+
+Recording the model that is already live is a no-op, so a re-run of a flow does not add versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from dogops.errors import OperationFailedError, UserInputError
+from dogops.results import SyncReport, TrainedModel
+from dogops.settings import Settings
+
+REGISTRY_NAME = "registry.json"
+SCHEMA_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CODE_DIR = REPO_ROOT / "model_code"
+
+Source = Literal["train-and-deploy", "retrain", "rollback", "manual"]
+
+
+class RegistryEntry(BaseModel):
+    """One promoted model."""
+
+    version: int = Field(description="Registry version: 1, 2, ... in promotion order.")
+    model_version: str = Field(description="Content hash of model.tar.gz (TrainedModel.version).")
+    model_uri: str
+    job_name: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    class_names: list[str] = Field(default_factory=list)
+    data_manifest_sha256: str = ""
+    data_uri: str = ""
+    code_version: str = Field("", description="git commit of the repo, else sha256 of model_code/.")
+    endpoint_name: str
+    backend: str
+    promoted_at: datetime
+    flow_run_id: str | None = None
+    source: Source = "manual"
+    notes: list[str] = Field(default_factory=list)
+
+    def trained_model(self) -> TrainedModel:
+        """The `TrainedModel` the deploy step needs, rebuilt from this entry (for rollback)."""
+        return TrainedModel(
+            job_name=self.job_name,
+            model_uri=self.model_uri,
+            hyperparameters=self.hyperparameters,
+            metrics=self.metrics,
+            class_names=self.class_names,
+            reused=True,
+            version=self.model_version,
+        )
+
+
+class RegistryEvent(BaseModel):
+    """Something that changed which entry is live: a promotion or a rollback."""
+
+    at: datetime
+    action: Literal["promote", "rollback"]
+    endpoint_name: str
+    version: int
+    from_version: int | None = None
+    flow_run_id: str | None = None
+    reason: str = ""
+
+
+class RegistryDocument(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    entries: list[RegistryEntry] = Field(default_factory=list)
+    live: dict[str, int] = Field(
+        default_factory=dict, description="Endpoint name -> registry version serving there."
+    )
+    events: list[RegistryEvent] = Field(default_factory=list)
+
+
+class RegistryStore(Protocol):
+    """Where the document lives; `read` returns None before the first write."""
+
+    uri: str
+
+    def read(self) -> bytes | None: ...
+
+    def write(self, body: bytes) -> None: ...
+
+    def lock(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+class LocalRegistryStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.uri = self.path.resolve().as_uri()
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, body: bytes) -> None:
+        from dogops.local.store import write_atomic
+
+        write_atomic(self.path, body)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise read-modify-write across processes (two flows promoting at once)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(f".{self.path.name}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class S3RegistryStore:
+    """One object; S3 replaces an object atomically on PUT, so readers see old or new, not half."""
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self.s3, self.bucket, self.key = s3, bucket, key
+        self.uri = f"s3://{bucket}/{key}"
+
+    def read(self) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bytes(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+                return None
+            raise
+
+    def write(self, body: bytes) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                raise UserInputError(
+                    f"bucket {self.bucket} does not exist, so the registry cannot be written to "
+                    f"{self.uri}: run train-and-deploy first (it creates the bucket) or set "
+                    "aws.bucket."
+                ) from exc
+            raise
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        # Promotions of one project are serialised by the flows (one endpoint, one run at a
+        # time); a cross-host lock would need DynamoDB, which this project does not use.
+        yield
+
+
+class Registry:
+    """Read and update the registry document through a `RegistryStore`."""
+
+    def __init__(self, store: RegistryStore) -> None:
+        self.store = store
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    def load(self) -> RegistryDocument:
+        body = self.store.read()
+        if body is None:
+            return RegistryDocument()
+        try:
+            return RegistryDocument.model_validate_json(body)
+        except ValueError as exc:
+            raise OperationFailedError(
+                f"the registry at {self.uri} is not a valid registry document ({exc}); restore "
+                "it from a backup or move it aside to start a new one."
+            ) from exc
+
+    def _save(self, document: RegistryDocument) -> None:
+        self.store.write(document.model_dump_json(indent=1).encode())
+
+    # -- queries ---------------------------------------------------------------------------
+    def history(self, endpoint_name: str | None = None) -> list[RegistryEntry]:
+        """Every promoted model, oldest first (only `endpoint_name`'s when given)."""
+        entries = self.load().entries
+        return [e for e in entries if endpoint_name in (None, e.endpoint_name)]
+
+    def get(self, version: int) -> RegistryEntry:
+        for entry in self.load().entries:
+            if entry.version == version:
+                return entry
+        raise UserInputError(
+            f"registry {self.uri} has no version {version}; versions: "
+            f"{[e.version for e in self.load().entries] or 'none yet'}."
+        )
+
+    def live(self, endpoint_name: str) -> RegistryEntry | None:
+        """The entry serving on `endpoint_name` now, or None before the first promotion."""
+        document = self.load()
+        version = document.live.get(endpoint_name)
+        return next((e for e in document.entries if e.version == version), None)
+
+    def previous(self, endpoint_name: str) -> RegistryEntry | None:
+        """The entry promoted to `endpoint_name` before the live one (what a rollback restores)."""
+        document = self.load()
+        live = document.live.get(endpoint_name)
+        if live is None:
+            return None
+        older = [
+            e for e in document.entries
+            if e.endpoint_name == endpoint_name and e.version < live
+            and e.model_version != self._model_version(document, live)
+        ]
+        return older[-1] if older else None
+
+    @staticmethod
+    def _model_version(document: RegistryDocument, version: int) -> str | None:
+        return next((e.model_version for e in document.entries if e.version == version), None)
+
+    # -- updates ---------------------------------------------------------------------------
+    def record(
+        self,
+        model: TrainedModel,
+        endpoint_name: str,
+        backend: str,
+        data: SyncReport | None = None,
+        code_version: str | None = None,
+        flow_run_id: str | None = None,
+        source: Source = "manual",
+        notes: list[str] | None = None,
+    ) -> RegistryEntry:
+        """Append `model` as a new version and make it live on `endpoint_name`.
+
+        When that model is already live there, nothing changes and the live entry is returned,
+        so a re-run or a retried task does not add a version.
+        """
+        with self.store.lock():
+            document = self.load()
+            current = document.live.get(endpoint_name)
+            for entry in document.entries:
+                if entry.version == current and entry.model_version == model.version:
+                    return entry
+            entry = RegistryEntry(
+                version=max((e.version for e in document.entries), default=0) + 1,
+                model_version=model.version,
+                model_uri=model.model_uri,
+                job_name=model.job_name,
+                metrics=model.metrics,
+                hyperparameters=model.hyperparameters,
+                class_names=model.class_names,
+                data_manifest_sha256=data.manifest_sha256 if data else "",
+                data_uri=data.uri if data else "",
+                code_version=code_version if code_version is not None else current_code_version(),
+                endpoint_name=endpoint_name,
+                backend=backend,
+                promoted_at=datetime.now(UTC),
+                flow_run_id=flow_run_id,
+                source=source,
+                notes=notes or [],
+            )
+            document.entries.append(entry)
+            document.live[endpoint_name] = entry.version
+            document.events.append(RegistryEvent(
+                at=entry.promoted_at, action="promote", endpoint_name=endpoint_name,
+                version=entry.version, from_version=current, flow_run_id=flow_run_id,
+                reason=f"{source} promoted model {model.version}",
+            ))
+            self._save(document)
+            return entry
+
+    def set_live(
+        self, endpoint_name: str, version: int, flow_run_id: str | None = None, reason: str = ""
+    ) -> RegistryEntry:
+        """Point `endpoint_name` at an existing version (a rollback); no-op when already live."""
+        with self.store.lock():
+            document = self.load()
+            entry = next((e for e in document.entries if e.version == version), None)
+            if entry is None:
+                raise UserInputError(f"registry {self.uri} has no version {version}.")
+            current = document.live.get(endpoint_name)
+            if current == version:
+                return entry
+            document.live[endpoint_name] = version
+            document.events.append(RegistryEvent(
+                at=datetime.now(UTC), action="rollback", endpoint_name=endpoint_name,
+                version=version, from_version=current, flow_run_id=flow_run_id, reason=reason,
+            ))
+            self._save(document)
+            return entry
+
+
+def registry_for(settings: Settings) -> Registry:
+    """The registry of `settings.backend`: a file in the state dir, or an S3 object by the data."""
+    if settings.backend == "aws":
+        from dogops.aws.clients import AwsClients
+
+        key = f"{settings.aws.prefix.strip('/')}/{REGISTRY_NAME}".lstrip("/")
+        s3 = AwsClients(settings.aws).client("s3")
+        return Registry(S3RegistryStore(s3, settings.aws.bucket, key))
+    root = settings.state_dir.expanduser().resolve()
+    return Registry(LocalRegistryStore(root / REGISTRY_NAME))
+
+
+def hash_model_code(folder: Path = MODEL_CODE_DIR) -> str:
+    """sha256 over model_code/'s source files (names and bytes), for when git is absent."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".txt"):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def current_code_version(repo: Path = REPO_ROOT) -> str:
+    """`git:<commit>` (with `+dirty` when model_code/ differs from it), else `sha256:<hash>`."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "model_code"], cwd=repo,
+            capture_output=True, timeout=5,
+        ).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return f"sha256:{hash_model_code()[:16]}"
+    if not commit:
+        return f"sha256:{hash_model_code()[:16]}"
+    return f"git:{commit[:12]}" + (f"+dirty-{hash_model_code()[:8]}" if dirty else "")
+
+
+def history_table(entries: list[RegistryEntry], live_version: int | None) -> list[dict[str, Any]]:
+    """Rows for a Prefect table artifact or the CLI."""
+    return [
+        {
+            "version": e.version,
+            "live": "yes" if e.version == live_version else "",
+            "model": e.model_version,
+            "test_accuracy": round(e.metrics.get("test:accuracy", float("nan")), 4),
+            "endpoint": e.endpoint_name,
+            "promoted_at": e.promoted_at.isoformat(timespec="seconds"),
+            "source": e.source,
+            "code": e.code_version,
+            "data": e.data_manifest_sha256[:12],
+        }
+        for e in entries
+    ]
+

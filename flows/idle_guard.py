@@ -1,0 +1,82 @@
+"""idle-guard: an endpoint nobody called for `max_idle_hours` is scaled to its minimum or torn down.
+
+Scheduled hourly by the deployments. Dry run by default (`apply=False`): the `idle-guard` artifact
+says what it found and what it would do. Idleness comes from CloudWatch's `Invocations` metric on
+AWS and from the endpoint server's invocation count locally (see `dogops.idle`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from dogops.idle import IdleStatus
+from dogops.settings import Backend, EndpointConfig, load_settings
+from tasks.operations import (
+    IDLE_KEY,
+    check_idle,
+    report_teardown,
+    scale_to_min,
+    teardown_resources,
+)
+
+IdleAction = Literal["teardown", "scale-to-min"]
+
+
+class IdleGuardResult(BaseModel):
+    status: IdleStatus
+    action: IdleAction
+    applied: bool
+    changes: list[str]
+
+
+def _markdown(status: IdleStatus, action: IdleAction, apply: bool, changes: list[str]) -> str:
+    lines = [f"# Idle guard: `{status.endpoint_name}` ({status.backend})", ""]
+    if not status.exists:
+        return "\n".join([*lines, f"No endpoint to guard: {status.detail}."])
+    state = "idle" if status.idle else "in use"
+    lines.append(
+        f"**{state}**: last activity {status.last_active_at:%Y-%m-%d %H:%M} UTC, "
+        f"{status.idle_hours:.2f} h ago (limit {status.max_idle_hours:g} h); {status.detail}."
+    )
+    if status.idle:
+        verb = "Done" if apply else "Would do (dry run; apply=True acts)"
+        lines += ["", f"{verb}: {action}"]
+        lines += [f"- {c}" for c in changes] or ["- nothing to change"]
+    return "\n".join(lines)
+
+
+@flow(name="idle-guard", log_prints=True)
+def idle_guard(
+    max_idle_hours: float = 24,
+    action: IdleAction = "scale-to-min",
+    apply: bool = False,
+    backend: Backend | None = None,
+    endpoint: EndpointConfig | None = None,
+    state_dir: str | None = None,
+) -> IdleGuardResult:
+    """Scale to the minimum, or tear down, an endpoint idle for `max_idle_hours`."""
+    settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
+    status = check_idle(settings, max_idle_hours)
+    changes: list[str] = []
+    if status.idle:
+        if action == "teardown":
+            changes = teardown_resources(settings, apply)
+            report_teardown(changes, apply, settings.backend)
+        else:
+            changes = scale_to_min(settings, status, apply)
+            if status.backend == "local":
+                changes = changes or ["local server scales its workers in to the minimum itself"]
+    get_run_logger().info("idle=%s action=%s apply=%s changes=%s", status.idle, action, apply,
+                          changes)
+    create_markdown_artifact(key=IDLE_KEY, markdown=_markdown(status, action, apply, changes),
+                             description="Idle check of the endpoint")
+    return IdleGuardResult(status=status, action=action, applied=apply and status.idle,
+                           changes=changes)
+
+
+if __name__ == "__main__":
+    idle_guard()

@@ -1,0 +1,134 @@
+"""retrain: new data -> warm-started tuning -> candidate -> quality gate -> promote (or keep live).
+
+    validate -> upload data -> tune (warm start) -> train best -> evaluate
+             -> score candidate + score live (same test split) -> quality gate
+             -> [approval in the UI] -> deploy -> register auto-scaling -> record in registry
+
+The candidate replaces the live model only when its test accuracy beats the live model's by
+`margin`; otherwise the live endpoint is left alone and the `quality-gate` artifact says why.
+With `require_approval`, the run pauses for a person's answer in the Prefect UI; no answer within
+`approval_timeout_s` means no promotion. The steps are the same tasks train-and-deploy uses.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from dogops.evaluation import GateDecision, decide
+from dogops.registry import RegistryEntry
+from dogops.results import EndpointInfo, ScalingInfo, StepSkipped, TrainedModel
+from dogops.run_key import run_key as make_run_key
+from dogops.settings import (
+    Backend,
+    EndpointConfig,
+    ScalingConfig,
+    TrainingConfig,
+    TuningConfig,
+    load_settings,
+)
+from tasks.data import upload_data, validate_data
+from tasks.endpoint import deploy, register_autoscaling
+from tasks.operations import (
+    read_live_model,
+    record_model,
+    report_cost,
+    report_gate,
+    request_approval,
+    score_candidate,
+    score_live,
+)
+from tasks.reporting import evaluate, report_tuning
+from tasks.training import train_best, tune
+
+
+class RetrainResult(BaseModel):
+    promoted: bool
+    reason: str
+    gate: GateDecision
+    candidate: TrainedModel
+    live_before: RegistryEntry | None = None
+    registry_entry: RegistryEntry | None = None
+    endpoint: EndpointInfo | None = None
+    scaling: ScalingInfo | StepSkipped | None = None
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    backend = flow_run.parameters.get("backend") or "default"
+    return f"retrain-{backend}-{flow_run.scheduled_start_time:%Y%m%d-%H%M%S}"
+
+
+@flow(name="retrain", flow_run_name=_run_name, log_prints=True)
+def retrain(
+    data_dir: str | None = None,
+    backend: Backend | None = None,
+    margin: float = 0.01,
+    require_approval: bool = False,
+    approval_timeout_s: int = 3600,
+    tuning: TuningConfig | None = None,
+    training: TrainingConfig | None = None,
+    endpoint: EndpointConfig | None = None,
+    scaling: ScalingConfig | None = None,
+    state_dir: str | None = None,
+) -> RetrainResult:
+    """Retrain on the current data and promote only a better model. Empty parameters keep the
+    settings; `margin` is absolute test accuracy (0.01 = one percentage point)."""
+    # Warm start is what makes a retrain cheaper than a first run: always on here.
+    tuning_override = {**(tuning.model_dump(exclude_unset=True) if tuning else {}),
+                       "warm_start": True}
+    settings = load_settings(
+        data_dir=data_dir, backend=backend, tuning=tuning_override, training=training,
+        endpoint=endpoint, scaling=scaling, state_dir=state_dir,
+    )
+    logger = get_run_logger()
+    summary = validate_data(settings.data_dir)
+    data_root = Path(summary.root)
+    live_before = read_live_model(settings)
+
+    data = upload_data(settings, data_root)
+    key = make_run_key(settings, data)
+    tuned = tune(settings, data, key)
+    report_tuning(tuned)
+    started = time.perf_counter()
+    candidate = train_best(settings, data, tuned, key)
+    training_s = 0.0 if candidate.reused else time.perf_counter() - started
+    evaluate(candidate, tuned)
+    report_cost(settings, tuned, training_s)
+
+    test_dir = data_root / "test"
+    decision = decide(
+        score_candidate(settings, candidate, test_dir),
+        score_live(settings, live_before, test_dir),
+        margin,
+        candidate.version,
+        live_before.model_version if live_before else None,
+    )
+    promote, reason = decision.promote, decision.reason
+    note = None
+    if promote and require_approval:
+        report_gate(decision, "Waiting for approval in the Prefect UI.")
+        approved, note = request_approval(decision.reason, approval_timeout_s)
+        if not approved:
+            promote, reason = False, f"{decision.reason}; but {note}"
+    report_gate(decision.model_copy(update={"promote": promote, "reason": reason}), note)
+    logger.info("quality gate: %s", reason)
+    if not promote:
+        return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
+                             live_before=live_before)
+
+    live = deploy(settings, candidate, key)
+    scaled = register_autoscaling(settings, live)
+    entry = record_model(settings, candidate, data, live, "retrain")
+    return RetrainResult(
+        promoted=True, reason=reason, gate=decision, candidate=candidate,
+        live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,
+    )
+
+
+if __name__ == "__main__":
+    retrain()

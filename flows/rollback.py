@@ -1,0 +1,79 @@
+"""rollback: put the registry's previous model (or a chosen version) back on the endpoint.
+
+    read registry -> deploy the target version -> register auto-scaling -> mark it live
+
+The model is rebuilt from its registry entry (its archive URI and content version), so the deploy
+task is the same one train-and-deploy uses: on the local backend it restarts the server on the old
+model without downtime, on AWS it swaps the endpoint to that model's config. Rolling back twice
+walks further back in the registry's history.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from dogops.errors import UserInputError
+from dogops.registry import RegistryEntry, registry_for
+from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
+from dogops.settings import Backend, EndpointConfig, load_settings
+from tasks.endpoint import deploy, register_autoscaling
+from tasks.operations import ROLLBACK_KEY, read_live_model, set_live_version
+
+
+class RollbackResult(BaseModel):
+    restored: RegistryEntry
+    replaced: RegistryEntry | None
+    endpoint: EndpointInfo
+    scaling: ScalingInfo | StepSkipped
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(
+    to_version: int | None = None,
+    backend: Backend | None = None,
+    endpoint: EndpointConfig | None = None,
+    state_dir: str | None = None,
+) -> RollbackResult:
+    """Redeploy the registry's previous version (or `to_version`) and record it as live."""
+    settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
+    logger = get_run_logger()
+    registry = registry_for(settings)
+    name = settings.endpoint.name
+    current = read_live_model(settings)
+    target = registry.get(to_version) if to_version is not None else registry.previous(name)
+    if target is None:
+        raise UserInputError(
+            f"nothing to roll back to on endpoint {name}: the registry {registry.uri} has "
+            f"{'no live version' if current is None else f'only version {current.version}'} "
+            "for it. Pass to_version to pick one explicitly."
+        )
+    if target.endpoint_name != name:
+        raise UserInputError(
+            f"registry version {target.version} was promoted to endpoint {target.endpoint_name}, "
+            f"not {name}: pass endpoint={{'name': '{target.endpoint_name}'}}."
+        )
+    logger.info("rolling %s back from v%s to v%d (%s)", name,
+                current.version if current else "-", target.version, target.model_version)
+    live = deploy(settings, target.trained_model(), f"rollback-v{target.version}")
+    scaled = register_autoscaling(settings, live)
+    reason = (f"rollback from v{current.version} ({current.model_version})" if current
+              else "rollback")
+    restored = set_live_version(settings, target.version, reason)
+    create_markdown_artifact(
+        key=ROLLBACK_KEY,
+        markdown=(
+            f"# Rollback of `{name}`\n\n"
+            f"- now live: v{restored.version} `{restored.model_version}` "
+            f"(promoted {restored.promoted_at:%Y-%m-%d %H:%M} UTC by {restored.source}, "
+            f"test accuracy {restored.metrics.get('test:accuracy', float('nan')):.4f})\n"
+            + (f"- replaced: v{current.version} `{current.model_version}`\n" if current else "")
+        ),
+        description=f"Endpoint {name} rolled back",
+    )
+    return RollbackResult(restored=restored, replaced=current, endpoint=live, scaling=scaled)
+
+
+if __name__ == "__main__":
+    rollback()

@@ -1,0 +1,35 @@
+"""teardown: remove what the project runs for its endpoint, so nothing keeps billing.
+
+Dry run by default: the `teardown` table artifact lists what would be removed; `apply=True`
+removes it, in the order the backend requires (on AWS: scaling policy and target, Lambda, endpoint,
+endpoint configs, models, the project's roles and policies; locally: the endpoint server processes
+and the Lambda packages). Safe to re-run: a second apply finds nothing left. Data, model archives
+and the registry stay, so `train-and-deploy` or `rollback` can bring the endpoint back.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from dogops.settings import Backend, EndpointConfig, load_settings
+from tasks.operations import report_teardown, teardown_resources
+
+
+@flow(name="teardown", log_prints=True)
+def teardown(
+    apply: bool = False,
+    backend: Backend | None = None,
+    endpoint: EndpointConfig | None = None,
+    state_dir: str | None = None,
+) -> list[str]:
+    """List (dry run) or, with `apply`, delete the endpoint and everything made for it."""
+    settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
+    lines = teardown_resources(settings, apply)
+    report_teardown(lines, apply, settings.backend)
+    verb = "removed" if apply else "would remove (dry run; apply=True deletes)"
+    get_run_logger().info("%s %d resources: %s", verb, len(lines), ", ".join(lines) or "none")
+    return lines
+
+
+if __name__ == "__main__":
+    teardown()

@@ -1,0 +1,201 @@
+"""Operations tasks: registry, quality gate, approval, cost, teardown and idle checks.
+
+Thin wrappers over `dogops.registry`, `dogops.evaluation`, `dogops.cost`, `dogops.idle` and the
+backend's `teardown`, each leaving the artifact a person reads in the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.input import RunInput
+
+from dogops import cost, evaluation, idle, registry
+from dogops.evaluation import GateDecision, Score
+from dogops.registry import RegistryEntry
+from dogops.results import EndpointInfo, SyncReport, TrainedModel, TuningResult
+from dogops.settings import Settings
+from tasks.common import RETRYING, backend_for, progress
+
+QUALITY_GATE_KEY = "quality-gate"
+COST_KEY = "cost-estimate"
+TEARDOWN_KEY = "teardown"
+REGISTRY_KEY = "model-registry"
+IDLE_KEY = "idle-guard"
+ROLLBACK_KEY = "rollback"
+
+
+def _flow_run_id() -> str | None:
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    return str(run_id) if run_id else None
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+@task(name="read-live-model", **RETRYING)
+def read_live_model(settings: Settings) -> RegistryEntry | None:
+    return registry.registry_for(settings).live(settings.endpoint.name)
+
+
+@task(name="record-model", task_run_name="record-model-{model.version}", **RETRYING)
+def record_model(
+    settings: Settings, model: TrainedModel, data: SyncReport | None, endpoint: EndpointInfo,
+    source: registry.Source,
+) -> RegistryEntry:
+    """Version the deployed model in the registry (a no-op when it is already live there)."""
+    reg = registry.registry_for(settings)
+    entry = reg.record(
+        model, endpoint.name, settings.backend, data=data, flow_run_id=_flow_run_id(),
+        source=source,
+    )
+    progress()(f"registry {reg.uri}: version {entry.version} ({entry.model_version}) is live "
+               f"on {endpoint.name}")
+    _publish_registry(reg, endpoint.name)
+    return entry
+
+
+@task(name="set-live-version", task_run_name="set-live-v{version}", **RETRYING)
+def set_live_version(settings: Settings, version: int, reason: str) -> RegistryEntry:
+    reg = registry.registry_for(settings)
+    entry = reg.set_live(settings.endpoint.name, version, _flow_run_id(), reason)
+    _publish_registry(reg, settings.endpoint.name)
+    return entry
+
+
+def _publish_registry(reg: registry.Registry, endpoint_name: str) -> None:
+    live = reg.live(endpoint_name)
+    create_table_artifact(
+        key=REGISTRY_KEY,
+        table=registry.history_table(reg.history(endpoint_name), live.version if live else None),
+        description=f"Promoted models for endpoint {endpoint_name} ({reg.uri})",
+    )
+
+
+# -- quality gate ----------------------------------------------------------------------------------
+
+
+@task(name="score-candidate", task_run_name="score-candidate-{model.version}")
+def score_candidate(settings: Settings, model: TrainedModel, test_dir: Path) -> Score:
+    """The candidate on the held-out test split, through its own serving code."""
+    score = evaluation.score_model(model.model_uri, model.version, model.metrics, test_dir,
+                                   settings)
+    progress()(f"candidate {model.version}: test accuracy {score.accuracy:.4f} ({score.source})")
+    return score
+
+
+@task(name="score-live")
+def score_live(settings: Settings, live: RegistryEntry | None, test_dir: Path) -> Score | None:
+    """The live model on the same test split, or None before the first promotion."""
+    if live is None:
+        progress()("no live model in the registry: the candidate will be the first")
+        return None
+    score = evaluation.score_model(live.model_uri, live.model_version, live.metrics, test_dir,
+                                   settings)
+    progress()(f"live v{live.version} ({live.model_version}): test accuracy "
+               f"{score.accuracy:.4f} ({score.source})")
+    return score
+
+
+@task(name="report-quality-gate")
+def report_gate(decision: GateDecision, note: str | None = None) -> str:
+    markdown = evaluation.gate_markdown(decision, note)
+    create_markdown_artifact(
+        key=QUALITY_GATE_KEY, markdown=markdown,
+        description="Candidate vs live model on the same test split, and the decision",
+    )
+    return markdown
+
+
+class Approval(RunInput):
+    """What a person answers in the Prefect UI when a retrain waits for approval."""
+
+    approve: bool = False
+    reason: str = ""
+
+
+def request_approval(summary: str, timeout_s: int) -> tuple[bool, str]:
+    """Pause the calling flow run until a person approves or rejects it in the UI.
+
+    Call from inside a flow. No answer within `timeout_s` counts as "not approved".
+    """
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    logger = get_run_logger()
+    logger.info("waiting up to %d s for approval in the Prefect UI: %s", timeout_s, summary)
+    try:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
+            description=f"**Approve this promotion?**\n\n{summary}", approve=False, reason="",
+        ), timeout=timeout_s, poll_interval=min(10, max(1, timeout_s // 4)))
+    except FlowPauseTimeout:
+        return False, f"no approval within {timeout_s} s: not promoted"
+    if answer is None:  # pragma: no cover - only without wait_for_input
+        return False, "resumed without an answer: not promoted"
+    verdict = "approved" if answer.approve else "rejected"
+    return answer.approve, f"{verdict} in the UI" + (f": {answer.reason}" if answer.reason else "")
+
+
+# -- cost ------------------------------------------------------------------------------------------
+
+
+@task(name="report-cost")
+def report_cost(
+    settings: Settings, tuning: TuningResult | None, training_s: float
+) -> cost.CostEstimate:
+    """The run's estimated cost as a table artifact (`cost-estimate`) and in the log."""
+    estimate = cost.estimate_cost(settings, cost.tuning_seconds(tuning), training_s)
+    create_table_artifact(
+        key=COST_KEY, table=estimate.rows(),
+        description=f"Estimated cost ({estimate.label}); prices: {estimate.prices_source} "
+        f"as of {estimate.prices_as_of}",
+    )
+    progress()(estimate.text())
+    return estimate
+
+
+# -- teardown and idle guard -----------------------------------------------------------------------
+
+
+@task(name="teardown-resources", task_run_name="teardown-{settings.backend}", **RETRYING)
+def teardown_resources(settings: Settings, apply: bool) -> list[str]:
+    """List (dry run) or delete what the project runs; idempotent, so a retry is safe."""
+    return backend_for(settings).teardown(apply)
+
+
+def teardown_rows(lines: list[str], apply: bool) -> list[dict[str, Any]]:
+    action = "deleted" if apply else "would delete"
+    rows = []
+    for line in lines:
+        kind, _, name = line.partition(":")
+        rows.append({"kind": kind, "resource": name or kind, "action": action})
+    return rows
+
+
+@task(name="report-teardown")
+def report_teardown(lines: list[str], apply: bool, backend: str) -> None:
+    rows = teardown_rows(lines, apply) or [
+        {"kind": "-", "resource": "nothing to remove", "action": "-"}
+    ]
+    create_table_artifact(
+        key=TEARDOWN_KEY, table=rows,
+        description=f"Teardown on the {backend} backend ({'apply' if apply else 'dry run'})",
+    )
+
+
+@task(name="check-idle", **RETRYING)
+def check_idle(settings: Settings, max_idle_hours: float) -> idle.IdleStatus:
+    status = idle.idle_status(settings, max_idle_hours)
+    progress()(f"endpoint {status.endpoint_name}: idle={status.idle} "
+               f"({status.idle_hours} h, limit {max_idle_hours:g} h) - {status.detail}")
+    return status
+
+
+@task(name="scale-to-min", **RETRYING)
+def scale_to_min(settings: Settings, status: idle.IdleStatus, apply: bool) -> list[str]:
+    return idle.scale_to_min(settings, status, apply)
