@@ -80,8 +80,8 @@ class CostEstimate(BaseModel):
     lines: list[CostLine]
 
     def total(self, period: Period, item_prefix: str = "") -> float:
-        return round(sum(line.cost or 0.0 for line in self.lines
-                         if line.period == period and line.item.startswith(item_prefix)), 4)
+        return sum(line.cost or 0.0 for line in self.lines
+                   if line.period == period and line.item.startswith(item_prefix))
 
     def rows(self) -> list[dict[str, Any]]:
         """Rows for a Prefect table artifact (`cost-estimate`) or any table printer."""
@@ -110,9 +110,9 @@ class CostEstimate(BaseModel):
         ]
         widths = [max(len(str(row[i])) for row in (header, *body)) for i in range(len(header))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        out = [f"Estimated cost ({self.label})", fmt.format(*header),
+        out = [f"Estimated cost ({self.label})", fmt.format(*header).rstrip(),
                fmt.format(*("-" * w for w in widths))]
-        out += [fmt.format(*row) for row in body]
+        out += [fmt.format(*row).rstrip() for row in body]
         out.append(
             f"this run: {self.total('this run'):,.2f} {self.currency}; endpoint "
             f"{self.total('per day', 'endpoint at min'):,.2f}-"

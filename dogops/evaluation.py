@@ -258,25 +258,30 @@ def decide(
     model's by at least `margin` (absolute, e.g. 0.01 = one percentage point)."""
     if not math.isfinite(margin) or margin < 0:
         raise UserInputError(f"margin must be a finite number >= 0, got {margin}.")
-    common = {"margin": margin, "candidate_version": candidate_version,
-              "live_version": live_version, "candidate": candidate, "live": live}
+    promote, reason = _verdict(candidate, live, margin, candidate_version, live_version)
+    return GateDecision(
+        promote=promote, reason=reason, margin=margin, candidate_version=candidate_version,
+        live_version=live_version, candidate=candidate, live=live,
+    )
+
+
+def _verdict(
+    candidate: Score, live: Score | None, margin: float, candidate_version: str,
+    live_version: str | None,
+) -> tuple[bool, str]:
     if live is None:
-        return GateDecision(promote=True, reason="no live model yet: the candidate is the first",
-                            **common)
+        return True, "no live model yet: the candidate is the first"
     if live_version is not None and candidate_version == live_version:
-        return GateDecision(
-            promote=False, reason=f"the candidate is the live model ({live_version}): same "
-            "content, nothing to promote", **common)
+        return False, (f"the candidate is the live model ({live_version}): same content, "
+                       "nothing to promote")
     delta = candidate.accuracy - live.accuracy
     # A tiny epsilon so that "exactly the margin" promotes despite float rounding.
     if delta + 1e-9 >= margin:
-        return GateDecision(
-            promote=True, reason=f"candidate test accuracy {candidate.accuracy:.4f} beats the "
-            f"live model's {live.accuracy:.4f} by {delta:+.4f} (margin {margin:.4f})", **common)
-    return GateDecision(
-        promote=False, reason=f"candidate test accuracy {candidate.accuracy:.4f} vs live "
-        f"{live.accuracy:.4f}: {delta:+.4f} is below the margin {margin:.4f}; the live endpoint "
-        "keeps its model", **common)
+        return True, (f"candidate test accuracy {candidate.accuracy:.4f} beats the live model's "
+                      f"{live.accuracy:.4f} by {delta:+.4f} (margin {margin:.4f})")
+    return False, (f"candidate test accuracy {candidate.accuracy:.4f} vs live "
+                   f"{live.accuracy:.4f}: {delta:+.4f} is below the margin {margin:.4f}; the "
+                   "live endpoint keeps its model")
 
 
 def _fmt(value: float | None) -> str:
@@ -289,7 +294,9 @@ def gate_markdown(decision: GateDecision, approval: str | None = None) -> str:
     lines = [f"# Quality gate: {verdict}", "", decision.reason, "",
              "| model | version | test accuracy | test loss | images | scored by |",
              "|---|---|---|---|---|---|"]
-    rows = [("candidate", decision.candidate_version, decision.candidate)]
+    rows: list[tuple[str, str, Score]] = [
+        ("candidate", decision.candidate_version, decision.candidate)
+    ]
     if decision.live is not None:
         rows.append(("live", decision.live_version or "?", decision.live))
     for role, version, score in rows:
@@ -298,13 +305,15 @@ def gate_markdown(decision: GateDecision, approval: str | None = None) -> str:
     lines += ["", f"Margin: candidate must beat live test accuracy by {decision.margin:.4f}."]
     if decision.delta is not None:
         lines.append(f"Difference (candidate - live): {decision.delta:+.4f}.")
-    notes = [s.note for s in (decision.candidate, decision.live) if s is not None and s.note]
-    if any(s is not None and s.source == "recorded-metrics"
-           for s in (decision.candidate, decision.live)):
+    scored = [("candidate", decision.candidate)]
+    if decision.live is not None:
+        scored.append(("live", decision.live))
+    notes = [f"{role}: {score.note}" for role, score in scored if score.note]
+    if any(score.source == "recorded-metrics" for _, score in scored):
         notes.append("At least one score comes from recorded metrics, not from the same test "
                      "images: the comparison is approximate.")
-    for score, role in ((decision.candidate, "candidate"), (decision.live, "live")):
-        if score is not None and score.unknown_classes:
+    for role, score in scored:
+        if score.unknown_classes:
             notes.append(f"The {role} model has no output for test classes "
                          f"{', '.join(score.unknown_classes)} (counted as wrong).")
     if approval:

@@ -9,9 +9,12 @@ or keeps it itself instead of relying on AWS to refuse.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
 from dogops.aws.clients import AwsClients
 from dogops.aws.iam import (
@@ -22,11 +25,13 @@ from dogops.aws.iam import (
     lambda_role_name,
 )
 from dogops.aws.iam_audit import apply_cleanup, audit_policies, planned_deletions
+from dogops.errors import UserInputError
 from dogops.iam_policies import (
     lambda_execution_policy,
     lambda_trust_policy,
     sagemaker_execution_policy,
 )
+from dogops.settings import AwsConfig
 
 pytestmark = pytest.mark.aws
 
@@ -34,6 +39,7 @@ ACCOUNT = "123456789012"  # moto's account
 ENDPOINT_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogops-classifier"
 SM_FULL = "arn:aws:iam::aws:policy/AmazonSageMakerFullAccess"
 LAMBDA_BASIC = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+JOB_ID = "8c9a2b4e-1f3d-4a5b-9c6d-7e8f9a0b1c2d"
 CONSOLE_POLICY = "AWSLambdaBasicExecutionRole-3f6b1c0e-8a2d-4e5f-9b7a-1c2d3e4f5a6b"
 
 
@@ -223,8 +229,11 @@ def mixed_iam(aws_settings: Any) -> dict[str, str]:
     }
 
 
-def test_dry_run_reports_the_right_policies(aws_settings: Any, mixed_iam: dict[str, str]) -> None:
+def test_dry_run_reports_the_right_ones_and_apply_deletes_only_those(
+    aws_settings: Any, mixed_iam: dict[str, str]
+) -> None:
     clients = AwsClients(aws_settings.aws)
+    iam = clients.client("iam")
     report = audit_policies(clients, unused_days=30)
 
     assert report.policies_checked == 3
@@ -247,16 +256,7 @@ def test_dry_run_reports_the_right_policies(aws_settings: Any, mixed_iam: dict[s
     assert {f.policy_arn for f in planned_deletions(report)} == set(unattached)
     assert {row["finding"] for row in report.rows()} == {"unattached-policy", "full-access-role"}
 
-    iam = clients.client("iam")
     assert len(iam.list_policies(Scope="Local")["Policies"]) == 3  # the audit only reads
-
-
-def test_apply_deletes_only_unattached_customer_policies(
-    aws_settings: Any, mixed_iam: dict[str, str]
-) -> None:
-    clients = AwsClients(aws_settings.aws)
-    iam = clients.client("iam")
-    report = audit_policies(clients)
 
     calls = _record_calls(iam)
     deleted = apply_cleanup(clients, report)
@@ -303,11 +303,67 @@ def test_policy_attached_after_the_audit_is_kept_unless_detach(
     assert [p["PolicyArn"] for p in attached] == [mixed_iam["attached"]]
 
 
-def test_bad_unused_days(aws_settings: Any) -> None:
-    from dogops.errors import UserInputError
-
+def test_bad_unused_days() -> None:
     with pytest.raises(UserInputError, match="unused_days"):
-        audit_policies(AwsClients(aws_settings.aws), unused_days=0)
+        audit_policies(AwsClients(AwsConfig()), unused_days=0)  # rejected before any call
+
+
+class _StubbedClients(AwsClients):
+    """Clients whose calls go to botocore Stubbers: moto cannot answer last-access questions."""
+
+    def __init__(self) -> None:
+        super().__init__(AwsConfig())
+        self.stubs: dict[str, Stubber] = {}
+        for service in ("iam", "sts"):
+            client = boto3.client(service, region_name="us-east-1")
+            self._clients[service] = client
+            self.stubs[service] = Stubber(client)
+
+
+def test_attached_policy_unused_for_n_days_when_aws_reports_last_access() -> None:
+    clients = _StubbedClients()
+    iam, sts = clients.stubs["iam"], clients.stubs["sts"]
+    arn = f"arn:aws:iam::{ACCOUNT}:policy/stale"
+    now = datetime.now(UTC)
+    sts.add_response("get_caller_identity", {"Account": ACCOUNT})
+    policy = {"PolicyName": "stale", "Arn": arn, "DefaultVersionId": "v1"}
+    iam.add_response("list_policies", {"Policies": [policy]}, {"Scope": "Local"})
+    version = {"VersionId": "v1", "IsDefaultVersion": True, "CreateDate": now}
+    iam.add_response("list_policy_versions", {"Versions": [version]}, {"PolicyArn": arn})
+    iam.add_response(
+        "list_entities_for_policy", {"PolicyRoles": [{"RoleName": "app"}]}, {"PolicyArn": arn}
+    )
+    iam.add_response("generate_service_last_accessed_details", {"JobId": JOB_ID}, {"Arn": arn})
+    iam.add_response(
+        "get_service_last_accessed_details",
+        {
+            "JobStatus": "COMPLETED",
+            "JobCreationDate": now,
+            "JobCompletionDate": now,
+            "ServicesLastAccessed": [
+                {
+                    "ServiceName": "Amazon S3",
+                    "ServiceNamespace": "s3",
+                    "LastAuthenticated": now - timedelta(days=200),
+                },
+                {"ServiceName": "AWS Lambda", "ServiceNamespace": "lambda"},  # never
+            ],
+        },
+        {"JobId": JOB_ID},
+    )
+    iam.add_response("list_policies", {"Policies": []}, {"Scope": "AWS", "OnlyAttached": True})
+
+    with iam, sts:
+        report = audit_policies(clients, unused_days=90)
+    iam.assert_no_pending_responses()
+
+    assert report.last_access == "available"
+    [finding] = report.findings
+    assert finding.kind == "unused-policy" and finding.attachments == 1
+    assert finding.last_accessed == now - timedelta(days=200)
+    assert "90 days" in finding.reason
+    assert planned_deletions(report) == []  # attached: only with detach=True
+    assert planned_deletions(report, detach=True) == [finding]
 
 
 # --- the flow ------------------------------------------------------------------------------------

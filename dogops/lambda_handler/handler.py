@@ -122,7 +122,10 @@ def _from_payload(payload: dict[str, Any]) -> tuple[bytes, str]:
             or len(url) > MAX_URL_LENGTH
         ):
             raise HandlerError(400, f"'url' must be an http(s) URL of an image. {EXPECTED}")
-        return json.dumps({"url": url}).encode(), "application/json"
+        request: dict[str, Any] = {"url": url}
+        if os.environ.get("TOP_K"):
+            request["top_k"] = _top_k()  # so the model returns at least as many as we show
+        return json.dumps(request).encode(), "application/json"
     if "image" in payload:
         image = payload["image"]
         if not isinstance(image, str):

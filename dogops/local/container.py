@@ -19,7 +19,7 @@ from typing import Any
 
 import model_code
 
-MODEL_CODE_DIR = Path(model_code.__file__).resolve().parent
+MODEL_CODE_DIR = Path(next(iter(model_code.__path__))).resolve()
 ENTRY_POINT = "train.py"
 USER_ERROR_EXIT_CODE = 2
 

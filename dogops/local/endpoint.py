@@ -291,7 +291,15 @@ def start_endpoint(
             log.info("endpoint %s: switched to %s; stopping the old server (pid %s)",
                      name, version, old["pid"])
             _stop_pid(int(old["pid"]), name, timeout_s=server.drain_seconds + 30)
+        _prune_run_files(run_dir)
         return _info(record, updated=old is not None)
+
+
+def _prune_run_files(run_dir: Path, keep: int = 10) -> None:
+    """Keep the logs and state files of the last `keep` server starts (they sort by time)."""
+    for pattern in ("server-*.log", "server-*.json"):
+        for stale in sorted(run_dir.glob(pattern))[:-keep]:
+            stale.unlink(missing_ok=True)
 
 
 def _launch(

@@ -400,7 +400,7 @@ class WorkerPool:
                 if self._closed or remaining <= 0:
                     return None
                 self._cond.wait(remaining)
-            worker = self._idle.pop()
+            worker = self._idle.pop(0)  # round robin: the longest idle worker goes first
             self._busy.add(worker)
             return worker
 

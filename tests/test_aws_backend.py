@@ -1,0 +1,167 @@
+"""`AwsBackend` end to end against the moto server: every step, then the same steps again.
+
+moto runs nothing, so one outcome is supplied by editing the in-process server: right after the
+tuning job is created its fake `BestTrainingJob` ("FakeTrainingJobName", no hyperparameters) is
+replaced by a real (moto) training job with tuned values. Everything else is moto's own answer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dogops.aws.backend import AwsBackend, default_model_code_dir
+from dogops.backends.base import Backend, StepNotSupported
+from dogops.errors import DataLayoutError
+
+pytestmark = pytest.mark.aws
+
+ROLE = "arn:aws:iam::123456789012:role/dogops-sagemaker-execution"
+
+
+def data_tree(root: Path) -> Path:
+    for split in ("train", "valid", "test"):
+        for cls in ("001.Affenpinscher", "002.Afghan_hound"):
+            path = root / split / cls / f"{split}-{cls[:3]}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"{split}/{cls}".encode())
+    return root
+
+
+def count(client: Any, service: str, operations: list[str]) -> dict[str, int]:
+    """Count requests per operation with a botocore event hook (the real calls, not mocked)."""
+    seen = dict.fromkeys(operations, 0)
+    for op in operations:
+        def hit(op: str = op, **_: Any) -> None:
+            seen[op] += 1
+
+        client.meta.events.register(f"before-parameter-build.{service}.{op}", hit)
+    return seen
+
+
+def give_tuning_jobs_a_real_best(backend: AwsBackend) -> None:
+    if os.environ.get("DOGOPS_TEST_MOTO_URL"):
+        pytest.skip("edits the in-process moto server; an external one is in use")
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    state = sagemaker_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    sm = backend.clients.client("sagemaker")
+
+    def after_create(params: dict[str, Any], **_: Any) -> None:
+        job = state.hyper_parameter_tuning_jobs[params["HyperParameterTuningJobName"]]
+        definition = params["TrainingJobDefinition"]
+        best = params["HyperParameterTuningJobName"] + "-001-abcd"
+        sm.create_training_job(
+            TrainingJobName=best,
+            AlgorithmSpecification={"TrainingImage": definition["AlgorithmSpecification"][
+                "TrainingImage"], "TrainingInputMode": "File"},
+            RoleArn=definition["RoleArn"],
+            HyperParameters={**definition["StaticHyperParameters"],
+                             "learning_rate": "0.0123", "batch_size": '"64"'},
+            OutputDataConfig=definition["OutputDataConfig"],
+            ResourceConfig=definition["ResourceConfig"],
+            StoppingCondition=definition["StoppingCondition"],
+        )
+        job.best_training_job = {
+            **job.best_training_job,
+            "TrainingJobName": best,
+            "TunedHyperParameters": {"learning_rate": "0.0123", "batch_size": '"64"'},
+            "FinalHyperParameterTuningJobObjectiveMetric": {
+                "Type": "Minimize", "MetricName": "validation:loss", "Value": 0.42,
+            },
+        }
+
+    # `after-call` does not receive the API parameters: stash them in the request context first.
+    sm.meta.events.register(
+        "before-parameter-build.sagemaker.CreateHyperParameterTuningJob",
+        lambda params, context, **_: context.__setitem__("api_params", dict(params)),
+    )
+    sm.meta.events.register(
+        "after-call.sagemaker.CreateHyperParameterTuningJob",
+        lambda context, **_: after_create(context["api_params"]),
+    )
+
+
+@pytest.fixture
+def backend(aws_settings) -> AwsBackend:  # type: ignore[no-untyped-def]
+    settings = aws_settings.merged(aws={"sagemaker_role_arn": ROLE}, lambda_={"enabled": False})
+    return AwsBackend(settings, poll_s=0)
+
+
+def test_is_a_backend(backend: AwsBackend):
+    assert isinstance(backend, Backend)
+    assert backend.name == "aws"
+    assert (default_model_code_dir() / "train.py").is_file()
+
+
+def test_whole_pipeline_then_rerun_creates_nothing(backend: AwsBackend, tmp_path: Path):
+    data_dir = data_tree(tmp_path / "data")
+    give_tuning_jobs_a_real_best(backend)
+    sm = backend.clients.client("sagemaker")
+    creates = count(sm, "sagemaker", [
+        "CreateHyperParameterTuningJob", "CreateTrainingJob", "CreateModel",
+        "CreateEndpointConfig", "CreateEndpoint",
+    ])
+    lines: list[str] = []
+
+    def run() -> Any:
+        data = backend.upload_data(data_dir, lines.append)
+        tuned = backend.tune(data, "run1", lines.append)
+        model = backend.train_best(data, tuned, "run1", lines.append)
+        endpoint = backend.deploy(model, "run1", lines.append)
+        scaling = backend.register_autoscaling(endpoint)
+        return data, tuned, model, endpoint, scaling
+
+    data, tuned, model, endpoint, scaling = run()
+    assert data.uri == "s3://dogops-test/dogops/data" and data.files_total == 6
+    assert tuned.best is not None and tuned.best_hyperparameters["batch_size"] == 64
+    assert model.reused and model.job_name == tuned.best.name  # same epochs: trial reused
+    assert endpoint.name == "dogops-classifier" and endpoint.arn
+    assert scaling.resource_id == "endpoint/dogops-classifier/variant/AllTraffic"
+    # The only training job is the stand-in best trial the hook made (moto runs none).
+    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 1,
+                       "CreateModel": 1, "CreateEndpointConfig": 1, "CreateEndpoint": 1}
+
+    # moto's runtime answers every invocation with a canned body; this checks the call path only.
+    assert isinstance(backend.invoke_endpoint(endpoint, b"\xff\xd8", "image/jpeg"), bytes)
+
+    again = run()
+    assert again[0].uploaded == 0 and again[0].manifest_sha256 == data.manifest_sha256
+    assert again[1].reused and again[1].job_name == tuned.job_name
+    assert again[3].config_name == endpoint.config_name and not again[3].updated
+    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 1,
+                       "CreateModel": 1, "CreateEndpointConfig": 1, "CreateEndpoint": 1}
+    assert any("attaching" in line for line in lines)
+
+    planned = backend.teardown(apply=False)
+    assert planned[:2] == [
+        "scalable-target:endpoint/dogops-classifier/variant/AllTraffic",
+        "endpoint:dogops-classifier",
+    ]
+    assert sm.list_endpoints()["Endpoints"]
+    assert backend.teardown(apply=True) == planned
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert backend.teardown(apply=True) == []
+
+
+def test_bad_layout_fails_before_any_aws_call(backend: AwsBackend, tmp_path: Path):
+    (tmp_path / "data" / "train" / "a").mkdir(parents=True)
+    with pytest.raises(DataLayoutError):
+        backend.upload_data(tmp_path / "data")
+    assert backend.clients.client("s3").list_buckets()["Buckets"] == []
+
+
+def test_disabled_steps_are_skipped_with_a_reason(backend: AwsBackend):
+    from dogops.results import EndpointInfo, SecurityReport
+
+    endpoint = EndpointInfo(name="dogops-classifier", url="u", arn="arn")
+    with pytest.raises(StepNotSupported, match="lambda.enabled"):
+        backend.deploy_lambda(endpoint, SecurityReport(lambda_role_arn="arn:role"))
+    off = AwsBackend(backend.settings.merged(scaling={"enabled": False}))
+    with pytest.raises(StepNotSupported, match="scaling.enabled"):
+        off.register_autoscaling(endpoint)
