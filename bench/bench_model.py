@@ -45,13 +45,17 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> floa
 
 
 def training_throughput(model: net.Classifier, split: data.Split, image_size: int,
-                        batch_size: int) -> dict[str, float]:
-    """Images/s of feature extraction, head training on features, and full training steps."""
+                        batch_size: int, cache_dir: Path) -> dict[str, float]:
+    """Images/s of feature extraction, head training on features, and full training steps.
+    The extracted features go to `cache_dir`, where the training run that follows finds them."""
     dataset = data.ImageDataset(split, net.eval_transform(image_size), image_size)
     device = torch.device("cpu")
     start = time.perf_counter()
-    fs = features.extract_features(model, dataset, batch_size=32, device=device,
-                                   skip_corrupt=False)
+    fs, _ = features.cached_features(
+        split, cache_dir=cache_dir, architecture="efficientnet_lite0", image_size=image_size,
+        weights_id=net.weights_identity("efficientnet_lite0"), skip_corrupt=False,
+        compute=lambda: features.extract_features(model, dataset, batch_size=32, device=device,
+                                                  skip_corrupt=False))
     extract_ips = len(fs.labels) / (time.perf_counter() - start)
 
     # Head training on cached features: repeat the features to time a realistic epoch size.
@@ -59,8 +63,9 @@ def training_throughput(model: net.Classifier, split: data.Split, image_size: in
     optimizer = torch.optim.Adam(model.head.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
-    train.train_epoch_on_features(model.head, feats, labels, optimizer, batch_size, generator,
-                                  device)
+    with train.small_op_threads(device):  # as train.py does
+        train.train_epoch_on_features(model.head, feats, labels, optimizer, batch_size,
+                                      generator, device)
     head_ips = len(labels) / (time.perf_counter() - start)
 
     # Full forward (frozen backbone) + head backward, as every --augment epoch does.
@@ -104,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "model.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         splits = data.scan_dataset(demo)
         model = net.build_model("efficientnet_lite0", 4, image_size=args.image_size)
         throughput = training_throughput(model, splits["train"], args.image_size,
-                                         args.batch_size)
+                                         args.batch_size, root / "cache")
         code = train.main(["--data-dir", str(demo), "--model-dir", str(root / "model"),
-                           "--image-size", str(args.image_size), "--epochs", "2"])
+                           "--image-size", str(args.image_size), "--epochs", "2",
+                           "--feature-cache-dir", str(root / "cache")])
         if code != 0:
             return code
         image = splits["test"].samples[0][0]

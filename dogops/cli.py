@@ -77,16 +77,17 @@ def run(
     training: dict[str, Any] = {k: v for k, v in
                                 {"epochs": epochs, "image_size": image_size}.items()
                                 if v is not None}
+    parameters: dict[str, Any] = {
+        "data_dir": str(data_dir) if data_dir else None,
+        "backend": backend,
+        "tuning": TuningConfig.model_validate(tuning) if tuning else None,
+        "training": TrainingConfig.model_validate(training) if training else None,
+        "endpoint": EndpointConfig(name=endpoint_name) if endpoint_name else None,
+        "state_dir": str(state_dir) if state_dir else None,
+        "run_smoke_test": smoke_test,
+    }
     try:
-        result = train_and_deploy(
-            data_dir=str(data_dir) if data_dir else None,
-            backend=backend,  # type: ignore[arg-type]
-            tuning=TuningConfig(**tuning) if tuning else None,
-            training=TrainingConfig(**training) if training else None,
-            endpoint=EndpointConfig(name=endpoint_name) if endpoint_name else None,
-            state_dir=str(state_dir) if state_dir else None,
-            run_smoke_test=smoke_test,
-        )
+        result = train_and_deploy(**parameters)
     except DogopsError as exc:
         _fail(str(exc))
         return

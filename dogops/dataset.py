@@ -85,7 +85,8 @@ def inspect_dataset(data_dir: Path | str | None) -> DatasetSummary:
             only_other = sorted(other - reference)
             raise DataLayoutError(
                 f"Class folders differ between train/ and {split}/ in {root}: "
-                f"only in train/: {only_train or 'none'}; only in {split}/: {only_other or 'none'}. "
+                f"only in train/: {only_train or 'none'}; "
+                f"only in {split}/: {only_other or 'none'}. "
                 "Every split needs the same class folders."
             )
     return DatasetSummary(

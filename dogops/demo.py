@@ -46,8 +46,8 @@ def run_demo(data_dir: Path | None, state_dir: Path | None) -> None:
     result = train_and_deploy(
         data_dir=str(data_dir),
         backend="local",
-        tuning=TuningConfig(**DEMO_TUNING),  # type: ignore[arg-type]
-        training=TrainingConfig(**DEMO_TRAINING),  # type: ignore[arg-type]
+        tuning=TuningConfig.model_validate(DEMO_TUNING),
+        training=TrainingConfig.model_validate(DEMO_TRAINING),
         state_dir=str(root),
     )
 
@@ -64,7 +64,8 @@ def run_demo(data_dir: Path | None, state_dir: Path | None) -> None:
     event_file = root / "lambda-test-event.json"
     event_file.write_text(json.dumps({"image": base64.b64encode(image.read_bytes()).decode()}))
     accuracy = result.model.metrics.get("test:accuracy")
-    typer.secho(f"\nDone in {time.perf_counter() - started:.0f} s.", fg=typer.colors.GREEN, bold=True)
+    elapsed = time.perf_counter() - started
+    typer.secho(f"\nDone in {elapsed:.0f} s.", fg=typer.colors.GREEN, bold=True)
     typer.echo(
         f"  test accuracy      {accuracy:.3f}\n" if accuracy is not None else "",
     )

@@ -63,7 +63,10 @@ def aws_settings(moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     return Settings(
         backend="aws",
         state_dir=tmp_path / "state",
-        aws={"endpoint_url": moto, "region": "us-east-1", "bucket": "dogops-test", "max_attempts": 1},
+        aws={
+            "endpoint_url": moto, "region": "us-east-1", "bucket": "dogops-test",
+            "max_attempts": 1,
+        },
     )
 
 

@@ -126,8 +126,10 @@ def test_whole_pipeline_then_rerun_creates_nothing(backend: AwsBackend, tmp_path
     assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 1,
                        "CreateModel": 1, "CreateEndpointConfig": 1, "CreateEndpoint": 1}
 
-    # moto's runtime answers every invocation with a canned body; this checks the call path only.
-    assert isinstance(backend.invoke_endpoint(endpoint, b"\xff\xd8", "image/jpeg"), bytes)
+    # moto's runtime answers every invocation with a canned body (and rejects non-UTF-8 bodies):
+    # this checks the call path only; real answers are tested on the local backend.
+    body = b'{"url": "https://example.com/dog.jpg"}'
+    assert isinstance(backend.invoke_endpoint(endpoint, body, "application/json"), bytes)
 
     again = run()
     assert again[0].uploaded == 0 and again[0].manifest_sha256 == data.manifest_sha256
@@ -165,3 +167,23 @@ def test_disabled_steps_are_skipped_with_a_reason(backend: AwsBackend):
     off = AwsBackend(backend.settings.merged(scaling={"enabled": False}))
     with pytest.raises(StepNotSupported, match="scaling.enabled"):
         off.register_autoscaling(endpoint)
+
+
+def test_secure_and_lambda_use_the_endpoint_arn(aws_settings):  # type: ignore[no-untyped-def]
+    """The IAM and Lambda modules (their own tests cover them) wired to the deployed endpoint."""
+    from dogops.results import TrainedModel
+
+    settings = aws_settings.merged(lambda_={"provisioned_concurrency": 0})
+    backend = AwsBackend(settings, poll_s=0)
+    model = TrainedModel(job_name="j", model_uri="s3://dogops-test/m/model.tar.gz",
+                         hyperparameters={}, version="v1")
+    endpoint = backend.deploy(model, "run1")  # the SageMaker role is created on the way
+    security = backend.secure(endpoint)
+    assert security.lambda_role_arn and security.sagemaker_role_arn
+    assert security.sagemaker_role_arn.endswith(":role/dogops-sagemaker-execution")
+    info = backend.deploy_lambda(endpoint, security)
+    assert info.function_name == settings.lambda_.function_name
+    config = backend.clients.client("lambda").get_function_configuration(
+        FunctionName=info.function_name
+    )
+    assert endpoint.name in str(config.get("Environment"))

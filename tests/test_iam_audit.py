@@ -304,15 +304,16 @@ def test_policy_attached_after_the_audit_is_kept_unless_detach(
 
 
 def test_bad_unused_days() -> None:
+    # Rejected before any call: the clients point nowhere.
     with pytest.raises(UserInputError, match="unused_days"):
-        audit_policies(AwsClients(AwsConfig()), unused_days=0)  # rejected before any call
+        audit_policies(AwsClients(AwsConfig.model_validate({})), unused_days=0)
 
 
 class _StubbedClients(AwsClients):
     """Clients whose calls go to botocore Stubbers: moto cannot answer last-access questions."""
 
     def __init__(self) -> None:
-        super().__init__(AwsConfig())
+        super().__init__(AwsConfig.model_validate({}))
         self.stubs: dict[str, Stubber] = {}
         for service in ("iam", "sts"):
             client = boto3.client(service, region_name="us-east-1")

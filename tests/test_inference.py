@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from model_code import inference, train
@@ -36,8 +37,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(model_dir: Path) -> inference.LoadedModel:
-    return inference.model_fn(model_dir)
+def model(model_dir: Path) -> Iterator[inference.LoadedModel]:
+    # One thread: single small images gain nothing from more, and on a busy shared CI machine
+    # two spinning threads made each request ~100x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield inference.model_fn(model_dir)
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -180,15 +180,31 @@ def _main(data_dir: Path, model_dir: Path, *extra: str) -> int:
                        "--image-size", "64", "--epochs", "1", *extra])
 
 
+def _remove_valid(d: Path) -> None:
+    shutil.rmtree(d / "valid")
+
+
+def _remove_test_classes(d: Path) -> None:
+    for folder in (d / "test").iterdir():
+        shutil.rmtree(folder)
+
+
+def _empty_a_class(d: Path) -> None:
+    for image in (d / "train" / "002.Synthetic_Collie").iterdir():
+        image.unlink()
+
+
+def _rename_a_test_class(d: Path) -> None:
+    (d / "test" / "002.Synthetic_Collie").rename(d / "test" / "009.Stray")
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [
-        (lambda d: shutil.rmtree(d / "valid"), "valid"),
-        (lambda d: [shutil.rmtree(p) for p in (d / "test").iterdir()], "test"),
-        (lambda d: [p.unlink() for p in (d / "train" / "002.Synthetic_Collie").iterdir()],
-         "002.Synthetic_Collie"),
-        (lambda d: (d / "test" / "002.Synthetic_Collie").rename(d / "test" / "009.Stray"),
-         "009.Stray"),
+        (_remove_valid, "valid"),
+        (_remove_test_classes, "test"),
+        (_empty_a_class, "002.Synthetic_Collie"),
+        (_rename_a_test_class, "009.Stray"),
     ],
     ids=["missing-split", "no-class-folders", "empty-class", "different-classes"],
 )
@@ -223,6 +239,19 @@ def test_corrupt_image_fails_or_is_skipped(
     assert _metadata(model_dir)["skipped_images"] == [str(broken)]
 
 
+def test_augment_trains_full_forward_and_caches_only_eval_splits(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    assert _main(tiny, tmp_path / "model", "--augment", "--feature-cache-dir", str(cache)) == 0
+    out = capsys.readouterr().out
+    assert "feature cache miss for valid" in out and "for train" not in out
+    assert sorted(p.name.split("-")[2] for p in cache.glob("*.pt")) == ["test", "valid"]
+    meta = _metadata(tmp_path / "model")
+    assert meta["hyperparameters"]["augment"] is True and meta["feature_cache_hit"] is False
+    assert metrics.parse_metrics(out)["epoch"] == [1.0]
+
+
 # --- architectures -------------------------------------------------------------------------
 
 
@@ -254,8 +283,10 @@ def test_resnet50_loads_a_local_weights_file(
     assert net.find_resnet50_weights() == checkpoints / "resnet50-11ad3fa6.pth"
     model = net.build_model("resnet50", 3, image_size=64)
     assert torch.equal(model.backbone.state_dict()["conv1.weight"], reference["conv1.weight"])
-    assert [m.__class__.__name__ for m in model.head] == ["Linear", "ReLU", "Linear"]
-    assert model.head[0].in_features == 2048 and model.head[2].out_features == 3
+    head = model.head
+    assert isinstance(head, torch.nn.Sequential)
+    assert [m.__class__.__name__ for m in head] == ["Linear", "ReLU", "Linear"]
+    assert head[0].in_features == 2048 and head[2].out_features == 3
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
     with pytest.raises(net.WeightsNotFoundError, match="does not exist"):

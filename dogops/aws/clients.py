@@ -8,7 +8,7 @@ shows where calls go, not who makes them.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, cast
 
 import boto3
 from botocore.config import Config
@@ -80,7 +80,9 @@ class AwsClients:
             if self.config.credentials_block:
                 from prefect_aws import AwsCredentials
 
-                block = AwsCredentials.load(self.config.credentials_block)
+                block = cast(
+                    AwsCredentials, AwsCredentials.load(self.config.credentials_block)
+                )
                 self._session = block.get_boto3_session()
             else:
                 self._session = boto3.session.Session(

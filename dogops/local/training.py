@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,19 @@ def reusable_trial(tuning: TuningResult, epochs: int) -> TrialResult | None:
     return best
 
 
+def _epoch_reporter(progress: ProgressFn | None) -> Callable[[str], bool] | None:
+    """Forward the script's per-epoch lines as progress; never ask to stop the job."""
+    if progress is None:
+        return None
+
+    def on_line(line: str) -> bool:
+        if line.startswith("Epoch"):
+            progress(line.strip())
+        return False
+
+    return on_line
+
+
 def train_final(
     job_name: str,
     job_dir: Path,
@@ -125,15 +139,16 @@ def train_final(
         container_env(data_dir, model_dir, job_dir / "output", hyperparameters,
                       os.cpu_count() or 1, feature_cache_dir),
         job_dir / "train.log",
-        on_line=(lambda line: bool(progress and line.startswith("Epoch") and progress(line.strip())))
-        if progress else None,
+        on_line=_epoch_reporter(progress),
         timeout_s=timeout_s,
     )
     if not outcome.succeeded:
         reason = outcome.failure_reason()
         if outcome.returncode == USER_ERROR_EXIT_CODE:
             raise UserInputError(f"training job {job_name}: {reason}")
-        raise OperationFailedError(f"training job {job_name} failed: {reason} (log: {job_dir / 'train.log'})")
+        raise OperationFailedError(
+            f"training job {job_name} failed: {reason} (log: {job_dir / 'train.log'})"
+        )
     metrics = final_metrics(outcome.log_text)
     version = make_model_archive(model_dir, archive)
     if progress:
@@ -158,4 +173,6 @@ def package_trial(
         reused = True
     if progress:
         progress(f"reusing trial {trial.name}'s model (trained on the same budget) as {job_name}")
-    return trained_model_record(job_name, model_dir, archive, version, trial.hyperparameters, reused)
+    return trained_model_record(
+        job_name, model_dir, archive, version, trial.hyperparameters, reused
+    )
