@@ -54,7 +54,7 @@ def training_throughput(model: net.Classifier, split: data.Split, image_size: in
     fs, _ = features.cached_features(
         split, cache_dir=cache_dir, architecture="efficientnet_lite0", image_size=image_size,
         weights_id=net.weights_identity("efficientnet_lite0"), skip_corrupt=False,
-        compute=lambda: features.extract_features(model, dataset, batch_size=32, device=device,
+        compute=lambda: features.extract_features(model, dataset, batch_size=16, device=device,
                                                   skip_corrupt=False))
     extract_ips = len(fs.labels) / (time.perf_counter() - start)
 
@@ -69,7 +69,7 @@ def training_throughput(model: net.Classifier, split: data.Split, image_size: in
     head_ips = len(labels) / (time.perf_counter() - start)
 
     # Full forward (frozen backbone) + head backward, as every --augment epoch does.
-    images = torch.stack([dataset[i][0] for i in range(min(batch_size, len(dataset)))])
+    images = torch.stack([dataset[i][0] for i in range(min(16, len(dataset)))])
     targets = fs.labels[: len(images)]
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -79,7 +79,7 @@ def training_throughput(model: net.Classifier, split: data.Split, image_size: in
         loss_fn(model(images), targets).backward()
         optimizer.step()
 
-    full_ips = len(images) / median_seconds(step, repeats=3, warmup=1)
+    full_ips = len(images) / median_seconds(step, repeats=2, warmup=1)
     return {"feature_extraction": extract_ips, "head_on_cached_features": head_ips,
             "full_forward_backward": full_ips}
 

@@ -141,14 +141,26 @@ def list_test_images(test_dir: Path) -> list[tuple[Path, str]]:
     return found
 
 
-def evaluate_model_dir(model_dir: Path, test_dir: Path) -> dict[str, Any]:
+def evaluate_model_dir(model_dir: Path, test_dir: Path, threads: int = 1) -> dict[str, Any]:
     """Accuracy, mean cross-entropy loss and n of the model in `model_dir` on `test_dir`.
 
     Each image goes through the model's serving contract as a JSON request asking for every
-    class's probability, exactly as the endpoint would answer it.
+    class's probability, exactly as the endpoint would answer it. One image at a time is faster
+    on one torch thread (measured ~5x on 2 busy cores), so `threads` applies while it runs.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _evaluate(Path(model_dir), Path(test_dir))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _evaluate(model_dir: Path, test_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    module = load_inference_module(Path(model_dir) / "code")
+    module = load_inference_module(model_dir / "code")
     model = module.model_fn(str(model_dir))
     images = list_test_images(test_dir)
     correct = 0

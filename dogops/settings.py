@@ -157,6 +157,14 @@ class AwsConfig(BaseModel):
     max_attempts: int = Field(5, ge=1, le=20)
 
 
+class ScheduleConfig(BaseModel):
+    """When the scheduled deployments run (`deployments/serve.py`); cron in `timezone`."""
+
+    retrain_cron: str = Field("0 3 * * 1", description="Retrain: default Mondays 03:00.")
+    idle_guard_cron: str = Field("0 * * * *", description="Idle guard: default hourly.")
+    timezone: str = "UTC"
+
+
 class Settings(BaseSettings):
     """dogops settings. See the module docstring for where values come from."""
 
@@ -181,6 +189,7 @@ class Settings(BaseSettings):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
     aws: AwsConfig = Field(default_factory=AwsConfig)
+    schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     def merged(self, **overrides: Any) -> Settings:
         """A copy with flow parameters applied; `None` means "keep the setting"."""

@@ -368,7 +368,7 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
                             pretrained=True, weights=args.weights).to(device)
     weights_id = net.weights_identity(args.architecture, args.weights)
     eval_tf = net.eval_transform(args.image_size)
-    extract_batch = 128 if device.type == "cuda" else 32
+    extract_batch = 128 if device.type == "cuda" else 16  # CPU: bounds activation memory
 
     def split_features(name: str) -> tuple[features.FeatureSet, bool]:
         dataset = data.ImageDataset(splits[name], eval_tf, args.image_size)

@@ -1,8 +1,8 @@
 """`AwsBackend` end to end against the moto server: every step, then the same steps again.
 
-moto runs nothing, so one outcome is supplied by editing the in-process server: right after the
-tuning job is created its fake `BestTrainingJob` ("FakeTrainingJobName", no hyperparameters) is
-replaced by a real (moto) training job with tuned values. Everything else is moto's own answer.
+moto runs nothing, so one outcome is supplied by patching the in-process server (the
+`realistic_tuning_outcomes` fixture): each new tuning job's fake `BestTrainingJob` is replaced by
+a real (moto) training job with tuned values. Everything else is moto's own answer.
 """
 
 from __future__ import annotations
@@ -42,48 +42,60 @@ def count(client: Any, service: str, operations: list[str]) -> dict[str, int]:
     return seen
 
 
-def give_tuning_jobs_a_real_best(backend: AwsBackend) -> None:
+@pytest.fixture
+def realistic_tuning_outcomes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto completes a tuning job at once with a fake best job ("FakeTrainingJobName", no tuned
+    hyperparameters, no training job behind it). Patch the in-process moto server so each new
+    tuning job also gets the outcome SageMaker would produce: a real (moto) training job, made from
+    the job's own training definition with tuned values, as its BestTrainingJob. Server-side, so
+    it holds for every boto3 client in this process (a flow test can use it as is)."""
     if os.environ.get("DOGOPS_TEST_MOTO_URL"):
-        pytest.skip("edits the in-process moto server; an external one is in use")
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.sagemaker.models import sagemaker_backends
+        pytest.skip("patches the in-process moto server; an external one is in use")
+    from moto.sagemaker.models import SageMakerModelBackend
 
-    state = sagemaker_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
-    sm = backend.clients.client("sagemaker")
+    original = SageMakerModelBackend.create_hyper_parameter_tuning_job
+    tuned = {"learning_rate": "0.0123", "batch_size": '"64"'}
 
-    def after_create(params: dict[str, Any], **_: Any) -> None:
-        job = state.hyper_parameter_tuning_jobs[params["HyperParameterTuningJobName"]]
-        definition = params["TrainingJobDefinition"]
-        best = params["HyperParameterTuningJobName"] + "-001-abcd"
-        sm.create_training_job(
-            TrainingJobName=best,
-            AlgorithmSpecification={"TrainingImage": definition["AlgorithmSpecification"][
-                "TrainingImage"], "TrainingInputMode": "File"},
-            RoleArn=definition["RoleArn"],
-            HyperParameters={**definition["StaticHyperParameters"],
-                             "learning_rate": "0.0123", "batch_size": '"64"'},
-            OutputDataConfig=definition["OutputDataConfig"],
-            ResourceConfig=definition["ResourceConfig"],
-            StoppingCondition=definition["StoppingCondition"],
+    def create(self: Any, **kwargs: Any) -> str:
+        arn = original(self, **kwargs)
+        name = kwargs["hyper_parameter_tuning_job_name"]
+        definition = kwargs["training_job_definition"]
+        best = f"{name}-001-abcd"
+        self.create_training_job(
+            training_job_name=best,
+            hyper_parameters={**definition["StaticHyperParameters"], **tuned},
+            algorithm_specification=definition["AlgorithmSpecification"],
+            role_arn=definition["RoleArn"],
+            input_data_config=definition.get("InputDataConfig"),
+            output_data_config=definition["OutputDataConfig"],
+            resource_config=definition["ResourceConfig"],
+            vpc_config=None,
+            stopping_condition=definition["StoppingCondition"],
+            tags=[],
+            enable_network_isolation=False,
+            enable_inter_container_traffic_encryption=False,
+            enable_managed_spot_training=False,
+            checkpoint_config=None,
+            debug_hook_config=None,
+            debug_rule_configurations=None,
+            tensor_board_output_config=None,
+            experiment_config=None,
         )
+        job = self.hyper_parameter_tuning_jobs[name]
         job.best_training_job = {
             **job.best_training_job,
             "TrainingJobName": best,
-            "TunedHyperParameters": {"learning_rate": "0.0123", "batch_size": '"64"'},
+            "TrainingJobArn": self.training_jobs[best].arn,
+            "TuningJobName": name,
+            "TunedHyperParameters": tuned,
+            "FailureReason": "",
             "FinalHyperParameterTuningJobObjectiveMetric": {
                 "Type": "Minimize", "MetricName": "validation:loss", "Value": 0.42,
             },
         }
+        return str(arn)
 
-    # `after-call` does not receive the API parameters: stash them in the request context first.
-    sm.meta.events.register(
-        "before-parameter-build.sagemaker.CreateHyperParameterTuningJob",
-        lambda params, context, **_: context.__setitem__("api_params", dict(params)),
-    )
-    sm.meta.events.register(
-        "after-call.sagemaker.CreateHyperParameterTuningJob",
-        lambda context, **_: after_create(context["api_params"]),
-    )
+    monkeypatch.setattr(SageMakerModelBackend, "create_hyper_parameter_tuning_job", create)
 
 
 @pytest.fixture
@@ -98,9 +110,10 @@ def test_is_a_backend(backend: AwsBackend):
     assert (default_model_code_dir() / "train.py").is_file()
 
 
-def test_whole_pipeline_then_rerun_creates_nothing(backend: AwsBackend, tmp_path: Path):
+def test_whole_pipeline_then_rerun_creates_nothing(
+    backend: AwsBackend, tmp_path: Path, realistic_tuning_outcomes: None
+):
     data_dir = data_tree(tmp_path / "data")
-    give_tuning_jobs_a_real_best(backend)
     sm = backend.clients.client("sagemaker")
     creates = count(sm, "sagemaker", [
         "CreateHyperParameterTuningJob", "CreateTrainingJob", "CreateModel",
@@ -122,8 +135,8 @@ def test_whole_pipeline_then_rerun_creates_nothing(backend: AwsBackend, tmp_path
     assert model.reused and model.job_name == tuned.best.name  # same epochs: trial reused
     assert endpoint.name == "dogops-classifier" and endpoint.arn
     assert scaling.resource_id == "endpoint/dogops-classifier/variant/AllTraffic"
-    # The only training job is the stand-in best trial the hook made (moto runs none).
-    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 1,
+    # No final training job: the best trial (made by the fixture, moto runs none) is reused.
+    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 0,
                        "CreateModel": 1, "CreateEndpointConfig": 1, "CreateEndpoint": 1}
 
     # moto's runtime answers every invocation with a canned body (and rejects non-UTF-8 bodies):
@@ -135,7 +148,7 @@ def test_whole_pipeline_then_rerun_creates_nothing(backend: AwsBackend, tmp_path
     assert again[0].uploaded == 0 and again[0].manifest_sha256 == data.manifest_sha256
     assert again[1].reused and again[1].job_name == tuned.job_name
     assert again[3].config_name == endpoint.config_name and not again[3].updated
-    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 1,
+    assert creates == {"CreateHyperParameterTuningJob": 1, "CreateTrainingJob": 0,
                        "CreateModel": 1, "CreateEndpointConfig": 1, "CreateEndpoint": 1}
     assert any("attaching" in line for line in lines)
 

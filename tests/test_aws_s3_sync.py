@@ -191,7 +191,7 @@ def test_multipart_file_is_skipped_on_resync(clients: AwsClients, tmp_path: Path
     data = small_tree(tmp_path / "data")
     big = data / "train/a/big.bin"
     big.write_bytes(os.urandom(12 * MiB))
-    options = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB}
+    options: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB}
     s3 = clients.client("s3")
     parts = count_calls(s3, "UploadPart")
 

@@ -84,6 +84,9 @@ def test_flow_completes_and_every_task_run_is_completed(first_run) -> None:  # t
                  "secure", "deploy-lambda", "smoke-test", "evaluate"):
         assert any(n.startswith(step) for n in names), (step, names)
     assert all(r.state.is_completed() for r in runs), [(r.name, r.state.name) for r in runs]
+    trials = sorted(n for n in names if n.startswith("tune-0"))
+    assert len(trials) == TUNING["max_jobs"], names
+    assert all("-lr" in n and "-bs" in n for n in trials), trials
 
 
 def test_flow_leaves_the_artifacts_a_person_reads(first_run) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from dogops.evaluation import decide, evaluate_model_dir, gate_markdown, score_model, Score
+from dogops.evaluation import Score, decide, evaluate_model_dir, gate_markdown, score_model
 from dogops.local.training import make_model_archive, trained_model_record
 from dogops.results import TrainedModel
 from dogops.settings import Settings
@@ -43,7 +43,7 @@ def _train(data_dir: Path, out: Path, name: str, *args: str) -> TrainedModel:
 
     model_dir = out / name / "model"
     code = train.main(["--data-dir", str(data_dir), "--model-dir", str(model_dir),
-                       "--image-size", str(IMAGE_SIZE), "--batch-size", "8",
+                       "--image-size", str(IMAGE_SIZE), "--batch-size", "8", "--num-threads", "1",
                        "--feature-cache-dir", str(out / "cache"), *args])
     assert code == 0
     archive = out / name / "model.tar.gz"
@@ -74,7 +74,7 @@ def test_gate_promotes_a_better_candidate_and_refuses_a_worse_one(
     good = Score(**evaluate_model_dir(model_dir(models["good"]), test_dir))
     bad = Score(**evaluate_model_dir(model_dir(models["bad"]), test_dir))
     assert good.n == bad.n == 12  # the same held-out images for both
-    assert good.accuracy >= 0.9 and bad.accuracy <= 0.5, (good, bad)
+    assert good.accuracy >= 0.9 and bad.accuracy <= good.accuracy - 0.3, (good, bad)
     # The in-process evaluation matches what training measured on the same split.
     assert good.accuracy == pytest.approx(models["good"].metrics["test:accuracy"])
 
@@ -217,13 +217,13 @@ def test_retrain_rollback_idle_guard_and_teardown_on_the_local_backend(
         time.sleep(0.5)
         dry = idle_guard(max_idle_hours=0.0001, action="teardown", **common)
         assert dry.status.idle and not dry.applied
-        assert dry.changes == [f"endpoint:{name} (pid {_pid(state_dir, name)}, model {bad.version})"]
+        pid = _pid(state_dir, name)
+        assert dry.changes == [f"endpoint:{name} (pid {pid}, model {bad.version})"]
         assert _served_version(state_dir, name) == bad.version  # still running
 
         # Teardown: dry run lists, apply stops the server, a re-run finds nothing.
         listed = teardown(**common)
-        assert len(listed) == 1 and listed[0].startswith(f"endpoint:{name}")
-        pid = _pid(state_dir, name)
+        assert listed == dry.changes
         removed = teardown(apply=True, **common)
         assert removed == listed
         assert list_endpoints(state_dir) == [] and not _alive(pid)

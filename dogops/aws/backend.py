@@ -17,9 +17,10 @@ import logging
 from pathlib import Path
 
 from dogops.aws import endpoint as endpoint_mod
-from dogops.aws import s3_sync, training, tuning
+from dogops.aws import s3_sync, training
+from dogops.aws import tuning as tuning_mod
 from dogops.aws.clients import AwsClients
-from dogops.backends.base import ProgressFn, StepNotSupported
+from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
 from dogops.dataset import inspect_dataset
 from dogops.errors import UserInputError
 from dogops.results import (
@@ -55,8 +56,8 @@ class AwsBackend:
         *,
         clients: AwsClients | None = None,
         model_code_dir: Path | None = None,
-        poll_s: float = tuning.DEFAULT_POLL_S,
-        timeout_s: float = tuning.DEFAULT_TIMEOUT_S,
+        poll_s: float = tuning_mod.DEFAULT_POLL_S,
+        timeout_s: float = tuning_mod.DEFAULT_TIMEOUT_S,
         endpoint_timeout_s: float = endpoint_mod.DEFAULT_ENDPOINT_TIMEOUT_S,
     ) -> None:
         self.settings = settings
@@ -92,12 +93,15 @@ class AwsBackend:
         )
 
     def tune(
-        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None
+        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None,
+        trial_wrapper: TrialWrapper | None = None,
     ) -> TuningResult:
+        """`trial_wrapper` is not called: SageMaker runs the trials, not this process; they show
+        up in the trials table of the result instead."""
         parent = None
         if self.settings.tuning.warm_start:
-            parent = tuning.latest_completed_job(self.clients, self.settings, exclude="")
-        return tuning.run_tuning(
+            parent = tuning_mod.latest_completed_job(self.clients, self.settings, exclude="")
+        return tuning_mod.run_tuning(
             self.clients,
             self.settings,
             data,
@@ -111,14 +115,14 @@ class AwsBackend:
         )
 
     def train_best(
-        self, data: SyncReport, tuning_result: TuningResult, run_key: str,
+        self, data: SyncReport, tuning: TuningResult, run_key: str,
         progress: ProgressFn | None = None,
     ) -> TrainedModel:
         return training.train_best(
             self.clients,
             self.settings,
             data,
-            tuning_result,
+            tuning,
             role_arn=self.sagemaker_role_arn(),
             run_key=run_key,
             source_dir=self.model_code_dir,

@@ -20,12 +20,15 @@ from dogops.results import (
     SecurityReport,
     SyncReport,
     TrainedModel,
+    TrialResult,
     TuningResult,
 )
 from dogops.settings import Settings
 
 ProgressFn = Callable[[str], None]
 """Receives one human-readable progress line (the tasks forward it to the Prefect logger)."""
+
+TrialWrapper = Callable[[str, Callable[[], TrialResult]], object]
 
 
 class StepNotSupported(DogopsError):
@@ -42,9 +45,14 @@ class Backend(Protocol):
         ...
 
     def tune(
-        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None
+        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None,
+        trial_wrapper: TrialWrapper | None = None,
     ) -> TuningResult:
-        """Run (or attach to) the tuning job named from `run_key` and return its trials."""
+        """Run (or attach to) the tuning job named from `run_key` and return its trials.
+
+        `trial_wrapper(name, run)` is called around each trial the backend runs itself (the
+        local backend), so the caller can show it, e.g. as a Prefect task run.
+        """
         ...
 
     def train_best(

@@ -18,7 +18,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from dogops.backends.base import ProgressFn, StepNotSupported
+from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
 from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.local.store import sync_folder, write_atomic
@@ -73,7 +73,8 @@ class LocalBackend:
         return sync_folder(Path(data_dir), self.data_store, progress)
 
     def tune(
-        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None
+        self, data: SyncReport, run_key: str, progress: ProgressFn | None = None,
+        trial_wrapper: TrialWrapper | None = None,
     ) -> TuningResult:
         job_name = self.job_name("tune", run_key)
         latest = self.root / "jobs" / "tuning" / "LATEST"
@@ -90,6 +91,7 @@ class LocalBackend:
             feature_cache_dir=self.feature_cache,
             previous_job_dir=previous,
             progress=progress,
+            trial_wrapper=trial_wrapper,
         )
         result = tuner.run()
         write_atomic(latest, job_name.encode())

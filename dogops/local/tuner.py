@@ -12,6 +12,8 @@ the finished trials and runs only the rest of the budget.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 import os
 import re
@@ -26,7 +28,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from dogops.backends.base import ProgressFn
+from dogops.backends.base import ProgressFn, TrialWrapper
 from dogops.errors import UserInputError
 from dogops.local.container import (
     USER_ERROR_EXIT_CODE,
@@ -42,6 +44,15 @@ from model_code.metrics import METRIC_DEFINITIONS
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 _REGEXES = {d["Name"]: re.compile(d["Regex"]) for d in METRIC_DEFINITIONS}
+
+
+_STATES = {
+    TrialState.COMPLETE: "Completed",
+    TrialState.PRUNED: "Stopped",
+    TrialState.FAIL: "Failed",
+    TrialState.RUNNING: "InProgress",
+    TrialState.WAITING: "Pending",
+}
 
 
 def parse_line(line: str) -> dict[str, float]:
@@ -107,6 +118,8 @@ class LocalTuner:
     previous_job_dir: Path | None = None
     progress: ProgressFn | None = None
     trial_timeout_s: float = 3600.0
+    trial_wrapper: TrialWrapper | None = None
+    """Runs each trial's callable; the tuning task passes one that makes it a Prefect task run."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _user_error: str | None = None
 
@@ -189,7 +202,7 @@ class LocalTuner:
             # The first trial fills the backbone feature cache alone; trials started beside it
             # would each compute the same features, which is most of a trial's cost.
             counter["launched"] = 1
-            self._run_trial(study, study.ask(search_space(self.tuning)), os.cpu_count() or 1)
+            self._launch(study, study.ask(search_space(self.tuning)), os.cpu_count() or 1)
         workers = min(self.tuning.max_parallel_jobs, remaining - counter["launched"])
         threads_per_trial = max(1, (os.cpu_count() or 1) // max(1, workers))
 
@@ -200,9 +213,14 @@ class LocalTuner:
                         return
                     counter["launched"] += 1
                     trial = study.ask(search_space(self.tuning))
-                self._run_trial(study, trial, threads_per_trial)
+                self._launch(study, trial, threads_per_trial)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+        # Each thread gets its own copy of the caller's context, so a `trial_wrapper` that
+        # starts Prefect task runs finds the parent task run from any thread.
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(worker,), daemon=True)
+            for _ in range(workers)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -213,9 +231,18 @@ class LocalTuner:
         write_atomic(self.result_path, result.model_dump_json(indent=1).encode())
         return result
 
-    def _run_trial(self, study: optuna.Study, trial: optuna.Trial, threads: int) -> None:
+    def _launch(self, study: optuna.Study, trial: optuna.Trial, threads: int) -> None:
+        name = trial_name(trial.number, trial.params)
+        run = functools.partial(self._run_trial, study, trial, threads, name)
+        if self.trial_wrapper is None:
+            run()
+        else:
+            self.trial_wrapper(name, run)
+
+    def _run_trial(
+        self, study: optuna.Study, trial: optuna.Trial, threads: int, name: str
+    ) -> TrialResult:
         hps = {**trial.params, **static_hyperparameters(self.tuning, self.training)}
-        name = trial_name(trial.number, hps)
         trial_dir = self.job_dir / "trials" / name
         with self._lock:
             trial.set_user_attr("name", name)
@@ -271,36 +298,28 @@ class LocalTuner:
                 self._say(f"{name}: failed: {reason}")
                 if outcome.returncode == USER_ERROR_EXIT_CODE:
                     self._user_error = reason
+            return self._to_result(study.trials[trial.number])
+
+    def _to_result(self, t: optuna.trial.FrozenTrial) -> TrialResult:
+        hps = {**t.params, **static_hyperparameters(self.tuning, self.training)}
+        model_dir = Path(t.user_attrs.get("trial_dir", "")) / "model"
+        return TrialResult(
+            name=t.user_attrs.get("name", trial_name(t.number, hps)),
+            hyperparameters=hps,
+            objective=t.value,
+            state=_STATES.get(t.state, "Failed"),  # type: ignore[arg-type]
+            seconds=float(t.user_attrs.get("seconds", 0.0)),
+            epochs_run=int(t.user_attrs.get("epochs_run", 0)),
+            model_uri=model_dir.resolve().as_uri() if (model_dir / "model.pth").exists()
+            else None,
+            failure_reason=t.user_attrs.get("failure_reason"),
+            metrics=dict(t.user_attrs.get("metrics", {})),
+        )
 
     def _collect(self, study: optuna.Study) -> TuningResult:
-        states = {
-            TrialState.COMPLETE: "Completed",
-            TrialState.PRUNED: "Stopped",
-            TrialState.FAIL: "Failed",
-            TrialState.RUNNING: "InProgress",
-            TrialState.WAITING: "Pending",
-        }
-        trials: list[TrialResult] = []
-        for t in study.trials:
-            if "warm_start_from" in t.user_attrs:
-                continue
-            hps = {**t.params, **static_hyperparameters(self.tuning, self.training)}
-            trial_dir = Path(t.user_attrs.get("trial_dir", ""))
-            model_dir = trial_dir / "model"
-            trials.append(
-                TrialResult(
-                    name=t.user_attrs.get("name", trial_name(t.number, hps)),
-                    hyperparameters=hps,
-                    objective=t.value,
-                    state=states.get(t.state, "Failed"),  # type: ignore[arg-type]
-                    seconds=float(t.user_attrs.get("seconds", 0.0)),
-                    epochs_run=int(t.user_attrs.get("epochs_run", 0)),
-                    model_uri=model_dir.resolve().as_uri() if (model_dir / "model.pth").exists()
-                    else None,
-                    failure_reason=t.user_attrs.get("failure_reason"),
-                    metrics=dict(t.user_attrs.get("metrics", {})),
-                )
-            )
+        trials = [
+            self._to_result(t) for t in study.trials if "warm_start_from" not in t.user_attrs
+        ]
         completed = [t for t in trials if t.state == "Completed" and t.objective is not None]
         best = None
         if completed:
