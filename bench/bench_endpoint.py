@@ -52,8 +52,10 @@ def runtime_client(url: str) -> Any:
     )
 
 
-def bare_model(model_dir: Path, images: list[bytes], repeats: int) -> dict[str, float]:
-    """Median seconds of the bare forward pass and of the serving functions, in-process."""
+def bare_model(model_dir: Path, images: list[bytes], repeats: int,
+               threads: int | None) -> dict[str, float]:
+    """Median seconds of the bare forward pass and of the serving functions, in-process, with
+    the torch thread count an endpoint worker gets."""
     import io
 
     import torch
@@ -61,6 +63,8 @@ def bare_model(model_dir: Path, images: list[bytes], repeats: int) -> dict[str, 
 
     from model_code import inference
 
+    if threads:
+        torch.set_num_threads(threads)
     loaded = inference.model_fn(model_dir)
     tensors = [loaded.transform(Image.open(io.BytesIO(b)).convert("RGB")).unsqueeze(0)
                for b in images]
@@ -85,10 +89,15 @@ def bare_model(model_dir: Path, images: list[bytes], repeats: int) -> dict[str, 
     return result
 
 
-def sequential(url: str, images: list[bytes], requests: int) -> list[float]:
+def sequential(url: str, images: list[bytes], requests: int,
+               max_seconds: float = 30.0) -> list[float]:
+    """Latencies of up to `requests` one-at-a-time requests, stopping after `max_seconds`."""
     client = runtime_client(url)
-    times = []
+    times: list[float] = []
+    deadline = time.monotonic() + max_seconds
     for i in range(requests):
+        if time.monotonic() > deadline:
+            break
         start = time.perf_counter()
         client.invoke_endpoint(EndpointName=NAME, Body=images[i % len(images)],
                                ContentType="image/jpeg")["Body"].read()
@@ -96,20 +105,26 @@ def sequential(url: str, images: list[bytes], requests: int) -> list[float]:
     return times
 
 
-def concurrent(url: str, images: list[bytes], requests: int, clients: int) -> dict[str, Any]:
-    """`requests` spread over `clients` threads; latencies of successes, and error counts."""
+def concurrent(url: str, images: list[bytes], requests: int, clients: int,
+               max_seconds: float = 60.0) -> dict[str, Any]:
+    """`requests` spread over `clients` threads; latencies of successes, and error counts.
+
+    Bounded: clients stop starting new requests after `max_seconds` (on a loaded machine)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     lock = threading.Lock()
     per_client = [requests // clients + (1 if i < requests % clients else 0)
                   for i in range(clients)]
     ready = threading.Barrier(clients + 1)
+    deadline = time.monotonic() + 3600.0  # set for real once every client is ready
 
     def worker(n: int, count: int) -> None:
         client = runtime_client(url)
         mine: list[float] = []
         ready.wait()
         for i in range(count):
+            if time.monotonic() > deadline:
+                break
             start = time.perf_counter()
             try:
                 client.invoke_endpoint(EndpointName=NAME, Body=images[(n + i) % len(images)],
@@ -125,13 +140,15 @@ def concurrent(url: str, images: list[bytes], requests: int, clients: int) -> di
     threads = [threading.Thread(target=worker, args=(n, c)) for n, c in enumerate(per_client)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + max_seconds
     ready.wait()
     started = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
     return {
-        "requests": requests, "clients": clients, "seconds": wall,
+        "requests": requests, "sent": len(latencies) + sum(errors.values()),
+        "clients": clients, "seconds": wall,
         "ok": len(latencies), "errors": errors,
         "rps": len(latencies) / wall,
         "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
@@ -140,7 +157,7 @@ def concurrent(url: str, images: list[bytes], requests: int, clients: int) -> di
 
 
 def measure_endpoint(model_dir: Path, workers: int, images: list[bytes], requests: int,
-                     clients: int, seq_requests: int) -> dict[str, Any]:
+                     clients: int, seq_requests: int, threads: int | None) -> dict[str, Any]:
     from dogops.local.endpoint import read_endpoint_record, start_endpoint, stop_endpoint
     from dogops.settings import ScalingConfig
 
@@ -149,6 +166,7 @@ def measure_endpoint(model_dir: Path, workers: int, images: list[bytes], request
         info = start_endpoint(
             NAME, model_dir, state, ScalingConfig(min_capacity=workers, max_capacity=workers),
             options={"drain_seconds": 0.2},
+            env={"OMP_NUM_THREADS": str(threads)} if threads else None,
         )
         url = str(info.runtime_endpoint_url)
         try:
@@ -175,12 +193,13 @@ def _get(url: str) -> bytes:
         return bytes(response.read())
 
 
-def run(requests: int, clients: int, seq_requests: int, repeats: int) -> BenchResult:
+def run(requests: int, clients: int, seq_requests: int, repeats: int,
+        threads: int | None = None) -> BenchResult:
     model_dir, data_dir = tiny_model()
     images = [p.read_bytes() for p, _ in labelled_test_images(data_dir)]
-    bare = bare_model(model_dir, images, repeats)
-    one = measure_endpoint(model_dir, 1, images, requests, clients, seq_requests)
-    two = measure_endpoint(model_dir, 2, images, requests, clients, seq_requests)
+    bare = bare_model(model_dir, images, repeats, threads)
+    one = measure_endpoint(model_dir, 1, images, requests, clients, seq_requests, threads)
+    two = measure_endpoint(model_dir, 2, images, requests, clients, seq_requests, threads)
     ms = 1000.0
     bare_name, pipe_name = "bare forward pass in-process", "serving functions in-process"
     load1, load2 = one["load"], two["load"]
@@ -208,6 +227,7 @@ def run(requests: int, clients: int, seq_requests: int, repeats: int) -> BenchRe
                higher_is_better=False),
     ]
     details = {"bare_seconds": bare, "one_worker": one, "two_workers": two,
+               "torch_threads_per_worker": threads or "torch default (cores)",
                "model_dir": str(model_dir), "image_size": 64, "images": len(images)}
     return BenchResult("endpoint", figures, details)
 
@@ -216,11 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=None, help="Requests per load run.")
     p.add_argument("--clients", type=int, default=8, help="Concurrent clients.")
+    p.add_argument("--worker-threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for the workers (and the bare model); default: the "
+                   "endpoint's own default (torch uses every core).")
     args = p.parse_args(argv)
     requests = args.requests or (100 if args.quick else 400)
     started = time.perf_counter()
     result = run(requests, args.clients, seq_requests=30 if args.quick else 100,
-                 repeats=30 if args.quick else 100)
+                 repeats=30 if args.quick else 100, threads=args.worker_threads)
     return finish(result, args.out, started)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -99,8 +100,15 @@ def serving_latency(model_dir: Path, image_path: Path, repeats: int) -> dict[str
         with torch.no_grad():
             loaded.module(tensor)
 
-    pipeline_s = median_seconds(pipeline, repeats)
-    bare_s = median_seconds(bare, repeats)
+    # Interleaved, so a change in machine load hits both sides alike.
+    for _ in range(2):
+        pipeline()
+        bare()
+    pipeline_times, bare_times = [], []
+    for _ in range(repeats):
+        pipeline_times.append(median_seconds(pipeline, 1, warmup=0))
+        bare_times.append(median_seconds(bare, 1, warmup=0))
+    pipeline_s, bare_s = statistics.median(pipeline_times), statistics.median(bare_times)
     return {"pipeline_s": pipeline_s, "bare_forward_s": bare_s, "ratio": pipeline_s / bare_s}
 
 
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         image = splits["test"].samples[0][0]
         latency = serving_latency(root / "model", image, args.repeats)
     result = {
-        "machine": {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+        "machine": {"threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+                    "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]},
         "architecture": "efficientnet_lite0",
         "image_size": args.image_size,
         "batch_size": args.batch_size,
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2))
     print()
     print(f"efficientnet_lite0 at {args.image_size} px, {torch.get_num_threads()} threads, "
-          f"batch {args.batch_size}")
+          f"batch {args.batch_size}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+          f"CPUs (other processes slow every number down)")
     print("| measure | value |")
     print("|---|---|")
     print(f"| feature extraction (once per image) | {throughput['feature_extraction']:.1f} img/s |")

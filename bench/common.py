@@ -105,6 +105,9 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+        # Other work on the machine skews every figure: a load above the core count means the
+        # run shared its CPUs.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -112,6 +112,7 @@ def plots_png(tuning: TuningResult | None, model: TrainedModel | None) -> bytes 
                 running.append(best_so_far)
             ax.step(xs, running, where="post", color="tab:green", label="best so far")
             ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("trial")
         ax.set_ylabel(tuning.objective)
         ax.set_title(f"tuning: {tuning.objective} per trial")

@@ -19,6 +19,7 @@ from tasks.operations import (
     IDLE_KEY,
     check_idle,
     report_teardown,
+    run_namer,
     scale_to_min,
     teardown_resources,
 )
@@ -49,7 +50,7 @@ def _markdown(status: IdleStatus, action: IdleAction, apply: bool, changes: list
     return "\n".join(lines)
 
 
-@flow(name="idle-guard", log_prints=True)
+@flow(name="idle-guard", flow_run_name=run_namer("idle-guard"), log_prints=True)
 def idle_guard(
     max_idle_hours: float = 24,
     action: IdleAction = "scale-to-min",

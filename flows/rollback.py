@@ -19,7 +19,7 @@ from dogops.registry import RegistryEntry, registry_for
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
 from dogops.settings import Backend, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
-from tasks.operations import ROLLBACK_KEY, read_live_model, set_live_version
+from tasks.operations import ROLLBACK_KEY, read_live_model, run_namer, set_live_version
 
 
 class RollbackResult(BaseModel):
@@ -29,7 +29,7 @@ class RollbackResult(BaseModel):
     scaling: ScalingInfo | StepSkipped
 
 
-@flow(name="rollback", log_prints=True)
+@flow(name="rollback", flow_run_name=run_namer("rollback"), log_prints=True)
 def rollback(
     to_version: int | None = None,
     backend: Backend | None = None,

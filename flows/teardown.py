@@ -12,10 +12,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from dogops.settings import Backend, EndpointConfig, load_settings
-from tasks.operations import report_teardown, teardown_resources
+from tasks.operations import report_teardown, run_namer, teardown_resources
 
 
-@flow(name="teardown", log_prints=True)
+@flow(name="teardown", flow_run_name=run_namer("teardown"), log_prints=True)
 def teardown(
     apply: bool = False,
     backend: Backend | None = None,

@@ -1,7 +1,7 @@
 """train-and-deploy: from an image folder to a live, auto-scaled, secured prediction service.
 
     validate -> upload data -> tune -> train best -> evaluate -> deploy -> register auto-scaling
-             -> secure (IAM) -> deploy Lambda -> smoke test
+             -> secure (IAM) -> deploy Lambda -> smoke test -> record in registry -> cost estimate
 
 The backend (`local` default, `aws`) is one setting; nothing here branches on it. IAM comes
 before the Lambda because the function needs its (least-privilege) role to exist.
@@ -9,6 +9,7 @@ before the Lambda because the function needs its (least-privilege) role to exist
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from dogops import reporting
+from dogops.registry import RegistryEntry
 from dogops.results import (
     EndpointInfo,
     LambdaInfo,
@@ -38,6 +40,7 @@ from dogops.settings import (
 )
 from tasks.data import upload_data, validate_data
 from tasks.endpoint import deploy, deploy_lambda, register_autoscaling, secure, smoke_test
+from tasks.operations import record_model, report_cost
 from tasks.reporting import evaluate, report_endpoint, report_summary, report_tuning
 from tasks.training import train_best, tune
 
@@ -53,6 +56,7 @@ class PipelineResult(BaseModel):
     security: SecurityReport | StepSkipped
     lambda_function: LambdaInfo | StepSkipped
     smoke_test: dict[str, Any] | StepSkipped
+    registry: RegistryEntry | None = None
 
 
 def _run_name() -> str:
@@ -92,7 +96,9 @@ def train_and_deploy(
     key = make_run_key(settings, data)
     tuned = tune(settings, data, key)
     report_tuning(tuned)
+    started = time.perf_counter()
     model = train_best(settings, data, tuned, key)
+    training_s = 0.0 if model.reused else time.perf_counter() - started
     evaluate(model, tuned)
     live = deploy(settings, model, key)
     report_endpoint(live, settings.backend, settings.aws.region)
@@ -105,6 +111,8 @@ def train_and_deploy(
     )
     if isinstance(smoke, StepSkipped):
         logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
+    entry = record_model(settings, model, data, live, "train-and-deploy")
+    report_cost(settings, tuned, training_s)
     report_summary(
         reporting.summary_markdown(
             settings.backend, data, tuned, model, live, scaled, security, function, smoke
@@ -113,7 +121,7 @@ def train_and_deploy(
     return PipelineResult(
         backend=settings.backend, run_key=key, data=data, tuning=tuned, model=model,
         endpoint=live, scaling=scaled, security=security, lambda_function=function,
-        smoke_test=smoke,
+        smoke_test=smoke, registry=entry,
     )
 
 

@@ -353,7 +353,7 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     started = time.time()
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    generator = seed_everything(args.seed)
+    seed_everything(args.seed)  # before the head is initialised
     device = select_device()
     num_workers = args.num_workers if args.num_workers is not None else (
         min(4, os.cpu_count() or 1) if device.type == "cuda" else 0)

@@ -6,6 +6,7 @@ backend's `teardown`, each leaving the artifact a person reads in the Prefect UI
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ TEARDOWN_KEY = "teardown"
 REGISTRY_KEY = "model-registry"
 IDLE_KEY = "idle-guard"
 ROLLBACK_KEY = "rollback"
+
+
+def run_namer(prefix: str) -> Callable[[], str]:
+    """A `flow_run_name` callable: `<prefix>-<backend>-<start time>`, readable in the UI."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        backend = flow_run.parameters.get("backend") or "default"
+        return f"{prefix}-{backend}-{flow_run.scheduled_start_time:%Y%m%d-%H%M%S}"
+
+    return name
 
 
 def _flow_run_id() -> str | None:
@@ -119,10 +132,13 @@ class Approval(RunInput):
     reason: str = ""
 
 
-def request_approval(summary: str, timeout_s: int) -> tuple[bool, str]:
+def request_approval(
+    summary: str, timeout_s: int, poll_s: int | None = None
+) -> tuple[bool, str]:
     """Pause the calling flow run until a person approves or rejects it in the UI.
 
-    Call from inside a flow. No answer within `timeout_s` counts as "not approved".
+    Call from inside a flow. No answer within `timeout_s` counts as "not approved". The run
+    checks for an answer every `poll_s` seconds (default: up to 10).
     """
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
@@ -132,7 +148,7 @@ def request_approval(summary: str, timeout_s: int) -> tuple[bool, str]:
     try:
         answer = pause_flow_run(wait_for_input=Approval.with_initial_data(
             description=f"**Approve this promotion?**\n\n{summary}", approve=False, reason="",
-        ), timeout=timeout_s, poll_interval=min(10, max(1, timeout_s // 4)))
+        ), timeout=timeout_s, poll_interval=poll_s or min(10, max(1, timeout_s // 4)))
     except FlowPauseTimeout:
         return False, f"no approval within {timeout_s} s: not promoted"
     if answer is None:  # pragma: no cover - only without wait_for_input

@@ -128,6 +128,21 @@ def test_changed_unchanged_and_deleted_files(clients: AwsClients, tmp_path: Path
     assert report.manifest_sha256 != first.manifest_sha256
 
 
+def test_delete_false_keeps_remote_objects_in_the_manifest(clients: AwsClients, tmp_path: Path):
+    data = small_tree(tmp_path / "data")
+    sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True)
+    (data / "test/b/4.jpg").unlink()
+    kept = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, delete=False)
+    s3 = clients.client("s3")
+    assert kept.deleted == 0 and f"{PREFIX}/test/b/4.jpg" in keys(s3)
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{MANIFEST_NAME}")["Body"].read()
+    )
+    assert "test/b/4.jpg" in manifest["files"]
+    later = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True)
+    assert later.deleted == 1 and f"{PREFIX}/test/b/4.jpg" not in keys(s3)
+
+
 def test_unchanged_thousand_files_make_no_uploads(clients: AwsClients, tmp_path: Path):
     data = tmp_path / "data"
     make_tree(
@@ -144,7 +159,7 @@ def test_unchanged_thousand_files_make_no_uploads(clients: AwsClients, tmp_path:
     second = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, max_workers=8)
 
     assert (second.uploaded, second.skipped, second.deleted) == (0, 1000, 0)
-    assert puts == [f"{PREFIX}/{MANIFEST_NAME}"]  # only the (identical) manifest is rewritten
+    assert puts == []  # not even the manifest: it would be byte-identical
     assert parts == []
     assert second.manifest_sha256 == first.manifest_sha256
 

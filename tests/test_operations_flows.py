@@ -159,7 +159,6 @@ def _served_version(state_dir: Path, name: str) -> str | None:
 def test_retrain_rollback_idle_guard_and_teardown_on_the_local_backend(
     prefect_harness: None, models: dict[str, TrainedModel], data_dir: Path, tmp_path: Path
 ) -> None:
-    from dogops.local.backend import LocalBackend
     from dogops.local.endpoint import list_endpoints, stop_endpoint
     from dogops.registry import registry_for
     from flows.idle_guard import idle_guard
@@ -174,10 +173,9 @@ def test_retrain_rollback_idle_guard_and_teardown_on_the_local_backend(
     )
     common: dict[str, Any] = {"backend": "local", "state_dir": str(state_dir),
                               "endpoint": {"name": name}}
-    # Live before the retrain: the bad model, deployed and registered.
-    backend = LocalBackend(settings)
+    # Live before the retrain: the bad model, in the registry (the retrain's deploy starts the
+    # endpoint; the rollback then replaces the running server).
     bad = models["bad"]
-    backend.deploy(bad, "seed")
     registry = registry_for(settings)
     registry.record(bad, name, "local", source="train-and-deploy")
     try:
@@ -277,7 +275,7 @@ def _run_paused_flow(answer: dict[str, Any] | None, timeout_s: int) -> tuple[boo
     @flow(name="approval-probe")
     def probe() -> tuple[bool, str]:
         run_ids.append(flow_run.id)
-        return request_approval("candidate v2 beats v1", timeout_s)
+        return request_approval("candidate v2 beats v1", timeout_s, poll_s=1)
 
     def approve() -> None:
         deadline = time.monotonic() + 60

@@ -212,17 +212,23 @@ def object_key(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
 
-def read_manifest(clients: AwsClients, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
-    """The previous sync's file table, or {} when there is none yet."""
+def read_manifest_bytes(clients: AwsClients, bucket: str, prefix: str) -> bytes | None:
+    """The previous sync's manifest as stored, or None when there is none yet."""
     try:
         body = clients.client("s3").get_object(
             Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME)
         )["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return {}
+            return None
         raise
-    return dict(json.loads(body).get("files", {}))
+    return bytes(body)
+
+
+def read_manifest(clients: AwsClients, bucket: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """The previous sync's file table, or {} when there is none yet."""
+    body = read_manifest_bytes(clients, bucket, prefix)
+    return dict(json.loads(body).get("files", {})) if body else {}
 
 
 def list_remote(clients: AwsClients, bucket: str, prefix: str) -> dict[str, RemoteObject]:
@@ -309,7 +315,8 @@ def sync_folder(
 
     paths = local_files(local_dir)
     rels = [p.relative_to(local_dir).as_posix() for p in paths]
-    previous = read_manifest(clients, bucket, prefix)
+    previous_body = read_manifest_bytes(clients, bucket, prefix)
+    previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
     remote = list_remote(clients, bucket, prefix)
 
     def _hash(item: tuple[Path, str]) -> LocalFile:
@@ -376,11 +383,19 @@ def sync_folder(
     for rel, local in sorted(hashed.items()):
         etag = remote[object_key(prefix, rel)].etag
         files[rel] = {"size": local.size, "md5": local.md5, "sha256": local.sha256, "etag": etag}
+    if not delete:
+        # Kept remote objects stay in the manifest: it describes what is under the prefix, and a
+        # later sync with delete=True can then still remove them.
+        for rel, entry in previous.items():
+            if rel not in files and object_key(prefix, rel) in remote:
+                files[rel] = entry
+    files = dict(sorted(files.items()))
     body = manifest_body(bucket, prefix, files)
-    s3.put_object(
-        Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME), Body=body,
-        ContentType="application/json",
-    )
+    if body != previous_body:  # an unchanged data set makes no request that writes
+        s3.put_object(
+            Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME), Body=body,
+            ContentType="application/json",
+        )
     seconds = round(time.monotonic() - started, 3)
     report = SyncReport(
         uri=f"s3://{bucket}/{prefix}",
