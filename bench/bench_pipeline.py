@@ -198,7 +198,7 @@ def trial_peak_rss(data_dir: Path, cache: Path, out: Path) -> tuple[int, int]:
 
 
 def endpoint_peak_rss(state_dir: Path, url: str, model_dir: Path,
-                      images: list[bytes]) -> tuple[int, int, int]:
+                      images: list[Path]) -> tuple[int, int, int]:
     """(server + workers, worker count, bare in-process model) peak RSS after 30 requests."""
     import boto3
 
@@ -207,7 +207,7 @@ def endpoint_peak_rss(state_dir: Path, url: str, model_dir: Path,
     client = boto3.client("sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
                           aws_access_key_id="bench", aws_secret_access_key="bench")
     for i in range(30):
-        client.invoke_endpoint(EndpointName=ENDPOINT, Body=images[i % len(images)],
+        client.invoke_endpoint(EndpointName=ENDPOINT, Body=images[i % len(images)].read_bytes(),
                                ContentType="image/jpeg")["Body"].read()
     record = read_endpoint_record(ENDPOINT, state_dir) or {}
     peaks = tree_peak_rss(int(record["pid"]))
@@ -216,9 +216,8 @@ def endpoint_peak_rss(state_dir: Path, url: str, model_dir: Path,
         "m = inference.model_fn(sys.argv[1]); "
         "inference.handle(m, Path(sys.argv[2]).read_bytes(), 'image/jpeg', 'application/json')"
     )
-    image = next(iter(sorted((model_dir.parents[2] / "store").rglob("test/*/*.jpg"))))
     code, bare, _, text = run_with_peak_rss(
-        [sys.executable, "-c", script, str(model_dir), str(image)],
+        [sys.executable, "-c", script, str(model_dir), str(images[0])],
         cwd=Path(__file__).resolve().parents[1])
     if code != 0:
         raise RuntimeError(f"bare model process failed: {text[-2000:]}")
@@ -235,7 +234,7 @@ def run(epochs: int) -> BenchResult:
     package = build_package()
     vendored = vendored_package_size()
     data_dir = demo_data()
-    images = [p.read_bytes() for p, _ in labelled_test_images(data_dir)]
+    images = [p for p, _ in labelled_test_images(data_dir)]
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         state_dir = Path(tmp) / "state"
         try:

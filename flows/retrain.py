@@ -38,6 +38,7 @@ from tasks.operations import (
     report_cost,
     report_gate,
     request_approval,
+    run_namer,
     score_candidate,
     score_live,
 )
@@ -56,14 +57,7 @@ class RetrainResult(BaseModel):
     scaling: ScalingInfo | StepSkipped | None = None
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    backend = flow_run.parameters.get("backend") or "default"
-    return f"retrain-{backend}-{flow_run.scheduled_start_time:%Y%m%d-%H%M%S}"
-
-
-@flow(name="retrain", flow_run_name=_run_name, log_prints=True)
+@flow(name="retrain", flow_run_name=run_namer("retrain"), log_prints=True)
 def retrain(
     data_dir: str | None = None,
     backend: Backend | None = None,
