@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -77,3 +78,59 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def realistic_tuning_outcomes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto completes a tuning job at once with a fake best job ("FakeTrainingJobName", no tuned
+    hyperparameters, no training job behind it). Patch the in-process moto server so each new
+    tuning job also gets the outcome SageMaker would produce: a real (moto) training job, made from
+    the job's own training definition with tuned values, as its BestTrainingJob. Server-side, so
+    it holds for every boto3 client in this process (a flow test can use it as is)."""
+    if os.environ.get("DOGOPS_TEST_MOTO_URL"):
+        pytest.skip("patches the in-process moto server; an external one is in use")
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.create_hyper_parameter_tuning_job
+    tuned = {"learning_rate": "0.0123", "batch_size": '"64"'}
+
+    def create(self: Any, **kwargs: Any) -> str:
+        arn = original(self, **kwargs)
+        name = kwargs["hyper_parameter_tuning_job_name"]
+        definition = kwargs["training_job_definition"]
+        best = f"{name}-001-abcd"
+        self.create_training_job(
+            training_job_name=best,
+            hyper_parameters={**definition["StaticHyperParameters"], **tuned},
+            algorithm_specification=definition["AlgorithmSpecification"],
+            role_arn=definition["RoleArn"],
+            input_data_config=definition.get("InputDataConfig"),
+            output_data_config=definition["OutputDataConfig"],
+            resource_config=definition["ResourceConfig"],
+            vpc_config=None,
+            stopping_condition=definition["StoppingCondition"],
+            tags=[],
+            enable_network_isolation=False,
+            enable_inter_container_traffic_encryption=False,
+            enable_managed_spot_training=False,
+            checkpoint_config=None,
+            debug_hook_config=None,
+            debug_rule_configurations=None,
+            tensor_board_output_config=None,
+            experiment_config=None,
+        )
+        job = self.hyper_parameter_tuning_jobs[name]
+        job.best_training_job = {
+            **job.best_training_job,
+            "TrainingJobName": best,
+            "TrainingJobArn": self.training_jobs[best].arn,
+            "TuningJobName": name,
+            "TunedHyperParameters": tuned,
+            "FailureReason": "",
+            "FinalHyperParameterTuningJobObjectiveMetric": {
+                "Type": "Minimize", "MetricName": "validation:loss", "Value": 0.42,
+            },
+        }
+        return str(arn)
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_hyper_parameter_tuning_job", create)
