@@ -177,17 +177,13 @@ def run_flow(data_dir: Path, state_dir: Path, epochs: int) -> dict[str, Any]:
 
 def trial_peak_rss(data_dir: Path, cache: Path, out: Path) -> tuple[int, int]:
     """Peak RSS of one tuning trial, and of a process that only imports torch + torchvision."""
-    from dogops.local.container import (
-        ENTRY_POINT,
-        MODEL_CODE_DIR,
-        container_env,
-        hyperparameter_args,
-    )
+    from dogops.hyperparameters import as_arguments
+    from dogops.local.container import ENTRY_POINT, MODEL_CODE_DIR, container_env
 
     hps = {"learning_rate": 0.01, "batch_size": 8, "epochs": 2, "image_size": 64}
     env = container_env(data_dir, out / "model", out / "output", hps, os.cpu_count() or 1, cache)
     code, trial, _, text = run_with_peak_rss(
-        [sys.executable, ENTRY_POINT, *hyperparameter_args(hps)], env=env, cwd=MODEL_CODE_DIR)
+        [sys.executable, ENTRY_POINT, *as_arguments(hps)], env=env, cwd=MODEL_CODE_DIR)
     if code != 0:
         raise RuntimeError(f"trial failed ({code}): {text[-2000:]}")
     code, bare, _, text = run_with_peak_rss(

@@ -45,6 +45,8 @@ from botocore.exceptions import ClientError
 from dogops.aws import naming
 from dogops.aws.clients import AwsClients
 from dogops.errors import OperationFailedError, UserInputError
+from dogops.hyperparameters import hp_value
+from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
 from dogops.results import SyncReport, TrialResult, TuningResult
 from dogops.settings import Settings, TrainingConfig
 
@@ -144,22 +146,11 @@ def upload_source(clients: AwsClients, source_dir: Path, bucket: str, prefix: st
 
 # -- the request --------------------------------------------------------------------------------
 
-def hp_value(value: Any) -> str:
-    """SageMaker hyperparameters are strings; booleans as JSON so train.py's parser reads them."""
-    return json.dumps(value) if isinstance(value, bool) else str(value)
-
-
 def static_hyperparameters(settings: Settings, source_uri: str) -> dict[str, str]:
     """What every trial gets unchanged: the same set the local tuner passes, plus the framework
     container's `sagemaker_*` keys (the container strips those before calling train.py)."""
-    t = settings.training
     values: dict[str, Any] = {
-        "epochs": settings.tuning.epochs,
-        "patience": t.patience,
-        "architecture": t.architecture,
-        "image_size": t.image_size,
-        "seed": t.seed,
-        "augment": t.augment,
+        **trial_static_hyperparameters(settings.tuning, settings.training),
         "sagemaker_program": ENTRY_POINT,
         "sagemaker_submit_directory": source_uri,
         "sagemaker_region": settings.aws.region,

@@ -47,14 +47,6 @@ class ProcessOutcome:
         return f"training process exited with code {self.returncode}: {tail}"
 
 
-def hyperparameter_args(hyperparameters: Mapping[str, Any]) -> list[str]:
-    """SageMaker passes each hyperparameter as `--name value`, values as strings."""
-    args: list[str] = []
-    for name, value in hyperparameters.items():
-        args += [f"--{name}", json.dumps(value) if isinstance(value, bool) else str(value)]
-    return args
-
-
 def container_env(
     data_dir: Path,
     model_dir: Path,

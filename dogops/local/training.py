@@ -15,10 +15,10 @@ from typing import Any
 
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
+from dogops.hyperparameters import as_arguments
 from dogops.local.container import (
     USER_ERROR_EXIT_CODE,
     container_env,
-    hyperparameter_args,
     run_entry_point,
 )
 from dogops.local.tuner import final_metrics
@@ -135,7 +135,7 @@ def train_final(
     if progress:
         progress(f"training job {job_name} started with {hyperparameters}")
     outcome = run_entry_point(
-        hyperparameter_args(hyperparameters),
+        as_arguments(hyperparameters),
         container_env(data_dir, model_dir, job_dir / "output", hyperparameters,
                       os.cpu_count() or 1, feature_cache_dir),
         job_dir / "train.log",

@@ -30,10 +30,10 @@ from optuna.trial import TrialState
 
 from dogops.backends.base import ProgressFn, TrialWrapper
 from dogops.errors import UserInputError
+from dogops.hyperparameters import as_arguments, static_hyperparameters
 from dogops.local.container import (
     USER_ERROR_EXIT_CODE,
     container_env,
-    hyperparameter_args,
     run_entry_point,
 )
 from dogops.local.store import write_atomic
@@ -90,18 +90,6 @@ def search_space(tuning: TuningConfig) -> dict[str, BaseDistribution]:
             log=tuning.learning_rate_max > tuning.learning_rate_min,
         ),
         "batch_size": CategoricalDistribution(list(tuning.batch_sizes)),
-    }
-
-
-def static_hyperparameters(tuning: TuningConfig, training: TrainingConfig) -> dict[str, Any]:
-    """Hyperparameters every trial gets unchanged (SageMaker's StaticHyperParameters)."""
-    return {
-        "epochs": tuning.epochs,
-        "patience": training.patience,
-        "architecture": training.architecture,
-        "image_size": training.image_size,
-        "seed": training.seed,
-        "augment": training.augment,
     }
 
 
@@ -265,7 +253,7 @@ class LocalTuner:
             return prune
 
         outcome = run_entry_point(
-            hyperparameter_args(hps),
+            as_arguments(hps),
             container_env(
                 self.data_dir, trial_dir / "model", trial_dir / "output", hps, threads,
                 self.feature_cache_dir,
