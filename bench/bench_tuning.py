@@ -83,7 +83,7 @@ def run_arm(root: Path, data_dir: Path, cache: Path, early_stopping: bool, trial
 
 
 def run(trials: int, epochs: int) -> BenchResult:
-    data_dir = demo_data(**DATA)
+    data_dir = demo_data(DATA)
     with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:
         root = Path(tmp)
         cache = root / "feature-cache"

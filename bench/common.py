@@ -328,13 +328,14 @@ def _code_key(image_size: int) -> str:
     return digest.hexdigest()[:12]
 
 
-def demo_data(root: Path | None = None, **overrides: Any) -> Path:
-    """The tiny demo data set (3 classes, 60 images), generated once into the cache."""
+def demo_data(overrides: dict[str, int] | None = None) -> Path:
+    """The tiny demo data set (3 classes, 60 images; `overrides` change its numbers), generated
+    once into the cache."""
     from model_code.demo_data import generate_demo_dataset
 
-    spec = {**TINY_DATA, **overrides}
+    spec = {**TINY_DATA, **(overrides or {})}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
-    out = (root or CACHE_DIR) / f"demo-data-{key}"
+    out = CACHE_DIR / f"demo-data-{key}"
     if not (out / "test").is_dir():
         generate_demo_dataset(out, **spec)
     return out

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [run_bench(module, name, args.quick, args.timeout) for module, name in BENCHES
                if not wanted or name in wanted]
     rows = [(r["bench"], Figure.from_dict(f)) for r in results for f in r["figures"]]
-    document = {
+    document: dict[str, Any] = {
         "command": "python -m bench.run_all" + (" --quick" if args.quick else ""),
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),

@@ -193,6 +193,19 @@ def stop(
 
 
 @app.command()
+def cost(
+    backend: Backend = None,
+    tuning_seconds: Annotated[float, typer.Option(min=0, help="Tuning instance-seconds.")] = 0,
+    training_seconds: Annotated[float, typer.Option(min=0, help="Training instance-seconds.")]
+    = 0,
+) -> None:
+    """Estimated cost of the configured setup (prices from dogops/prices.json)."""
+    from dogops.cost import estimate_cost
+
+    typer.echo(estimate_cost(_settings(backend), tuning_seconds, training_seconds).text())
+
+
+@app.command()
 def demo(
     data_dir: Annotated[Path | None, typer.Option(help="Use this data instead of the demo set.")]
     = None,

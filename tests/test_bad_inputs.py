@@ -56,6 +56,11 @@ def a_class_dir(data: Path, split: str = "train") -> Path:
 # The data folder, as the flow's first task sees it
 
 
+def _empty(d: Path) -> None:
+    for child in list(d.iterdir()):
+        shutil.rmtree(child)
+
+
 def _flat_split(d: Path) -> None:
     """Images straight in train/, no class folders."""
     for image in list((d / "train").rglob("*.jpg")):
@@ -79,8 +84,7 @@ def _extra_class_in_test(d: Path) -> None:
     ("damage", "words"),
     [
         (lambda d: shutil.rmtree(d), "does not exist"),
-        (lambda d: [shutil.rmtree(p) for p in list(d.iterdir())], "lacks the split folder(s) "
-         "train, valid, test"),
+        (_empty, "lacks the split folder(s) train, valid, test"),
         (lambda d: shutil.rmtree(d / "test"), "lacks the split folder(s) test"),
         (_flat_split, "has no class folders"),
         (_only_non_images, "holds no images"),

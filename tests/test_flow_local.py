@@ -93,7 +93,8 @@ def test_flow_leaves_the_artifacts_a_person_reads(first_run) -> None:  # type: i
     state, _ = first_run
     artifacts = _artifacts(state.state_details.flow_run_id)
     for key in ("tuning-trials", "best-hyperparameters", "test-metrics", "per-class-accuracy",
-                "tuning-and-confusion-plot", "endpoint", "run-summary"):
+                "tuning-and-confusion-plot", "endpoint", "run-summary", "cost-estimate",
+                "model-registry"):
         assert key in artifacts, (key, sorted(artifacts))
     trials = artifacts["tuning-trials"].data
     rows = json.loads(trials) if isinstance(trials, str) else trials

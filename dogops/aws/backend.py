@@ -187,26 +187,8 @@ class AwsBackend:
         return bytes(response["Body"].read())
 
     def teardown(self, apply: bool = False) -> list[str]:
-        """Lambda, scalable target, endpoint, its configs and models, then the project's roles:
-        the order AWS needs (an endpoint with a scalable target cannot be deleted). The data in
-        S3 is kept. Without `apply`, only lists what would go."""
-        from dogops.aws.autoscaling import deregister_autoscaling, resource_id
-        from dogops.aws.iam import delete_project_roles
-        from dogops.aws.lambda_deploy import delete_lambda
+        """Everything the project made for the endpoint, in the order AWS needs (see
+        `dogops.aws.teardown`). The data in S3 is kept. Without `apply`, only lists."""
+        from dogops.aws.teardown import teardown_aws
 
-        name = self.settings.endpoint.name
-        done = list(delete_lambda(self.clients, self.settings, apply))
-        rid = resource_id(name, endpoint_mod.VARIANT)
-        if apply:
-            if deregister_autoscaling(self.clients, name, endpoint_mod.VARIANT):
-                done.append(f"scalable-target:{rid}")
-        else:
-            targets = self.clients.client("application-autoscaling").describe_scalable_targets(
-                ServiceNamespace="sagemaker", ResourceIds=[rid]
-            )["ScalableTargets"]
-            done.extend(f"scalable-target:{t['ResourceId']}" for t in targets)
-        done += endpoint_mod.delete_endpoint_resources(
-            self.clients, name, apply=apply, timeout_s=self.endpoint_timeout_s, poll_s=self.poll_s
-        )
-        done += delete_project_roles(self.clients, self.settings, apply)
-        return done
+        return teardown_aws(self.clients, self.settings, apply, poll_s=self.poll_s)
