@@ -90,7 +90,7 @@ def bare_model(model_dir: Path, images: list[bytes], repeats: int,
 
 
 def sequential(url: str, images: list[bytes], requests: int,
-               max_seconds: float = 30.0) -> list[float]:
+               max_seconds: float = 20.0) -> list[float]:
     """Latencies of up to `requests` one-at-a-time requests, stopping after `max_seconds`."""
     client = runtime_client(url)
     times: list[float] = []
@@ -106,7 +106,7 @@ def sequential(url: str, images: list[bytes], requests: int,
 
 
 def concurrent(url: str, images: list[bytes], requests: int, clients: int,
-               max_seconds: float = 60.0) -> dict[str, Any]:
+               max_seconds: float = 40.0) -> dict[str, Any]:
     """`requests` spread over `clients` threads; latencies of successes, and error counts.
 
     Bounded: clients stop starting new requests after `max_seconds` (on a loaded machine)."""
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     requests = args.requests or (100 if args.quick else 400)
     started = time.perf_counter()
     result = run(requests, args.clients, seq_requests=30 if args.quick else 100,
-                 repeats=30 if args.quick else 100, threads=args.worker_threads)
+                 repeats=30 if args.quick else 60, threads=args.worker_threads)
     return finish(result, args.out, started)
 
 

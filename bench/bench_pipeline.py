@@ -165,7 +165,8 @@ def run_flow(data_dir: Path, state_dir: Path, epochs: int) -> dict[str, Any]:
     result = state.result()
     return {
         "wall_seconds": wall, "work_seconds": timer.total, "work_by_call": timer.seconds,
-        "task_run_seconds": task_run_seconds(state.state_details.flow_run_id),
+        # Prefect's own view; its total_run_time can count nested or concurrent runs twice.
+        "task_run_seconds_prefect_api": task_run_seconds(state.state_details.flow_run_id),
         "server_start_seconds": server_start, "endpoint_url": result.endpoint.runtime_endpoint_url,
         "smoke_test": result.smoke_test,
     }
@@ -195,7 +196,9 @@ def trial_peak_rss(data_dir: Path, cache: Path, out: Path) -> tuple[int, int]:
 
 def endpoint_peak_rss(state_dir: Path, url: str, model_dir: Path,
                       images: list[Path]) -> tuple[int, int, int]:
-    """(server + workers, worker count, bare in-process model) peak RSS after 30 requests."""
+    """(sum over the server's process tree, its child count, a bare in-process model) peak RSS
+    after 30 requests. The children are the model workers (and multiprocessing's resource
+    tracker, when one runs)."""
     import boto3
 
     from dogops.local.endpoint import read_endpoint_record
@@ -254,7 +257,7 @@ def run(epochs: int) -> BenchResult:
         Figure("peak RSS, one tuning trial", trial_rss / MB, "MB",
                "process importing torch+torchvision only", torch_rss / MB,
                higher_is_better=False),
-        Figure(f"peak RSS, endpoint (server + {workers} worker)", endpoint_rss / MB, "MB",
+        Figure(f"peak RSS, endpoint (server + {workers} child processes)", endpoint_rss / MB, "MB",
                "bare process serving the model in-process", bare_model_rss / MB,
                higher_is_better=False),
     ]

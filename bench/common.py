@@ -130,6 +130,10 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def _fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
 def table(rows: Sequence[tuple[str, Figure]]) -> str:
     """A markdown table: bench, figure, ours, peer, peer's value, ratio, verdict."""
     lines = [
@@ -141,7 +145,7 @@ def table(rows: Sequence[tuple[str, Figure]]) -> str:
         lines.append(
             f"| {bench} | {f.name} | {_fmt(f.value)} {f.unit} | {f.peer or '-'} | "
             f"{_fmt(f.peer_value)}{' ' + f.unit if f.peer_value is not None else ''} | "
-            f"{'-' if ratio is None else f'{ratio:.2f}'} | {f.verdict} |"
+            f"{'-' if ratio is None else _fmt_ratio(ratio)} | {f.verdict} |"
         )
     return "\n".join(lines)
 

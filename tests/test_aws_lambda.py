@@ -78,7 +78,7 @@ def test_deploy_creates_function_version_and_alias(deployed: tuple[AwsClients, A
     assert config["Runtime"] == "python3.12"
     assert config["Handler"] == "handler.lambda_handler"
     assert config["Role"] == role_arn
-    assert config["Environment"]["Variables"] == {"ENDPOINT_NAME": ENDPOINT}
+    assert config["Environment"]["Variables"] == {"ENDPOINT_NAME": ENDPOINT, "READ_TIMEOUT_S": "25"}
     assert (config["Timeout"], config["MemorySize"]) == (30, 256)
     assert config["CodeSha256"] == package.code_sha256_b64
     assert function["Tags"] == {"project": "dogops", "managed-by": "dogops"}
@@ -118,7 +118,8 @@ def test_changes_update_only_what_changed_and_publish(
     assert info.version == "2" and info.updated
     assert client.get_alias(FunctionName="dogops-predict", Name="live")["FunctionVersion"] == "2"
     version = client.get_function_configuration(FunctionName="dogops-predict", Qualifier="2")
-    assert version["Environment"]["Variables"] == {"ENDPOINT_NAME": "dogops-classifier-v2"}
+    assert version["Environment"]["Variables"] == {
+        "ENDPOINT_NAME": "dogops-classifier-v2", "READ_TIMEOUT_S": "25"}
 
     # A changed handler (a real zip from a copy of the source) uploads code, not configuration.
     source = tmp_path / "handler"

@@ -63,7 +63,12 @@ def desired_configuration(
         "Runtime": RUNTIME,
         "Timeout": settings.lambda_.timeout_s,
         "MemorySize": settings.lambda_.memory_mb,
-        "Environment": {"Variables": {"ENDPOINT_NAME": endpoint_name}},
+        # The handler gives up on the endpoint a few seconds before Lambda would kill it, so a
+        # slow endpoint answers 504 with a JSON body instead of a bare Lambda timeout.
+        "Environment": {"Variables": {
+            "ENDPOINT_NAME": endpoint_name,
+            "READ_TIMEOUT_S": str(max(1, settings.lambda_.timeout_s - 5)),
+        }},
     }
 
 
