@@ -170,9 +170,12 @@ def measure_endpoint(model_dir: Path, workers: int, images: list[bytes], request
         )
         url = str(info.runtime_endpoint_url)
         try:
-            status = json.loads(_get(f"{url}/dogops/status"))
-            if status["workers"]["ready"] != workers:
-                raise RuntimeError(f"expected {workers} ready workers: {status['workers']}")
+            # /ping answers once one worker is up; the others may still be loading the model.
+            deadline = time.monotonic() + 120
+            while (ready := json.loads(_get(f"{url}/dogops/status"))["workers"])["ready"] < workers:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"expected {workers} ready workers: {ready}")
+                time.sleep(0.2)
             sequential(url, images, 20)  # warm-up: connections, first-call costs
             seq = sequential(url, images, seq_requests)
             load = concurrent(url, images, requests, clients)
