@@ -164,6 +164,34 @@ def test_unchanged_thousand_files_make_no_uploads(clients: AwsClients, tmp_path:
     assert second.manifest_sha256 == first.manifest_sha256
 
 
+def test_hash_cache_makes_an_unchanged_resync_read_no_file_and_still_sees_edits(
+    clients: AwsClients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import dogops.aws.s3_sync as s3_sync
+
+    data = small_tree(tmp_path / "data")
+    cache = tmp_path / "state" / "hashes.json"
+    sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, hash_cache=cache)
+    hashed: list[str] = []
+    real = s3_sync.hash_file
+
+    def counting(path: Path, rel: str, **kwargs: Any) -> Any:
+        hashed.append(path.name)
+        return real(path, rel, **kwargs)
+
+    monkeypatch.setattr(s3_sync, "hash_file", counting)
+    again = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, hash_cache=cache)
+    assert hashed == [] and again.uploaded == 0
+
+    edited = data / "train/a/1.jpg"
+    edited.write_bytes(b"a different image")
+    os.utime(edited, ns=(edited.stat().st_atime_ns, edited.stat().st_mtime_ns + 10**9))
+    third = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, hash_cache=cache)
+    assert hashed == ["1.jpg"] and third.uploaded == 1
+    body = clients.client("s3").get_object(Bucket=BUCKET, Key=f"{PREFIX}/train/a/1.jpg")["Body"]
+    assert body.read() == b"a different image"
+
+
 def test_crash_mid_sync_then_rerun_completes(clients: AwsClients, tmp_path: Path):
     data = small_tree(tmp_path / "data")
     sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True)

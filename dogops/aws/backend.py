@@ -80,6 +80,10 @@ class AwsBackend:
             self._role_arn = ensure_sagemaker_role(self.clients, self.settings)
         return self._role_arn
 
+    @property
+    def hash_cache_path(self) -> Path:
+        return self.settings.state_dir / "hash-cache" / f"s3-{self.settings.aws.bucket}.json"
+
     # -- steps ------------------------------------------------------------------------------
     def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
         inspect_dataset(data_dir)  # the same fail-fast layout check as the local backend
@@ -90,6 +94,7 @@ class AwsBackend:
             self.data_prefix,
             create_bucket=self.settings.aws.create_bucket,
             progress=progress,
+            hash_cache=self.hash_cache_path,
         )
 
     def tune(

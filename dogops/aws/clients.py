@@ -101,7 +101,12 @@ class AwsClients:
                     region_name=self.config.region,
                     endpoint_url=self.endpoint_url(service),
                     config=Config(
-                        retries={"max_attempts": self.config.max_attempts, "mode": "standard"},
+                        # total_max_attempts counts the first call; botocore's max_attempts
+                        # counts only the retries after it.
+                        retries={
+                            "total_max_attempts": self.config.max_attempts,
+                            "mode": "standard",
+                        },
                         connect_timeout=10,
                         read_timeout=70,
                     ),

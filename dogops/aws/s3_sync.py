@@ -41,6 +41,7 @@ from s3transfer.utils import ChunksizeAdjuster
 
 from dogops.aws.clients import AwsClients
 from dogops.errors import DataLayoutError, TransientError, UserInputError
+from dogops.hash_cache import HashCache
 from dogops.results import SyncReport
 
 MiB = 1024 * 1024
@@ -303,8 +304,13 @@ def sync_folder(
     multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
     multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE,
     progress_interval_s: float = 2.0,
+    hash_cache: Path | None = None,
 ) -> SyncReport:
-    """Mirror `local_dir` to `s3://bucket/prefix/`; see the module docstring for the guarantees."""
+    """Mirror `local_dir` to `s3://bucket/prefix/`; see the module docstring for the guarantees.
+
+    `hash_cache` (a file in the state dir) keeps each file's hashes by size and mtime, so a
+    re-sync of an unchanged folder reads no file content.
+    """
     started = time.monotonic()
     local_dir = Path(local_dir)
     prefix = prefix.strip("/")
@@ -319,10 +325,15 @@ def sync_folder(
     previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
     remote = list_remote(clients, bucket, prefix)
 
+    cache = HashCache(hash_cache, variant=f"s3:{multipart_threshold}:{multipart_chunksize}")
+
+    def _digests(path: Path) -> dict[str, Any]:
+        f = hash_file(path, "", threshold=multipart_threshold, chunksize=multipart_chunksize)
+        return {"size": f.size, "md5": f.md5, "sha256": f.sha256, "etag": f.etag}
+
     def _hash(item: tuple[Path, str]) -> LocalFile:
-        return hash_file(
-            item[0], item[1], threshold=multipart_threshold, chunksize=multipart_chunksize
-        )
+        path, rel = item
+        return LocalFile(rel=rel, path=path, **cache.hashes(path, rel, _digests))
 
     transfer = TransferConfig(
         multipart_threshold=multipart_threshold,
@@ -375,6 +386,7 @@ def sync_folder(
                 force=done_files == len(to_upload),
             )
 
+    cache.save(keep=set(rels))
     if to_upload:
         remote = verify_uploads(clients, bucket, prefix, to_upload)
     # Only after every upload is verified: remote deletions, then the manifest.

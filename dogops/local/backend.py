@@ -70,7 +70,9 @@ class LocalBackend:
 
     # -- steps -----------------------------------------------------------------------------
     def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
-        return sync_folder(Path(data_dir), self.data_store, progress)
+        return sync_folder(
+            Path(data_dir), self.data_store, progress, self.root / "hash-cache" / "local.json"
+        )
 
     def tune(
         self, data: SyncReport, run_key: str, progress: ProgressFn | None = None,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dogops.backends.base import ProgressFn
 from dogops.dataset import inspect_dataset
+from dogops.hash_cache import HashCache
 from dogops.results import SyncReport
 
 MANIFEST_NAME = "_manifest.json"
@@ -49,19 +50,28 @@ def manifest_bytes(files: dict[str, dict[str, object]]) -> bytes:
     return json.dumps({"version": 1, "files": files}, sort_keys=True, indent=1).encode()
 
 
-def sync_folder(source: Path, dest: Path, progress: ProgressFn | None = None) -> SyncReport:
-    """Mirror `source` (a train/valid/test data folder) into `dest`; see the module docstring."""
+def sync_folder(
+    source: Path, dest: Path, progress: ProgressFn | None = None,
+    hash_cache: Path | None = None,
+) -> SyncReport:
+    """Mirror `source` (a train/valid/test data folder) into `dest`; see the module docstring.
+
+    `hash_cache` keeps each source file's sha256 by size and mtime between syncs.
+    """
     inspect_dataset(source)
     started = time.perf_counter()
     old = load_manifest(dest)
+    cache = HashCache(hash_cache)
     new: dict[str, dict[str, object]] = {}
     uploaded = skipped = bytes_uploaded = 0
     files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
     for index, path in enumerate(files, 1):
         key = path.relative_to(source).as_posix()
-        size = path.stat().st_size
-        sha = file_sha256(path)
-        new[key] = {"size": size, "sha256": sha}
+        digests = cache.hashes(
+            path, key, lambda p: {"size": p.stat().st_size, "sha256": file_sha256(p)}
+        )
+        size = int(digests["size"])
+        new[key] = {"size": size, "sha256": digests["sha256"]}
         target = dest / key
         previous = old.get(key)
         if (
@@ -82,6 +92,7 @@ def sync_folder(source: Path, dest: Path, progress: ProgressFn | None = None) ->
         if stale.is_file():
             stale.unlink()
             deleted += 1
+    cache.save(keep=set(new))
     body = manifest_bytes(new)
     write_atomic(dest / MANIFEST_NAME, body)
     return SyncReport(
