@@ -93,14 +93,17 @@ def peer_startup(aws: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_project(url: str, folder: Path, bucket: str) -> tuple[float, Any]:
+def run_project(url: str, folder: Path, bucket: str, hash_cache: Path) -> tuple[float, Any]:
     from dogops.aws.clients import AwsClients
     from dogops.aws.s3_sync import sync_folder
     from dogops.settings import AwsConfig
 
     clients = AwsClients(AwsConfig(endpoint_url=url, region="us-east-1", bucket=bucket))
     started = time.perf_counter()
-    report = sync_folder(clients, folder, bucket, PREFIX, create_bucket=True)
+    # The hash cache in the state dir, as `AwsBackend.upload_data` passes it.
+    report = sync_folder(
+        clients, folder, bucket, PREFIX, create_bucket=True, hash_cache=hash_cache
+    )
     return time.perf_counter() - started, report
 
 
@@ -125,9 +128,11 @@ def run(files: int) -> BenchResult:
         peer_again = run_peer(aws, url, folder, "bench-peer")
         reset_moto(url)
 
-        ours_first, report = run_project(url, folder, "bench-dogops")
+        cache = folder.parent / "hash-cache.json"
+        cache.unlink(missing_ok=True)
+        ours_first, report = run_project(url, folder, "bench-dogops", cache)
         our_objects = count_objects(url, "bench-dogops")
-        ours_again, again = run_project(url, folder, "bench-dogops")
+        ours_again, again = run_project(url, folder, "bench-dogops", cache)
     if peer_objects != (n_files, n_bytes) or our_objects != (n_files, n_bytes):
         raise RuntimeError(f"incomplete upload: folder {(n_files, n_bytes)}, "
                            f"peer {peer_objects}, dogops {our_objects}")
