@@ -96,7 +96,9 @@ def test_whole_pipeline_then_rerun_creates_nothing(
     assert any("attaching" in line for line in lines)
 
     planned = backend.teardown(apply=False)
-    assert planned[:2] == [
+    # The order AWS needs: scaling first (an endpoint with a scalable target cannot go).
+    assert planned[:3] == [
+        "scaling-policy:dogops-classifier-AllTraffic-invocations-per-instance",
         "scalable-target:endpoint/dogops-classifier/variant/AllTraffic",
         "endpoint:dogops-classifier",
     ]
