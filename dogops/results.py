@@ -66,6 +66,23 @@ class TrainedModel(BaseModel):
     reused: bool = False
     version: str = Field("", description="Content hash of model.tar.gz (or the job name).")
 
+    @classmethod
+    def from_metadata(
+        cls, metadata: dict[str, Any], metrics: dict[str, float] | None = None, **fields: Any
+    ) -> TrainedModel:
+        """A record from the `metadata.json` that `model_code/train.py` writes beside the model;
+        `metrics` (e.g. a job's final metrics) are kept where the metadata has none."""
+        merged = dict(metrics or {})
+        merged.update({k: float(v) for k, v in metadata.get("metrics", {}).items()
+                       if isinstance(v, (int, float))})
+        return cls(
+            metrics=merged,
+            per_class_accuracy=metadata.get("per_class_accuracy", {}),
+            confusion_matrix=metadata.get("confusion_matrix", []),
+            class_names=metadata.get("class_names", []),
+            **fields,
+        )
+
 
 class EndpointInfo(BaseModel):
     """A live (or at least created) endpoint."""

@@ -157,19 +157,12 @@ def trained_model(
     job_metrics: dict[str, float],
     reused: bool,
 ) -> TrainedModel:
-    meta = read_model_metadata(clients, model_uri)
-    metrics = dict(job_metrics)
-    metrics.update(
-        {k: float(v) for k, v in meta.get("metrics", {}).items() if isinstance(v, (int, float))}
-    )
-    return TrainedModel(
+    return TrainedModel.from_metadata(
+        read_model_metadata(clients, model_uri),
+        job_metrics,
         job_name=job_name,
         model_uri=model_uri,
         hyperparameters=hyperparameters,
-        metrics=metrics,
-        per_class_accuracy=meta.get("per_class_accuracy", {}),
-        confusion_matrix=meta.get("confusion_matrix", []),
-        class_names=meta.get("class_names", []),
         reused=reused,
         version=model_version(clients, model_uri, job_name),
     )

@@ -77,16 +77,11 @@ def trained_model_record(
     job_name: str, model_dir: Path, archive: Path, version: str,
     hyperparameters: dict[str, Any], reused: bool,
 ) -> TrainedModel:
-    meta = read_metadata(model_dir)
-    return TrainedModel(
+    return TrainedModel.from_metadata(
+        read_metadata(model_dir),
         job_name=job_name,
         model_uri=archive.resolve().as_uri(),
         hyperparameters=hyperparameters,
-        metrics={k: float(v) for k, v in meta.get("metrics", {}).items()
-                 if isinstance(v, (int, float))},
-        per_class_accuracy=meta.get("per_class_accuracy", {}),
-        confusion_matrix=meta.get("confusion_matrix", []),
-        class_names=meta.get("class_names", []),
         reused=reused,
         version=version[:16],
     )
