@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from dogops.dataset import DatasetSummary, inspect_dataset
 from dogops.results import SyncReport
@@ -12,7 +13,7 @@ from dogops.settings import Settings
 from tasks.common import RETRYING, backend_for, progress
 
 
-@task(name="validate-data", cache_policy=RETRYING["cache_policy"])
+@task(name="validate-data", cache_policy=NO_CACHE)
 def validate_data(data_dir: Path | None) -> DatasetSummary:
     """Fail fast, before anything is uploaded or trained, on a wrong data folder."""
     return inspect_dataset(data_dir)
