@@ -65,6 +65,9 @@ class TrainedModel(BaseModel):
     class_names: list[str] = Field(default_factory=list)
     reused: bool = False
     version: str = Field("", description="Content hash of model.tar.gz (or the job name).")
+    training_seconds: float = Field(
+        0.0, description="Instance-seconds this step trained for: 0 when a model was reused."
+    )
 
     @classmethod
     def from_metadata(

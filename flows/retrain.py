@@ -12,7 +12,6 @@ With `require_approval`, the run pauses for a person's answer in the Prefect UI;
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -88,11 +87,9 @@ def retrain(
     key = make_run_key(settings, data)
     tuned = tune(settings, data, key)
     report_tuning(tuned)
-    started = time.perf_counter()
     candidate = train_best(settings, data, tuned, key)
-    training_s = 0.0 if candidate.reused else time.perf_counter() - started
     evaluate(candidate, tuned)
-    report_cost(settings, tuned, training_s)
+    report_cost(settings, tuned, candidate.training_seconds)
 
     test_dir = data_root / "test"
     decision = decide(

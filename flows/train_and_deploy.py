@@ -9,7 +9,6 @@ before the Lambda because the function needs its (least-privilege) role to exist
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +95,7 @@ def train_and_deploy(
     key = make_run_key(settings, data)
     tuned = tune(settings, data, key)
     report_tuning(tuned)
-    started = time.perf_counter()
     model = train_best(settings, data, tuned, key)
-    training_s = 0.0 if model.reused else time.perf_counter() - started
     evaluate(model, tuned)
     live = deploy(settings, model, key)
     report_endpoint(live, settings.backend, settings.aws.region)
@@ -112,7 +109,7 @@ def train_and_deploy(
     if isinstance(smoke, StepSkipped):
         logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
     entry = record_model(settings, model, data, live, "train-and-deploy")
-    report_cost(settings, tuned, training_s)
+    report_cost(settings, tuned, model.training_seconds)
     report_summary(
         reporting.summary_markdown(
             settings.backend, data, tuned, model, live, scaled, security, function, smoke

@@ -269,4 +269,9 @@ def train_best(
     hyperparameters = parse_hyperparameters(
         job.get("HyperParameters") or request["HyperParameters"]
     )
-    return trained_model(clients, name, uri, hyperparameters, job_metrics, reused)
+    model = trained_model(clients, name, uri, hyperparameters, job_metrics, reused)
+    if not reused:
+        model.training_seconds = float(
+            job.get("BillableTimeInSeconds") or job.get("TrainingTimeInSeconds") or 0
+        )
+    return model

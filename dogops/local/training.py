@@ -75,7 +75,7 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
 
 def trained_model_record(
     job_name: str, model_dir: Path, archive: Path, version: str,
-    hyperparameters: dict[str, Any], reused: bool,
+    hyperparameters: dict[str, Any], reused: bool, training_seconds: float = 0.0,
 ) -> TrainedModel:
     return TrainedModel.from_metadata(
         read_metadata(model_dir),
@@ -84,6 +84,7 @@ def trained_model_record(
         hyperparameters=hyperparameters,
         reused=reused,
         version=version[:16],
+        training_seconds=training_seconds,
     )
 
 
@@ -148,7 +149,9 @@ def train_final(
     version = make_model_archive(model_dir, archive)
     if progress:
         progress(f"training job {job_name} finished in {outcome.seconds:.1f} s: {metrics}")
-    return trained_model_record(job_name, model_dir, archive, version, hyperparameters, False)
+    return trained_model_record(
+        job_name, model_dir, archive, version, hyperparameters, False, outcome.seconds
+    )
 
 
 def package_trial(
