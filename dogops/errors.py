@@ -2,8 +2,14 @@
 
     DogopsError
     ├── UserInputError        the caller's mistake: bad data, bad ranges, bad event. Never retried.
-    │   └── DataLayoutError   the data folder does not have the train/valid/test class layout.
+    │   ├── DataLayoutError   the data folder does not have the train/valid/test class layout.
+    │   ├── NotOwnedError     a same-named AWS resource exists without dogops's ownership tags:
+    │   │                     nothing about it is changed; pick another name in the settings.
+    │   └── PermissionDeniedError  AWS refused a call (AccessDenied): names the role and the
+    │                         missing permission. Never retried.
     ├── TransientError        throttling, 5xx, connection resets, a server still starting. Retried.
+    │   └── RoleNotAssumableYet  a role made seconds ago that a service cannot assume yet (IAM
+    │                         propagates in seconds): retried with backoff for about two minutes.
     └── OperationFailedError  a job or endpoint ended in a failed state: retrying will not help.
 
 Tasks pass `retry_condition_fn=is_transient` so that only `TransientError` (and botocore's
@@ -27,8 +33,20 @@ class DataLayoutError(UserInputError):
     """The data folder is missing, empty or not in the train/valid/test ImageFolder layout."""
 
 
+class NotOwnedError(UserInputError):
+    """A resource with dogops's name exists but does not carry dogops's ownership tags."""
+
+
+class PermissionDeniedError(UserInputError):
+    """AWS refused a call for lack of a permission; the message names the role and the action."""
+
+
 class TransientError(DogopsError):
     """A failure that may pass if the same call is made again a little later."""
+
+
+class RoleNotAssumableYet(TransientError):
+    """A service cannot assume a (new) role yet: IAM is eventually consistent."""
 
 
 class OperationFailedError(DogopsError):

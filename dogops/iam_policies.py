@@ -162,16 +162,51 @@ def _normalise_prefix(prefix: str) -> str:
     return cleaned
 
 
+# Where things live under the project prefix (`dogops.aws.backend` module docstring): the role
+# reads the data and the model code, and reads and writes the job outputs (model.tar.gz,
+# output.tar.gz) that training writes and endpoints load. The registry, the data and the code are
+# written by the operator only: a job that could overwrite `code/` could run its code in the next.
+DATA_FOLDER = "data"
+CODE_FOLDER = "code"
+OUTPUT_FOLDERS = ("tuning", "training")
+
+_ECR_IMAGE = re.compile(
+    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+    r"(?P<repo>[a-z0-9][a-z0-9._/-]*)(:[\w.-]+|@sha256:[0-9a-f]{64})?$"
+)
+
+
+def ecr_repository_arn(image_uri: str) -> str:
+    """`ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG` -> the repository's ARN, in the image's
+    own (registry) account: the PyTorch images live in AWS's Deep Learning Containers account."""
+    found = _ECR_IMAGE.match(image_uri or "")
+    if not found:
+        raise UserInputError(
+            f"image {image_uri!r} is not an ECR image URI "
+            "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG): SageMaker pulls from ECR only."
+        )
+    region = found["region"]
+    return (
+        f"arn:{partition(region)}:ecr:{region}:{found['account']}:repository/{found['repo']}"
+    )
+
+
 def sagemaker_execution_policy(
-    region: str, account_id: str, bucket: str, prefix: str
+    region: str, account_id: str, bucket: str, prefix: str, images: list[str]
 ) -> dict[str, Any]:
-    """What training jobs and endpoints need: the project's S3 prefix, their logs and metrics,
-    and pulling container images. Replaces `AmazonSageMakerFullAccess`."""
+    """What SageMaker does on the role's behalf for tuning, training and hosting with `images`
+    (the image URIs the jobs and the model use): pull those images, read the data and code, read
+    and write the job outputs, write its logs and metrics. Nothing else: no other bucket, no
+    `iam:*`, no SageMaker control-plane call. Replaces `AmazonSageMakerFullAccess`."""
     _region_account(region, account_id)
     _check(bucket, _BUCKET, "S3 bucket name", "use 3-63 lower-case letters, digits, . and -.")
     key_prefix = _normalise_prefix(prefix)
+    if not images:
+        raise UserInputError("no container image given: the role must be able to pull one.")
     part = partition(region)
     logs = f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/sagemaker/*"
+    objects = f"arn:{part}:s3:::{bucket}/{key_prefix}"
+    outputs = [f"{objects}/{folder}/*" for folder in OUTPUT_FOLDERS]
     return {
         "Version": POLICY_VERSION,
         "Statement": [
@@ -183,10 +218,16 @@ def sagemaker_execution_policy(
                 "Condition": {"StringLike": {"s3:prefix": [key_prefix, f"{key_prefix}/*"]}},
             },
             {
-                "Sid": "ReadWriteProjectObjects",
+                "Sid": "ReadDataCodeAndOutputs",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": f"arn:{part}:s3:::{bucket}/{key_prefix}/*",
+                "Action": "s3:GetObject",
+                "Resource": [f"{objects}/{DATA_FOLDER}/*", f"{objects}/{CODE_FOLDER}/*", *outputs],
+            },
+            {
+                "Sid": "WriteJobOutputs",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": outputs,
             },
             {
                 "Sid": "SageMakerLogs",
@@ -215,14 +256,14 @@ def sagemaker_execution_policy(
                 "Resource": "*",  # GetAuthorizationToken has no resource-level permissions.
             },
             {
-                "Sid": "EcrPullOwnAccount",
+                "Sid": "EcrPullChosenImages",
                 "Effect": "Allow",
                 "Action": [
                     "ecr:BatchCheckLayerAvailability",
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                 ],
-                "Resource": f"arn:{part}:ecr:{region}:{account_id}:repository/*",
+                "Resource": sorted({ecr_repository_arn(image) for image in images}),
             },
         ],
     }

@@ -15,6 +15,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 import dogops.aws.lambda_deploy as lambda_deploy
+from dogops.aws import propagation
 from dogops.aws.clients import AwsClients
 from dogops.aws.iam import ensure_lambda_role
 from dogops.aws.lambda_deploy import (
@@ -220,7 +221,7 @@ def test_create_retries_while_new_role_cannot_be_assumed(
 ) -> None:
     # Real IAM needs seconds before Lambda can assume a new role; moto never refuses, so stub it.
     slept: list[float] = []
-    monkeypatch.setattr(lambda_deploy, "_sleep", slept.append)
+    monkeypatch.setattr(propagation, "_sleep", slept.append)
     client, stubber = _stubbed_lambda()
     package = build_package()
     settings = _settings(aws_settings)

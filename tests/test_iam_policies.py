@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from iam_tables import lambda_tables, lint, refusals, sagemaker_tables
+from moto.iam.access_control import IAMPolicy, PermissionResult
 
+from dogops.aws.iam import execution_images
 from dogops.errors import UserInputError
 from dogops.iam_policies import (
     FULL_ACCESS_MANAGED_POLICIES,
+    ecr_repository_arn,
     is_aws_managed,
     is_full_access_policy,
     lambda_execution_policy,
@@ -16,6 +21,7 @@ from dogops.iam_policies import (
     sagemaker_execution_policy,
     sagemaker_trust_policy,
 )
+from dogops.settings import Settings
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
 
@@ -53,14 +59,25 @@ def test_lambda_policy_is_exactly_one_endpoint_and_own_logs() -> None:
     assert all("Condition" not in s and "NotAction" not in s for s in policy["Statement"])
 
 
+IMAGES = [
+    f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-training:2.5-gpu-py311",
+    f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch-inference:2.5-cpu-py311",
+]
+
+
 def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
-    policy = sagemaker_execution_policy(REGION, ACCOUNT, "dogops-data", "/dogops/")
+    policy = sagemaker_execution_policy(REGION, ACCOUNT, "dogops-data", "/dogops/", IMAGES)
     grants = _grants(policy)
     s3 = {(a, r) for a, r in grants if a.startswith("s3:")}
+    objects = "arn:aws:s3:::dogops-data/dogops"
     assert s3 == {
         ("s3:ListBucket", "arn:aws:s3:::dogops-data"),
-        ("s3:GetObject", "arn:aws:s3:::dogops-data/dogops/*"),
-        ("s3:PutObject", "arn:aws:s3:::dogops-data/dogops/*"),
+        ("s3:GetObject", f"{objects}/data/*"),
+        ("s3:GetObject", f"{objects}/code/*"),
+        ("s3:GetObject", f"{objects}/tuning/*"),
+        ("s3:GetObject", f"{objects}/training/*"),
+        ("s3:PutObject", f"{objects}/tuning/*"),
+        ("s3:PutObject", f"{objects}/training/*"),
     }
     listing = next(s for s in policy["Statement"] if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dogops", "dogops/*"]}}
@@ -71,8 +88,10 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
     assert metrics["Condition"] == {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}
     ecr = {(a, r) for a, r in grants if a.startswith("ecr:")}
     assert ("ecr:GetAuthorizationToken", "*") in ecr
+    # The images' own repositories, in the registry account the image URIs name.
     assert {r for a, r in ecr if a != "ecr:GetAuthorizationToken"} == {
-        f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/*"
+        f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-training",
+        f"arn:aws:ecr:{REGION}:763104351884:repository/pytorch-inference",
     }
     # "*" only where AWS offers no resource-level permission, and no action wildcards at all.
     assert {a for a, r in grants if r == "*"} == {
@@ -81,6 +100,79 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
     }
     assert not any("*" in action for action, _ in grants)
     assert not any(a.startswith(("iam:", "sagemaker:", "lambda:")) for a, _ in grants)
+
+
+@pytest.mark.parametrize(
+    ("image", "arn"),
+    [
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-gpu-py311",
+         "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-training"),
+        ("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-inference:2.5-cpu-py311",
+         "arn:aws-cn:ecr:cn-north-1:727897471807:repository/pytorch-inference"),
+        (f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/team/dogs@sha256:{'a' * 64}",
+         f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/team/dogs"),
+    ],
+)
+def test_ecr_repository_arn(image: str, arn: str) -> None:
+    assert ecr_repository_arn(image) == arn
+
+
+@pytest.mark.parametrize("image", ["pytorch:latest", "docker.io/library/python:3.12", ""])
+def test_non_ecr_images_are_refused(image: str) -> None:
+    with pytest.raises(UserInputError, match="not an ECR image URI"):
+        ecr_repository_arn(image)
+
+
+# --- proven by evaluation (moto's IAM evaluator) and linted (parliament), per region ------------
+
+# ap-east-1's Deep Learning Containers live in another account than most regions' 763104351884.
+REGIONS = [("us-east-1", "763104351884"), ("ap-east-1", "871362719292")]
+
+
+def _settings(region: str) -> Settings:
+    return Settings(aws={"region": region, "bucket": "dogops-data", "prefix": "dogops"})
+
+
+@pytest.mark.parametrize(("region", "registry_account"), REGIONS)
+def test_sagemaker_role_policy_passes_both_tables(region: str, registry_account: str) -> None:
+    settings = _settings(region)
+    images = execution_images(settings)  # the lookup that also picks the jobs' image URIs
+    assert {image.split(".", 1)[0] for image in images} == {registry_account}
+    document = sagemaker_execution_policy(region, ACCOUNT, "dogops-data", "dogops", images)
+    allow, refuse = sagemaker_tables(region, ACCOUNT, registry_account, "dogops-data", "dogops")
+    assert refusals(document, allow, refuse) == []
+    assert lint(document) == []
+
+
+@pytest.mark.parametrize(("region", "_registry"), REGIONS)
+def test_lambda_role_policy_passes_both_tables(region: str, _registry: str) -> None:
+    document = lambda_execution_policy(region, ACCOUNT, "Dog-Classifier", "dogops-predict")
+    allow, refuse = lambda_tables(region, ACCOUNT, "Dog-Classifier", "dogops-predict")
+    assert refusals(document, allow, refuse) == []
+    assert lint(document) == []
+
+
+def test_the_checkers_catch_a_too_broad_and_a_malformed_policy() -> None:
+    """The tables and the linter can fail: the original project's kind of policy fails both."""
+    broad = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:*", "ecr:*", "iam:PassRole"], "Resource": "*"}]}
+    allow, refuse = sagemaker_tables("us-east-1", ACCOUNT, "763104351884", "dogops-data", "dogops")
+    wrong = refusals(broad, allow, refuse)
+    assert "allowed but must not be: iam:PassRole" in " ".join(wrong)
+    assert any("not allowed but must be: logs:CreateLogGroup" in w for w in wrong)
+    misspelt = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:GetObjekt", "Resource": "arn:aws:s3:::b/*"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b"}]}
+    issues = " ".join(lint(misspelt))
+    assert "UNKNOWN_ACTION" in issues and "RESOURCE_MISMATCH" in issues
+
+
+def test_trust_policies_allow_assume_role_only() -> None:
+    for policy in (lambda_trust_policy(), sagemaker_trust_policy()):
+        evaluator = IAMPolicy(json.dumps(policy))
+        assert evaluator.is_action_permitted("sts:AssumeRole") == PermissionResult.PERMITTED
+        for action in ("sts:AssumeRoleWithWebIdentity", "iam:PassRole", "s3:GetObject"):
+            assert evaluator.is_action_permitted(action) != PermissionResult.PERMITTED
 
 
 def test_trust_policies_name_only_their_service() -> None:
@@ -116,7 +208,7 @@ def test_bad_inputs_rejected(args: tuple[str, str, str, str]) -> None:
 @pytest.mark.parametrize("prefix", ["", "/", "data/*"])
 def test_sagemaker_policy_refuses_whole_bucket(prefix: str) -> None:
     with pytest.raises(UserInputError, match="prefix"):
-        sagemaker_execution_policy(REGION, ACCOUNT, "dogops-data", prefix)
+        sagemaker_execution_policy(REGION, ACCOUNT, "dogops-data", prefix, IMAGES)
 
 
 def test_full_access_list() -> None:

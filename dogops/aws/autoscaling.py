@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dogops.aws import ownership
 from dogops.aws.clients import AwsClients
 from dogops.errors import UserInputError
 from dogops.results import ScalingInfo
@@ -114,15 +115,32 @@ def _describe_policies(client: Any, rid: str) -> list[dict[str, Any]]:
         kwargs["NextToken"] = page["NextToken"]
 
 
+def _require_endpoint_ours(clients: AwsClients, endpoint_name: str, project: str) -> None:
+    """The scaling of an endpoint is changed only when the endpoint is ours (the ownership rule);
+    a missing endpoint is left to AWS to refuse."""
+    sm = clients.client("sagemaker")
+    try:
+        described = sm.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+            return
+        raise
+    ownership.require_endpoint_ours(sm, described, project)
+
+
 def register_autoscaling(
-    clients: AwsClients, endpoint_name: str, scaling: ScalingConfig, variant: str = "AllTraffic"
+    clients: AwsClients, endpoint_name: str, scaling: ScalingConfig, variant: str = "AllTraffic",
+    *, project: str | None = None,
 ) -> ScalingInfo:
     """Register the variant as a scalable target and put target tracking on invocations/instance.
 
     Idempotent: each call is skipped when AWS already has the same values. `scaling.enabled` is
-    the caller's switch (the flow skips this step when it is off).
+    the caller's switch (the flow skips this step when it is off). With `project`, an endpoint
+    not tagged as that project's stops it before any change (`NotOwnedError`).
     """
     validate_scaling(endpoint_name, scaling, variant)
+    if project is not None:
+        _require_endpoint_ours(clients, endpoint_name, project)
     client = clients.client("application-autoscaling")
     rid = resource_id(endpoint_name, variant)
     name = policy_name(endpoint_name, variant)

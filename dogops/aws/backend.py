@@ -156,7 +156,8 @@ class AwsBackend:
         from dogops.aws.autoscaling import register_autoscaling
 
         return register_autoscaling(
-            self.clients, endpoint.name, self.settings.scaling, endpoint_mod.VARIANT
+            self.clients, endpoint.name, self.settings.scaling, endpoint_mod.VARIANT,
+            project=self.settings.project,
         )
 
     def secure(self, endpoint: EndpointInfo) -> SecurityReport:

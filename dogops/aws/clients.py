@@ -20,6 +20,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from dogops.aws.propagation import is_role_not_assumable
 from dogops.settings import AwsConfig
 
 TRANSIENT_ERROR_CODES = frozenset(
@@ -48,7 +49,10 @@ TRANSIENT_ERROR_CODES = frozenset(
 
 
 def is_transient_aws_error(exc: BaseException) -> bool:
-    """Throttling, 5xx and connection failures are transient; every other client error is not."""
+    """Throttling, 5xx, connection failures and a role not assumable yet (IAM propagation) are
+    transient; every other client error is not."""
+    if is_role_not_assumable(exc):
+        return True
     if isinstance(
         exc, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
     ):

@@ -27,8 +27,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogops.aws import naming
+from dogops.aws import naming, ownership
 from dogops.aws.clients import AwsClients
+from dogops.aws.propagation import call_with_role
 from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
 from dogops.errors import OperationFailedError
 from dogops.results import EndpointInfo, TrainedModel
@@ -220,6 +221,9 @@ def deploy_endpoint(
     """Create or update the endpoint to serve `model`; see the module docstring."""
     sm = clients.client("sagemaker")
     name = settings.endpoint.name
+    existing = describe_endpoint(clients, name)
+    if existing is not None:  # someone else's endpoint of that name: stop before creating a thing
+        ownership.require_endpoint_ours(sm, existing, settings.project)
     version = model_version(model)
     image = image_uri or framework_image(
         settings.aws.region, settings.training, settings.endpoint.instance_type, "inference"
@@ -234,7 +238,7 @@ def deploy_endpoint(
     model_name = mreq["ModelName"]
     _ensure(
         lambda: sm.describe_model(ModelName=model_name),
-        lambda: sm.create_model(**mreq),
+        lambda: call_with_role(sm.create_model, role_arn, "CreateModel", **mreq),
         f"model {model_name} ({model.model_uri})",
         progress,
     )
@@ -321,21 +325,26 @@ def _children(
 def delete_endpoint_resources(
     clients: AwsClients,
     endpoint_name: str,
+    project: str,
     *,
-    apply: bool = True,
+    apply: bool = False,
     progress: ProgressFn | None = None,
     timeout_s: float = DEFAULT_ENDPOINT_TIMEOUT_S,
     poll_s: float = DEFAULT_POLL_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
-    """The endpoint, then every config and model named after it (older versions too).
+    """The endpoint, then every config and model named after it (older versions too), each only
+    when tagged as `project`'s (the rest is left and logged). Dry run unless `apply`.
 
     The caller deregisters the variant's scalable target first: AWS refuses to delete an endpoint
     that still has one. Returns `kind:name` per resource, deleted or (without `apply`) to delete.
     """
     sm = clients.client("sagemaker")
     done: list[str] = []
-    if describe_endpoint(clients, endpoint_name) is not None:
+    described = describe_endpoint(clients, endpoint_name)
+    if described is not None and not ownership.endpoint_owned(sm, described, project):
+        logger.warning("Leaving endpoint %s: not tagged as %s's", endpoint_name, project)
+    elif described is not None:
         if apply:
             sm.delete_endpoint(EndpointName=endpoint_name)
             deadline = time.monotonic() + timeout_s
@@ -350,12 +359,18 @@ def delete_endpoint_resources(
         clients, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName",
         child_prefix(endpoint_name, "c"),
     ):
+        arn = sm.describe_endpoint_config(EndpointConfigName=config)["EndpointConfigArn"]
+        if not ownership.is_ours(ownership.sagemaker_tags(sm, arn), project):
+            continue
         if apply:
             sm.delete_endpoint_config(EndpointConfigName=config)
         done.append(f"endpoint-config:{config}")
     for model in _children(
         clients, "list_models", "Models", "ModelName", child_prefix(endpoint_name, "m")
     ):
+        arn = sm.describe_model(ModelName=model)["ModelArn"]
+        if not ownership.is_ours(ownership.sagemaker_tags(sm, arn), project):
+            continue
         if apply:
             sm.delete_model(ModelName=model)
         done.append(f"model:{model}")

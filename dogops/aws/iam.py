@@ -4,9 +4,11 @@ Each role gets one customer-managed policy of the same name whose document comes
 `dogops.iam_policies`. Re-running compares what AWS holds with what is wanted and changes only the
 difference: a changed document becomes a new default policy version (the oldest non-default
 versions are pruned first, because AWS keeps at most five). Everything is tagged
-`project=<project>` and `managed-by=dogops`; `delete_project_roles` only ever touches what carries
-both tags. No AWS-managed full-access policy is ever attached, and one found on our own role is
-detached (the original project's Lambda role had `AmazonSageMakerFullAccess`).
+`project=<project>` and `managed-by=dogops`, and the ownership rule (`dogops.aws.ownership`) holds
+for every change: a same-named role or policy without both tags stops the run before anything is
+created or changed, and `delete_project_roles` only ever touches what carries both tags. No
+AWS-managed full-access policy is ever attached, and one found on our own role is detached (the
+original project's Lambda role had `AmazonSageMakerFullAccess`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from botocore.exceptions import ClientError
 
 from dogops import iam_policies
 from dogops.aws.clients import AwsClients
+from dogops.aws.ownership import (
+    LAMBDA_ROLE_SETTING,
+    SAGEMAKER_ROLE_SETTING,
+    is_ours,
+    require_ours,
+)
 from dogops.errors import UserInputError
 from dogops.results import SecurityReport
 from dogops.settings import Settings
@@ -53,11 +61,6 @@ def project_tags(settings: Settings) -> list[dict[str, str]]:
         {"Key": "project", "Value": settings.project},
         {"Key": "managed-by", "Value": MANAGED_BY},
     ]
-
-
-def _is_ours(tags: list[dict[str, str]], project: str) -> bool:
-    found = {t["Key"]: t["Value"] for t in tags}
-    return found.get("project") == project and found.get("managed-by") == MANAGED_BY
 
 
 def _code(exc: ClientError) -> str:
@@ -119,13 +122,10 @@ def _ensure_role(
         log.info("Created IAM role %s", name)
         return str(role["Arn"])
 
+    # `_require_names_ours` has checked the tags: this role is ours to change.
     if _canonical(role.get("AssumeRolePolicyDocument") or {}) != _canonical(trust):
         iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
         notes.append(f"updated trust policy of role {name}")
-    tags = role.get("Tags") or iam.list_role_tags(RoleName=name)["Tags"]
-    if not _is_ours(tags, settings.project):
-        iam.tag_role(RoleName=name, Tags=project_tags(settings))
-        notes.append(f"tagged role {name}")
     for attached in _attached(iam, name):
         if iam_policies.is_full_access_policy(attached["PolicyArn"]):
             iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
@@ -189,10 +189,6 @@ def _ensure_policy(
             + (f" (pruned {', '.join(pruned)})" if pruned else "")
         )
         log.info("Policy %s now at version %s", name, created["VersionId"])
-    if not _is_ours(
-        policy.get("Tags") or iam.list_policy_tags(PolicyArn=arn)["Tags"], settings.project
-    ):
-        iam.tag_policy(PolicyArn=arn, Tags=project_tags(settings))
     return str(policy["Arn"])
 
 
@@ -205,6 +201,28 @@ def _ensure_attached(iam: Any, role: str, policy_arn: str) -> None:
         iam.attach_role_policy(RoleName=role, PolicyArn=policy_arn)
 
 
+def _require_names_ours(
+    iam: Any, role: str, policy_arn: str, project: str, setting: str
+) -> None:
+    """Before any change: a same-named role or policy must carry our tags (`NotOwnedError`)."""
+    try:
+        found = iam.get_role(RoleName=role)["Role"]
+    except ClientError as exc:
+        if _code(exc) != "NoSuchEntity":
+            raise
+    else:
+        tags = found.get("Tags") or iam.list_role_tags(RoleName=role)["Tags"]
+        require_ours(tags, project, f"IAM role {role}", setting)
+    try:
+        iam.get_policy(PolicyArn=policy_arn)
+    except ClientError as exc:
+        if _code(exc) != "NoSuchEntity":
+            raise
+    else:
+        tags = iam.list_policy_tags(PolicyArn=policy_arn)["Tags"]
+        require_ours(tags, project, f"IAM policy {policy_arn}", setting)
+
+
 def _ensure_role_with_policy(
     clients: AwsClients,
     settings: Settings,
@@ -214,8 +232,12 @@ def _ensure_role_with_policy(
     account_id: str,
     description: str,
     notes: list[str],
+    setting: str,
 ) -> str:
     iam = clients.client("iam")
+    _require_names_ours(
+        iam, role, _policy_arn(settings, account_id, role), settings.project, setting
+    )
     role_arn = _ensure_role(iam, role, trust, description, settings, notes)
     policy_arn = _ensure_policy(
         iam, _policy_arn(settings, account_id, role), role, document, description, settings, notes
@@ -244,10 +266,24 @@ def ensure_lambda_role(
         account_id,
         f"dogops: Lambda {settings.lambda_.function_name} invokes endpoint {endpoint_name} only",
         notes,
+        LAMBDA_ROLE_SETTING,
     )
     if not notes:
         notes.append(f"role {role} and its policy already as wanted")
     return SecurityReport(lambda_role_arn=role_arn, lambda_policy=document, notes=notes)
+
+
+def execution_images(settings: Settings) -> list[str]:
+    """The images the execution role must pull: tuning, final training and hosting, from the
+    same lookup that puts them in the requests (so the registry account is the image's own)."""
+    from dogops.aws.tuning import framework_image
+
+    region, training = settings.aws.region, settings.training
+    return sorted({
+        framework_image(region, training, training.tuning_instance_type),
+        framework_image(region, training, training.training_instance_type),
+        framework_image(region, training, settings.endpoint.instance_type, "inference"),
+    })
 
 
 def ensure_sagemaker_role(clients: AwsClients, settings: Settings) -> str:
@@ -257,7 +293,8 @@ def ensure_sagemaker_role(clients: AwsClients, settings: Settings) -> str:
         return settings.aws.sagemaker_role_arn
     account_id = clients.account_id()
     document = iam_policies.sagemaker_execution_policy(
-        settings.aws.region, account_id, settings.aws.bucket, settings.aws.prefix
+        settings.aws.region, account_id, settings.aws.bucket, settings.aws.prefix,
+        execution_images(settings),
     )
     notes: list[str] = []
     arn = _ensure_role_with_policy(
@@ -269,6 +306,7 @@ def ensure_sagemaker_role(clients: AwsClients, settings: Settings) -> str:
         account_id,
         f"dogops: SageMaker jobs and endpoints, s3://{settings.aws.bucket}/{settings.aws.prefix}",
         notes,
+        SAGEMAKER_ROLE_SETTING,
     )
     for note in notes:
         log.info(note)
@@ -300,14 +338,22 @@ def _delete_role(iam: Any, name: str) -> None:
     iam.delete_role(RoleName=name)
 
 
-def _detach_everywhere(iam: Any, policy_arn: str) -> None:
+def _foreign_attachments(iam: Any, policy_arn: str, project: str) -> list[str]:
+    """Roles (not tagged as ours), users and groups the policy is attached to: detaching it from
+    them would change something dogops does not own, so the policy then stays."""
     entities = iam.list_entities_for_policy(PolicyArn=policy_arn)
-    for role in entities.get("PolicyRoles", []):
+    foreign = [
+        f"role {r['RoleName']}" for r in entities.get("PolicyRoles", [])
+        if not is_ours(iam.list_role_tags(RoleName=r["RoleName"])["Tags"], project)
+    ]
+    foreign += [f"user {u['UserName']}" for u in entities.get("PolicyUsers", [])]
+    foreign += [f"group {g['GroupName']}" for g in entities.get("PolicyGroups", [])]
+    return foreign
+
+
+def _detach_from_own_roles(iam: Any, policy_arn: str) -> None:
+    for role in iam.list_entities_for_policy(PolicyArn=policy_arn).get("PolicyRoles", []):
         iam.detach_role_policy(RoleName=role["RoleName"], PolicyArn=policy_arn)
-    for user in entities.get("PolicyUsers", []):
-        iam.detach_user_policy(UserName=user["UserName"], PolicyArn=policy_arn)
-    for group in entities.get("PolicyGroups", []):
-        iam.detach_group_policy(GroupName=group["GroupName"], PolicyArn=policy_arn)
 
 
 def delete_project_roles(clients: AwsClients, settings: Settings, apply: bool) -> list[str]:
@@ -320,7 +366,7 @@ def delete_project_roles(clients: AwsClients, settings: Settings, apply: bool) -
         name = role["RoleName"]
         if not name.startswith(prefix):
             continue
-        if not _is_ours(iam.list_role_tags(RoleName=name)["Tags"], settings.project):
+        if not is_ours(iam.list_role_tags(RoleName=name)["Tags"], settings.project):
             log.info("Leaving role %s: not tagged as managed by dogops", name)
             continue
         if apply:
@@ -331,10 +377,16 @@ def delete_project_roles(clients: AwsClients, settings: Settings, apply: bool) -
         arn = policy["Arn"]
         if not policy["PolicyName"].startswith(prefix) or iam_policies.is_aws_managed(arn):
             continue
-        if not _is_ours(iam.list_policy_tags(PolicyArn=arn)["Tags"], settings.project):
+        if not is_ours(iam.list_policy_tags(PolicyArn=arn)["Tags"], settings.project):
+            log.info("Leaving policy %s: not tagged as managed by dogops", arn)
+            continue
+        foreign = _foreign_attachments(iam, arn, settings.project)
+        if foreign:
+            log.warning("Leaving policy %s: attached to %s, which dogops does not own",
+                        arn, ", ".join(foreign))
             continue
         if apply:
-            _detach_everywhere(iam, arn)
+            _detach_from_own_roles(iam, arn)
             delete_policy_with_versions(iam, arn)
             log.info("Deleted policy %s", arn)
         done.append(f"policy:{arn}")

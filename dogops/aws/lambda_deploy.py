@@ -23,6 +23,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops.aws.clients import AwsClients
+from dogops.aws.ownership import FUNCTION_SETTING, is_ours, require_ours
+from dogops.aws.propagation import call_with_role
 from dogops.errors import OperationFailedError
 from dogops.lambda_package import LambdaPackage, build_package
 from dogops.results import LambdaInfo
@@ -33,9 +35,6 @@ log = logging.getLogger(__name__)
 RUNTIME = "python3.12"
 PC_TAG = "dogops-provisioned-concurrency"
 MANAGED_BY = "dogops"
-# A role created seconds ago is not yet assumable by Lambda on real AWS (IAM is eventually
-# consistent); these waits add up to about a minute, past which the trust policy is suspect.
-ROLE_RETRY_DELAYS_S: tuple[float, ...] = (2, 4, 8, 15, 30)
 WAIT_TIMEOUT_S = 300.0
 WAIT_POLL_S = 2.0
 _sleep: Callable[[float], None] = time.sleep  # tests replace this to avoid real waits
@@ -88,26 +87,6 @@ def _matches(version: dict[str, Any], package: LambdaPackage, desired: dict[str,
     return version.get("CodeSha256") == package.code_sha256_b64 and not configuration_diff(
         version, desired
     )
-
-
-def _retry_role_propagation(call: Callable[..., Any], role_arn: str, **kwargs: Any) -> Any:
-    """Retry `call` while Lambda says the (new) role cannot be assumed yet."""
-    for delay in (*ROLE_RETRY_DELAYS_S, None):
-        try:
-            return call(**kwargs)
-        except ClientError as exc:
-            message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-            if _code(exc) != "InvalidParameterValueException" or "cannot be assumed" not in message:
-                raise
-            if delay is None:
-                raise OperationFailedError(
-                    f"Lambda still cannot assume role {role_arn} after "
-                    f"{sum(ROLE_RETRY_DELAYS_S):.0f} s: check that its trust policy allows "
-                    "lambda.amazonaws.com (dogops.iam_policies.lambda_trust_policy)."
-                ) from exc
-            log.info("Role %s not assumable yet; retrying in %s s", role_arn, delay)
-            _sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def wait_until_ready(client: Any, function_name: str) -> dict[str, Any]:
@@ -216,9 +195,10 @@ def ensure_provisioned_concurrency(
 def _create_function(
     client: Any, settings: Settings, desired: dict[str, Any], package: LambdaPackage
 ) -> dict[str, Any]:
-    created = _retry_role_propagation(
+    created = call_with_role(
         client.create_function,
         desired["Role"],
+        "CreateFunction",
         FunctionName=settings.lambda_.function_name,
         Code={"ZipFile": package.zip_bytes},
         Description="dogops: predicts dog breeds through the SageMaker endpoint",
@@ -251,6 +231,7 @@ def deploy_lambda(
     else:
         function_arn = str(existing["Configuration"]["FunctionArn"])
         tags = dict(existing.get("Tags") or {})
+        require_ours(tags, settings.project, f"Lambda function {name}", FUNCTION_SETTING)
         current = wait_until_ready(client, name)
         if current.get("CodeSha256") != package.code_sha256_b64:
             client.update_function_code(FunctionName=name, ZipFile=package.zip_bytes, Publish=False)
@@ -259,15 +240,13 @@ def deploy_lambda(
             changed = True
         diff = configuration_diff(current, desired)
         if diff:
-            _retry_role_propagation(
-                client.update_function_configuration, role_arn, FunctionName=name, **diff
+            call_with_role(
+                client.update_function_configuration, role_arn, "UpdateFunctionConfiguration",
+                FunctionName=name, **diff,
             )
             log.info("Updated configuration of %s: %s", name, sorted(diff))
             wait_until_ready(client, name)
             changed = True
-        missing_tags = {k: v for k, v in _tags(settings).items() if tags.get(k) != v}
-        if missing_tags:
-            client.tag_resource(Resource=function_arn, Tags=missing_tags)
 
     version = _version_to_serve(client, name, package, desired, cfg.alias, changed)
     alias_changed = _ensure_alias(client, name, cfg.alias, version)
@@ -361,7 +340,7 @@ def delete_lambda(clients: AwsClients, settings: Settings, apply: bool) -> list[
     if existing is None:
         return []
     tags = existing.get("Tags") or {}
-    if tags.get("project") != settings.project or tags.get("managed-by") != MANAGED_BY:
+    if not is_ours(tags, settings.project):
         log.warning("Leaving Lambda %s: not tagged as managed by dogops", cfg.function_name)
         return []
     done: list[str] = []

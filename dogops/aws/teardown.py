@@ -7,8 +7,10 @@
     4. its endpoint configs, then its models          (every version, not only the live one)
     5. the roles and customer-managed policies dogops created
 
-Only resources tagged `project=<project>` and `managed-by=dogops` are deleted; anything else with a
-matching name is left and reported as such. Dry run (`apply=False`) returns the same list without
+Only resources tagged `project=<project>` and `managed-by=dogops` are deleted, each checked right
+before its deletion (`dogops.aws.ownership`); anything else with a matching name is left and
+logged. Scaling policies and targets carry no tags of their own here: they are removed only when
+the endpoint they scale is ours. Dry run (`apply=False`) returns the same list without
 deleting. Safe to re-run: what is already gone is not listed. The S3 data, model artifacts and the
 registry stay, so a later run (or a rollback) can bring the endpoint back.
 """
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dogops.aws import autoscaling, endpoint, iam, lambda_deploy, naming
+from dogops.aws import autoscaling, endpoint, iam, lambda_deploy, ownership
 from dogops.aws.clients import AwsClients
 from dogops.errors import OperationFailedError
 from dogops.settings import Settings
@@ -33,20 +35,11 @@ POLL_S = 15.0
 
 
 def is_ours(tags: list[dict[str, str]], project: str) -> bool:
-    found = {t.get("Key"): t.get("Value") for t in tags}
-    return (found.get(naming.TAG_PROJECT) == project
-            and found.get(naming.TAG_MANAGED_BY) == naming.MANAGED_BY)
+    return ownership.is_ours(tags, project)
 
 
 def _tags(sm: Any, arn: str) -> list[dict[str, str]]:
-    tags: list[dict[str, str]] = []
-    kwargs: dict[str, Any] = {"ResourceArn": arn}
-    while True:
-        page = sm.list_tags(**kwargs)
-        tags.extend(page.get("Tags", []))
-        if not page.get("NextToken"):
-            return tags
-        kwargs["NextToken"] = page["NextToken"]
+    return ownership.sagemaker_tags(sm, arn)
 
 
 def _listed(sm: Any, operation: str, key: str, prefix: str) -> list[dict[str, Any]]:
@@ -104,16 +97,21 @@ def teardown_aws(
     sm = clients.client("sagemaker")
     done: list[str] = []
 
+    described = endpoint.describe_endpoint(clients, name)
+    owned = described is not None and ownership.endpoint_owned(sm, described, project)
     scaling = scaling_resources(clients, name)
-    if apply and scaling:
-        autoscaling.deregister_autoscaling(clients, name, endpoint.VARIANT)
-    done += scaling
+    if scaling and not owned:
+        log.warning("Leaving the scaling of endpoint %s: the endpoint %s", name,
+                    "does not exist" if described is None else "is not tagged as ours")
+    elif scaling:
+        if apply:
+            autoscaling.deregister_autoscaling(clients, name, endpoint.VARIANT)
+        done += scaling
 
     done += lambda_deploy.delete_lambda(clients, settings, apply)
 
-    described = endpoint.describe_endpoint(clients, name)
     if described is not None:
-        if is_ours(_tags(sm, described["EndpointArn"]), project):
+        if owned:
             if apply:
                 if described["EndpointStatus"] != "Deleting":
                     sm.delete_endpoint(EndpointName=name)

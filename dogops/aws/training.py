@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dogops.aws import naming
 from dogops.aws.clients import AwsClients
+from dogops.aws.propagation import call_with_role
 from dogops.aws.tuning import (
     DEFAULT_MAX_RUNTIME_S,
     DEFAULT_POLL_S,
@@ -255,7 +256,7 @@ def train_best(
             "ValidationException", "ResourceNotFound",
         ):
             raise
-        sm.create_training_job(**request)
+        call_with_role(sm.create_training_job, role_arn, "CreateTrainingJob", **request)
         reused = False
         if progress:
             progress(f"training job {name} created with {tuned}")

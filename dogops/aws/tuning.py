@@ -44,6 +44,7 @@ from botocore.exceptions import ClientError
 
 from dogops.aws import naming
 from dogops.aws.clients import AwsClients
+from dogops.aws.propagation import call_with_role
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.hyperparameters import hp_value
 from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
@@ -550,7 +551,10 @@ def run_tuning(
                 request["WarmStartConfig"] = warm_start
             elif progress:
                 progress(f"no warm start from {parent_job_name}: its objective differs")
-        clients.client("sagemaker").create_hyper_parameter_tuning_job(**request)
+        call_with_role(
+            clients.client("sagemaker").create_hyper_parameter_tuning_job, role_arn,
+            "CreateHyperParameterTuningJob", **request,
+        )
         if progress:
             warm = request.get("WarmStartConfig", {}).get("WarmStartType")
             extra = f", warm start {warm} from {parent_job_name}" if warm else ""
