@@ -547,20 +547,27 @@ def test_failed_update_rolls_back_to_the_previous_config(clients, aws_settings, 
 def test_delete_endpoint_resources(clients, aws_settings):
     sm = clients.client("sagemaker")
     info = deploy(clients, aws_settings, trained("v1"))
-    # Someone else's model whose name merely starts like ours must survive.
+    # Someone else's model whose name merely starts like ours must survive; so must an untagged
+    # one named exactly like ours (prefix + 12 hex digits).
     sm.create_model(ModelName="dogops-classifier-m-other", ExecutionRoleArn=ROLE,
                     PrimaryContainer={"Image": "img"})
-    planned = delete_endpoint_resources(clients, info.name, apply=False, poll_s=0, sleep=no_sleep)
+    sm.create_model(ModelName="dogops-classifier-m-0123456789ab", ExecutionRoleArn=ROLE,
+                    PrimaryContainer={"Image": "img"})
+    project = aws_settings.project
+    planned = delete_endpoint_resources(clients, info.name, project, poll_s=0, sleep=no_sleep)
     assert planned == [f"endpoint:{info.name}", f"endpoint-config:{info.config_name}",
                        f"model:{info.model_name}"]
-    assert sm.list_endpoints()["Endpoints"]  # nothing deleted yet
+    assert sm.list_endpoints()["Endpoints"]  # the default is a dry run: nothing deleted yet
 
-    done = delete_endpoint_resources(clients, info.name, poll_s=0, sleep=no_sleep)
+    done = delete_endpoint_resources(clients, info.name, project, apply=True, poll_s=0,
+                                     sleep=no_sleep)
     assert done == planned
     assert sm.list_endpoints()["Endpoints"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == []
-    assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["dogops-classifier-m-other"]
-    assert delete_endpoint_resources(clients, info.name, poll_s=0, sleep=no_sleep) == []
+    assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == [
+        "dogops-classifier-m-0123456789ab", "dogops-classifier-m-other"]
+    assert delete_endpoint_resources(clients, info.name, project, apply=True, poll_s=0,
+                                     sleep=no_sleep) == []
 
 
 def test_names_fit_sagemaker_limits():
