@@ -22,6 +22,7 @@ from dogops.aws.iam import (
     delete_project_roles,
     ensure_lambda_role,
     ensure_sagemaker_role,
+    execution_images,
     lambda_role_name,
 )
 from dogops.aws.iam_audit import apply_cleanup, audit_policies, planned_deletions
@@ -134,7 +135,7 @@ def test_sagemaker_role_scoped_or_given(aws_settings: Any) -> None:
     policy = iam.list_policies(Scope="Local")["Policies"][0]
     document = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]
     assert document["Document"] == sagemaker_execution_policy(
-        "us-east-1", ACCOUNT, "dogops-test", "dogops"
+        "us-east-1", ACCOUNT, "dogops-test", "dogops", execution_images(aws_settings)
     )
     assert SM_FULL not in [
         p["PolicyArn"]
