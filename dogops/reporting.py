@@ -191,7 +191,8 @@ def summary_markdown(
         elif isinstance(record, LambdaInfo):
             row(step, f"`{record.function_name}:{record.alias}` version {record.version}, "
                       f"{record.package_bytes} bytes, provisioned concurrency "
-                      f"{record.provisioned_concurrency}")
+                      f"{record.provisioned_concurrency}"
+                      + "".join(f"; {s.step} skipped: {s.reason}" for s in record.skipped))
         elif isinstance(record, dict):
             row(step, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items()))
     return "\n".join(lines) + "\n"

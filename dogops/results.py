@@ -112,15 +112,25 @@ class ScalingInfo(BaseModel):
     scale_out_cooldown_s: int
 
 
+class StepSkipped(BaseModel):
+    """A step the backend cannot do, with the reason logged and shown in the summary."""
+
+    step: str
+    reason: str
+
+
 class LambdaInfo(BaseModel):
     function_name: str
     alias: str
     version: str
     code_sha256: str
     package_bytes: int
-    provisioned_concurrency: int
+    provisioned_concurrency: int = Field(description="What is in place (0 when skipped).")
     arn: str | None = None
     updated: bool = False
+    skipped: list[StepSkipped] = Field(
+        default_factory=list, description="Parts the service does not offer, with the reason."
+    )
 
 
 class SecurityReport(BaseModel):
@@ -129,9 +139,3 @@ class SecurityReport(BaseModel):
     sagemaker_role_arn: str | None = None
     notes: list[str] = Field(default_factory=list)
 
-
-class StepSkipped(BaseModel):
-    """A step the backend cannot do, with the reason logged and shown in the summary."""
-
-    step: str
-    reason: str

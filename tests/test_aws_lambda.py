@@ -153,14 +153,24 @@ def test_reserved_concurrency(deployed: tuple[AwsClients, Any, str]) -> None:
     assert "PutFunctionConcurrency" not in calls
 
 
-def test_provisioned_concurrency_404_from_moto_is_a_clear_error(
+def test_provisioned_concurrency_moto_lacks_is_skipped_with_its_reason(
     deployed: tuple[AwsClients, Any, str],
 ) -> None:
-    # moto does not implement the API and answers 404: that must not pass silently.
+    # moto does not implement the API (a bare 404): the function and alias are deployed in full,
+    # and the skipped part is recorded with its reason, never passed over silently.
     clients, settings, role_arn = deployed
     settings = settings.merged(**{"lambda": {"provisioned_concurrency": 2}})
-    with pytest.raises(OperationFailedError, match="provisioned_concurrency to 0"):
-        deploy_lambda(clients, settings, ENDPOINT, role_arn)
+    info = deploy_lambda(clients, settings, ENDPOINT, role_arn)
+    assert [s.step for s in info.skipped] == ["provisioned-concurrency"]
+    assert "does not offer provisioned concurrency" in info.skipped[0].reason
+    assert "DOGOPS_LAMBDA__PROVISIONED_CONCURRENCY=0" in info.skipped[0].reason
+    assert info.provisioned_concurrency == 0
+    client = clients.client("lambda")
+    alias = client.get_alias(FunctionName="dogops-predict", Name="live")
+    assert alias["FunctionVersion"] == info.version != "$LATEST"
+    assert PC_TAG not in client.get_function(FunctionName="dogops-predict")["Tags"]
+    again = deploy_lambda(clients, settings, ENDPOINT, role_arn)
+    assert (again.version, again.updated) == (info.version, False)
 
 
 # --- Stubber: what moto cannot emulate -----------------------------------------------------------

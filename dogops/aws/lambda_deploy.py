@@ -25,9 +25,10 @@ from botocore.exceptions import ClientError
 from dogops.aws.clients import AwsClients
 from dogops.aws.ownership import FUNCTION_SETTING, is_ours, require_ours
 from dogops.aws.propagation import call_with_role
-from dogops.errors import OperationFailedError
+from dogops.backends.base import StepNotSupported
+from dogops.errors import DogopsError, OperationFailedError
 from dogops.lambda_package import LambdaPackage, build_package
-from dogops.results import LambdaInfo
+from dogops.results import LambdaInfo, StepSkipped
 from dogops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,16 +134,26 @@ def _get_alias(client: Any, name: str, alias: str) -> dict[str, Any] | None:
         raise
 
 
+# A 404 without one of Lambda's own error codes: the route itself is missing, i.e. this Lambda
+# endpoint does not offer the API (moto answers its bare "404 Not Found" page).
+_NAMED_404 = ("ResourceNotFoundException", "ProvisionedConcurrencyConfigNotFoundException")
+
+
 def _provisioned_concurrency_error(
     exc: ClientError, operation: str, function_name: str, alias: str
-) -> OperationFailedError:
+) -> DogopsError:
     error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    if _status(exc) == 404 and code not in _NAMED_404:
+        return StepNotSupported(
+            f"this Lambda endpoint does not offer provisioned concurrency ({operation} answered "
+            f"404 {code}): {function_name}:{alias} is deployed without it. Set "
+            "lambda.provisioned_concurrency to 0 (DOGOPS_LAMBDA__PROVISIONED_CONCURRENCY=0) to "
+            "not ask for it."
+        )
     return OperationFailedError(
-        f"Lambda answered {_status(exc)} {error.get('Code')} to {operation} for "
-        f"{function_name}:{alias}. Either the function or alias does not exist, or this Lambda "
-        "endpoint does not implement provisioned concurrency (the moto emulator does not). "
-        "To skip it, set lambda.provisioned_concurrency to 0 "
-        "(DOGOPS_LAMBDA__PROVISIONED_CONCURRENCY=0)."
+        f"Lambda answered {_status(exc)} {code} to {operation} for {function_name}:{alias}: "
+        "the function or its alias does not exist (any more). Re-run the flow to recreate them."
     )
 
 
@@ -152,7 +163,8 @@ def ensure_provisioned_concurrency(
     """Make the alias's provisioned concurrency `wanted` (0: none). True when something changed.
 
     `previously_set` is what dogops last set (from the function's tag): with `wanted == 0` and
-    nothing set before, no call is made at all.
+    nothing set before, no call is made at all. `StepNotSupported` when the endpoint does not
+    offer the API at all (moto); `OperationFailedError` when the function or alias is missing.
     """
     if wanted == 0 and previously_set == 0:
         return False
@@ -260,12 +272,20 @@ def deploy_lambda(
             changed = True
 
     previously = int(tags.get(PC_TAG, "0") or 0)
-    if ensure_provisioned_concurrency(
-        client, name, cfg.alias, cfg.provisioned_concurrency, previously
-    ):
-        changed = True
-    if previously != cfg.provisioned_concurrency:
-        client.tag_resource(Resource=function_arn, Tags={PC_TAG: str(cfg.provisioned_concurrency)})
+    skipped: list[StepSkipped] = []
+    try:
+        if ensure_provisioned_concurrency(
+            client, name, cfg.alias, cfg.provisioned_concurrency, previously
+        ):
+            changed = True
+    except StepNotSupported as exc:  # the function and alias are complete without it
+        log.warning("provisioned concurrency skipped: %s", exc)
+        skipped.append(StepSkipped(step="provisioned-concurrency", reason=str(exc)))
+    else:
+        if previously != cfg.provisioned_concurrency:
+            client.tag_resource(
+                Resource=function_arn, Tags={PC_TAG: str(cfg.provisioned_concurrency)}
+            )
 
     return LambdaInfo(
         function_name=name,
@@ -273,8 +293,9 @@ def deploy_lambda(
         version=version,
         code_sha256=package.code_sha256_b64,
         package_bytes=package.size_bytes,
-        provisioned_concurrency=cfg.provisioned_concurrency,
+        provisioned_concurrency=0 if skipped else cfg.provisioned_concurrency,
         arn=f"{function_arn}:{cfg.alias}",
+        skipped=skipped,
         updated=changed or alias_changed,
     )
 
