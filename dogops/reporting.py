@@ -48,13 +48,32 @@ def trials_table(tuning: TuningResult) -> list[dict[str, Any]]:
 
 def best_hyperparameters_markdown(tuning: TuningResult) -> str:
     if tuning.best is None:
-        return f"# No best trial\nTuning job `{tuning.job_name}` has no completed trial."
+        return (f"# No best trial\nTuning job `{tuning.job_name}` has no completed trial.\n\n"
+                f"{warm_start_line(tuning)}")
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in tuning.best.hyperparameters.items())
     return (
         f"# Best hyperparameters\nTuning job `{tuning.job_name}`, best trial "
         f"`{tuning.best.name}`: **{tuning.objective} = {_fmt(tuning.best.objective)}**"
-        f"{' (reused)' if tuning.reused else ''}\n\n| hyperparameter | value |\n|---|---|\n{rows}\n"
+        f"{' (reused)' if tuning.reused else ''}\n\n{warm_start_line(tuning)}"
+        f"| hyperparameter | value |\n|---|---|\n{rows}\n"
     )
+
+
+_WARM_START_WHY = {
+    "IDENTICAL_DATA_AND_ALGORITHM": "same data manifest, image and static hyperparameters as "
+                                    "the parent",
+    "TRANSFER_LEARNING": "the data (manifest) or the algorithm differs from the parent's, so its "
+                         "trials count as prior knowledge only",
+}
+
+
+def warm_start_line(tuning: TuningResult) -> str:
+    """Which warm start the tuning job used, and why (empty when it started cold)."""
+    if not tuning.warm_start_type:
+        return ""
+    why = _WARM_START_WHY.get(tuning.warm_start_type, "")
+    return (f"Warm start: **{tuning.warm_start_type}** from `{tuning.warm_start_parent}`"
+            f"{f' ({why})' if why else ''}.\n\n")
 
 
 def per_class_table(model: TrainedModel) -> list[dict[str, Any]]:
@@ -167,8 +186,10 @@ def summary_markdown(
             states[t.state] = states.get(t.state, 0) + 1
         best = (f"best `{tuning.best.name}` {tuning.objective}={_fmt(tuning.best.objective)}"
                 if tuning.best else "no best trial")
+        warm = (f"; warm start {tuning.warm_start_type} from `{tuning.warm_start_parent}`"
+                if tuning.warm_start_type else "")
         row("tune", f"`{tuning.job_name}`{' (reused)' if tuning.reused else ''}: "
-                    f"{', '.join(f'{v} {k}' for k, v in states.items())}; {best}")
+                    f"{', '.join(f'{v} {k}' for k, v in states.items())}; {best}{warm}")
     if model:
         acc = model.metrics.get("test:accuracy")
         row("train best", f"`{model.job_name}` version `{model.version}`"

@@ -47,6 +47,10 @@ class TuningResult(BaseModel):
     trials: list[TrialResult]
     best: TrialResult | None = None
     reused: bool = Field(False, description="True when an existing job was attached, not launched.")
+    warm_start_type: str | None = Field(
+        None, description="IDENTICAL_DATA_AND_ALGORITHM or TRANSFER_LEARNING when warm-started."
+    )
+    warm_start_parent: str | None = Field(None, description="The tuning job it started from.")
 
     @property
     def best_hyperparameters(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from dogops.aws.clients import AwsClients
 from dogops.aws.endpoint import delete_endpoint_resources, deploy_endpoint
 from dogops.aws.training import train_best
 from dogops.errors import OperationFailedError
+from dogops.reporting import best_hyperparameters_markdown
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
 from dogops.settings import Settings
 from model_code.metrics import METRIC_DEFINITIONS
@@ -166,7 +167,8 @@ def test_rerun_attaches_instead_of_launching_a_duplicate(clients, aws_settings, 
 
 def test_warm_start_from_the_previous_job(clients, aws_settings, source_dir):
     parent = tune(clients, aws_settings, source_dir, run_key="run1")
-    child = tune(clients, aws_settings, source_dir, run_key="run2",
+    lines: list[str] = []
+    child = tune(clients, aws_settings, source_dir, run_key="run2", lines=lines,
                  parent_job_name=parent.job_name)
     job = clients.client("sagemaker").describe_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=child.job_name
@@ -175,8 +177,40 @@ def test_warm_start_from_the_previous_job(clients, aws_settings, source_dir):
         "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent.job_name}],
         "WarmStartType": "IDENTICAL_DATA_AND_ALGORITHM",
     }
+    assert (child.warm_start_type, child.warm_start_parent) == (
+        "IDENTICAL_DATA_AND_ALGORITHM", parent.job_name)
+    assert any("warm start IDENTICAL_DATA_AND_ALGORITHM" in line for line in lines)
+    # The tuning artifact says which.
+    assert "Warm start: **IDENTICAL_DATA_AND_ALGORITHM**" in best_hyperparameters_markdown(child)
     latest = tuning.latest_completed_job(clients, aws_settings, exclude=child.job_name)
     assert latest == parent.job_name
+
+
+def test_warm_start_after_the_data_changed_is_transfer_learning(clients, aws_settings, source_dir):
+    """Same S3 prefix, same code and settings, but a different data manifest."""
+    parent = tune(clients, aws_settings, source_dir, run_key="run1")
+    changed = DATA.model_copy(update={"manifest_sha256": "cd" * 32})
+    child = tuning.run_tuning(
+        clients, aws_settings, changed, role_arn=ROLE, run_key="run2", source_dir=source_dir,
+        parent_job_name=parent.job_name, poll_s=0, sleep=no_sleep,
+    )
+    job = clients.client("sagemaker").describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=child.job_name
+    )
+    assert job["TrainingJobDefinition"]["InputDataConfig"] == (
+        clients.client("sagemaker").describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=parent.job_name
+        )["TrainingJobDefinition"]["InputDataConfig"])  # the channel alone cannot tell
+    assert job["WarmStartConfig"]["WarmStartType"] == "TRANSFER_LEARNING"
+    assert child.warm_start_type == "TRANSFER_LEARNING"
+    markdown = best_hyperparameters_markdown(child)
+    assert "Warm start: **TRANSFER_LEARNING**" in markdown and "data (manifest)" in markdown
+    # Attaching to the job later reads the same type back.
+    again = tuning.run_tuning(
+        clients, aws_settings, changed, role_arn=ROLE, run_key="run2", source_dir=source_dir,
+        poll_s=0, sleep=no_sleep,
+    )
+    assert again.reused and again.warm_start_type == "TRANSFER_LEARNING"
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,11 @@ from botocore.exceptions import ClientError
 from dogops.aws import naming
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
+from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
+    DATA_MANIFEST_TAG,
+    latest_completed_job,
+    warm_start_config,
+)
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.hyperparameters import hp_value
 from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
@@ -249,56 +254,15 @@ def tuning_request(
     name = naming.resource_name(
         f"{naming.sanitize(settings.project)[:8]}-hpo", run_key, digest, naming.TUNING_JOB_MAX
     )
+    # The data manifest's hash rides along as a tag: a later warm start compares it with its own
+    # to decide between IDENTICAL_DATA_AND_ALGORITHM and TRANSFER_LEARNING.
+    manifest = [{"Key": DATA_MANIFEST_TAG, "Value": data.manifest_sha256}]
     return {
         "HyperParameterTuningJobName": name,
         "HyperParameterTuningJobConfig": config,
         "TrainingJobDefinition": definition,
-        "Tags": naming.tags(settings, run_key),
+        "Tags": naming.tags(settings, run_key) + (manifest if data.manifest_sha256 else []),
     }
-
-
-def warm_start_config(
-    clients: AwsClients, request: dict[str, Any], parent: str
-) -> dict[str, Any] | None:
-    """Warm start from `parent`, or None when its objective differs (SageMaker requires the same).
-
-    IDENTICAL_DATA_AND_ALGORITHM when the parent's data, image and static hyperparameters equal
-    ours (SageMaker's condition for that type), else TRANSFER_LEARNING.
-    """
-    described = clients.client("sagemaker").describe_hyper_parameter_tuning_job(
-        HyperParameterTuningJobName=parent
-    )
-    objective = request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
-    theirs_config = described.get("HyperParameterTuningJobConfig") or {}
-    if theirs_config.get("HyperParameterTuningJobObjective") != objective:
-        return None
-    theirs = described.get("TrainingJobDefinition") or {}
-    ours = request["TrainingJobDefinition"]
-    same = (
-        theirs.get("InputDataConfig") == ours["InputDataConfig"]
-        and theirs.get("AlgorithmSpecification", {}).get("TrainingImage")
-        == ours["AlgorithmSpecification"]["TrainingImage"]
-        and theirs.get("StaticHyperParameters") == ours["StaticHyperParameters"]
-    )
-    return {
-        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
-        "WarmStartType": "IDENTICAL_DATA_AND_ALGORITHM" if same else "TRANSFER_LEARNING",
-    }
-
-
-def latest_completed_job(clients: AwsClients, settings: Settings, exclude: str) -> str | None:
-    """The newest completed tuning job of this project (a warm-start parent), if any."""
-    answer = clients.client("sagemaker").list_hyper_parameter_tuning_jobs(
-        NameContains=f"{naming.sanitize(settings.project)[:8]}-hpo-",
-        StatusEquals="Completed",
-        SortBy="CreationTime",
-        SortOrder="Descending",
-        MaxResults=10,
-    )
-    for summary in answer.get("HyperParameterTuningJobSummaries", []):
-        if summary["HyperParameterTuningJobName"] != exclude:
-            return str(summary["HyperParameterTuningJobName"])
-    return None
 
 
 # -- reading results ----------------------------------------------------------------------------
@@ -434,6 +398,9 @@ def tuning_result(
         trials = [best] if best else []
     elif best:
         trials = [best if t.name == best.name else t for t in trials]
+    warm = described.get("WarmStartConfig") or {}
+    parents = [p["HyperParameterTuningJobName"]
+               for p in warm.get("ParentHyperParameterTuningJobs", [])]
     return TuningResult(
         job_name=name,
         objective=objective["MetricName"],
@@ -441,6 +408,8 @@ def tuning_result(
         trials=trials,
         best=best,
         reused=reused,
+        warm_start_type=warm.get("WarmStartType"),
+        warm_start_parent=parents[0] if parents else None,
     )
 
 
@@ -546,7 +515,7 @@ def run_tuning(
             progress(f"tuning job {name} already exists ({status}): attaching, not relaunching")
     else:
         if parent_job_name and parent_job_name != name:
-            warm_start = warm_start_config(clients, request, parent_job_name)
+            warm_start = warm_start_config(clients, request, parent_job_name, data)
             if warm_start:
                 request["WarmStartConfig"] = warm_start
             elif progress:
