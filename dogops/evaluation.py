@@ -5,6 +5,10 @@ test images, each through the `code/inference.py` packed inside its own model.ta
 that will serve it), via the serving contract `model_fn -> input_fn -> predict_fn -> output_fn`.
 So an older live model is judged by its own preprocessing, not by today's.
 
+The model's code runs in a child process whose environment holds no AWS credentials
+(`score_model_dir`), never in the flow's process: the archive comes from S3, which the SageMaker
+role can write.
+
 When a model's archive cannot be read (moto names a model.tar.gz it never writes), its score falls
 back to the metrics recorded when it was trained or promoted, and the score says so; the gate's
 markdown then warns that the comparison is not on the same images.
@@ -17,7 +21,10 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dogops.dataset import IMAGE_SUFFIXES
-from dogops.errors import UserInputError
+from dogops.errors import OperationFailedError, UserInputError
 from dogops.settings import Settings
 
 # The model's code/ folder holds inference.py and the helpers it imports by plain name (net.py).
@@ -189,8 +196,55 @@ def _evaluate(model_dir: Path, test_dir: Path) -> dict[str, Any]:
     }
 
 
-def score_model_dir(model_dir: Path, test_dir: Path) -> Score:
-    return Score(source="evaluated", **evaluate_model_dir(model_dir, test_dir))
+# The only variables a scoring child gets. Everything else, AWS_* credentials, AWS_PROFILE,
+# container/web-identity credential pointers and Prefect API keys included, stays behind.
+_CHILD_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS",
+                   "MKL_NUM_THREADS")
+# ...plus these, so that boto3 in the child finds no credentials anywhere: no config or
+# credentials file, and no instance-metadata (IMDS) role.
+_CHILD_ENV_NO_AWS = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                     "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+SCORE_TIMEOUT_S = 3600.0
+
+
+def scoring_environment(home: Path) -> dict[str, str]:
+    """The environment of the process that runs a model's own code: no credentials."""
+    import dogops
+
+    env = {k: os.environ[k] for k in _CHILD_ENV_KEEP if k in os.environ}
+    env.update(_CHILD_ENV_NO_AWS)
+    env["HOME"] = str(home)  # not the operator's home, where ~/.aws lives
+    env["PYTHONPATH"] = str(Path(dogops.__file__).resolve().parents[1])  # this dogops
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def score_model_dir(model_dir: Path, test_dir: Path, timeout_s: float = SCORE_TIMEOUT_S) -> Score:
+    """Score a model with its own code in a child process that holds no AWS credentials.
+
+    The code in a model.tar.gz comes from S3, which the SageMaker role can write: it must never
+    run in the flow's process, next to the operator's credentials. The child sees only the model
+    folder and the test images; its JSON answer on stdout is the score.
+    """
+    with tempfile.TemporaryDirectory(prefix="dogops-score-") as home:
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "dogops.evaluation", str(Path(model_dir).resolve()),
+                 str(Path(test_dir).resolve())],
+                env=scoring_environment(Path(home)), cwd=home, capture_output=True, text=True,
+                timeout=timeout_s, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise OperationFailedError(
+                f"scoring {model_dir} took over {timeout_s:.0f} s: its inference code hangs."
+            ) from exc
+    if done.returncode != 0:
+        raise OperationFailedError(
+            f"scoring {model_dir} with its own code/inference.py failed (exit "
+            f"{done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
+    lines = done.stdout.strip().splitlines()
+    return Score(source="evaluated", **json.loads(lines[-1]))
 
 
 def recorded_score(metrics: dict[str, float], why: str) -> Score:
@@ -333,3 +387,18 @@ def gate_markdown(decision: GateDecision, approval: str | None = None) -> str:
     if notes:
         lines += ["", "Notes:", *[f"- {note}" for note in notes]]
     return "\n".join(lines)
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m dogops.evaluation MODEL_DIR TEST_DIR`: the scoring child (see
+    `score_model_dir`); prints the result as one JSON line."""
+    if len(argv) != 2:
+        print("usage: python -m dogops.evaluation MODEL_DIR TEST_DIR", file=sys.stderr)
+        return 2
+    result = evaluate_model_dir(Path(argv[0]), Path(argv[1]))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -7,6 +7,8 @@ a good one and a deliberately bad one (learning rate 1e-5, one epoch).
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,15 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from dogops.evaluation import Score, decide, evaluate_model_dir, gate_markdown, score_model
+from dogops.errors import OperationFailedError
+from dogops.evaluation import (
+    Score,
+    decide,
+    evaluate_model_dir,
+    gate_markdown,
+    score_model,
+    score_model_dir,
+)
 from dogops.local.training import make_model_archive, trained_model_record
 from dogops.results import TrainedModel
 from dogops.settings import Settings
@@ -112,6 +122,73 @@ def test_evaluation_runs_the_models_own_serving_code(
     result = evaluate_model_dir(copy, data_dir / "test")
     assert result["accuracy"] == pytest.approx(1 / 3)
     assert result["per_class_accuracy"]["001.Synthetic_Beagle"] == 1.0
+
+
+def test_scoring_runs_the_models_code_in_a_child_without_credentials(
+    models: dict[str, TrainedModel], data_dir: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gate's scoring: the model's own inference.py runs in a child process whose environment
+    holds no AWS credentials, and the accuracy is the same as scoring it directly."""
+    import shutil
+    import sys
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAOPERATOR", "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+                        "AWS_SESSION_TOKEN": "operator-session", "AWS_PROFILE": "admin",
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/creds",
+                        "PREFECT_API_KEY": "pnu_secret"}.items():
+        monkeypatch.setenv(name, value)
+    copy = tmp_path / "candidate"
+    shutil.copytree(model_dir(models["good"]), copy)
+    inference = copy / "code" / "inference.py"
+    # What code in a model archive could try: read the environment and ask boto3 for credentials.
+    inference.write_text(inference.read_text() + (
+        "\n\n_model_fn = model_fn\n\n"
+        "def model_fn(model_dir):\n"
+        "    import json as _json, os as _os, sys as _sys\n"
+        "    import boto3\n"
+        "    found = boto3.Session().get_credentials()\n"
+        "    with open(_os.path.join(model_dir, 'child.json'), 'w') as fh:\n"
+        "        _json.dump({'env': dict(_os.environ), 'pid': _os.getpid(),\n"
+        "                    'credentials': found is not None}, fh)\n"
+        "    return _model_fn(model_dir)\n"
+    ))
+    uri = f"file://{models['good'].model_uri.removeprefix('file://')}"
+    expected = evaluate_model_dir(model_dir(models["good"]), data_dir / "test")
+
+    score = score_model_dir(copy, data_dir / "test")
+    child = json.loads((copy / "child.json").read_text())
+    assert child["pid"] != os.getpid()
+    assert child["credentials"] is False
+    leaked = {k for k in child["env"]
+              if k.startswith("AWS_") and k not in ("AWS_EC2_METADATA_DISABLED", "AWS_CONFIG_FILE",
+                                                    "AWS_SHARED_CREDENTIALS_FILE")}
+    assert leaked == set() and "PREFECT_API_KEY" not in child["env"]
+    assert not any(value in json.dumps(child["env"]) for value in
+                   ("AKIAOPERATOR", "s3cr3t", "operator-session", "pnu_secret"))
+    assert child["env"]["AWS_EC2_METADATA_DISABLED"] == "true"
+    # Scoring still gives the right answer, and nothing of the model was imported here.
+    assert (score.source, score.n) == ("evaluated", expected["n"])
+    assert score.accuracy == pytest.approx(expected["accuracy"])
+    assert score.accuracy == pytest.approx(models["good"].metrics["test:accuracy"])
+    assert not any(str(copy) in str(getattr(m, "__file__", "") or "")
+                   for m in list(sys.modules.values()))
+    # The gate's own entry point takes the same path (file:// archive -> child process).
+    gate = score_model(uri, "child-check", {}, data_dir / "test",
+                       Settings(state_dir=tmp_path / "state"))
+    assert gate.accuracy == pytest.approx(expected["accuracy"])
+
+
+def test_scoring_child_failure_is_a_clear_error(
+    models: dict[str, TrainedModel], data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "broken"
+    shutil.copytree(model_dir(models["good"]), copy)
+    (copy / "code" / "inference.py").write_text("raise RuntimeError('no model here')\n")
+    with pytest.raises(OperationFailedError, match="no model here"):
+        score_model_dir(copy, data_dir / "test")
 
 
 def test_aws_score_falls_back_to_recorded_metrics(
