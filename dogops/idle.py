@@ -188,8 +188,13 @@ def scale_to_min(
         return []
     if apply:
         from dogops.aws.clients import AwsClients
+        from dogops.aws.ownership import require_endpoint_ours
 
         sm = (clients or AwsClients(settings.aws)).client("sagemaker")
+        # The ownership rule: only an endpoint tagged as this project's is changed.
+        require_endpoint_ours(
+            sm, sm.describe_endpoint(EndpointName=status.endpoint_name), settings.project
+        )
         sm.update_endpoint_weights_and_capacities(
             EndpointName=status.endpoint_name,
             DesiredWeightsAndCapacities=[{"VariantName": VARIANT, "DesiredInstanceCount": target}],
