@@ -7,7 +7,8 @@ stay; the registry says it is asleep), locally its server and workers stop. `dog
 name, so the Lambda needs no edit. Scheduled hourly by the deployments (which apply). Called
 directly it is a dry run by default (`apply=False`): the `idle-guard` artifact says what it found
 and what it would do; a sleep also leaves a `cost-estimate` table of what it saves. Idleness
-comes from CloudWatch's `Invocations` metric on AWS and from the endpoint server's invocation count locally (see `dogops.idle`).
+comes from CloudWatch's `Invocations` metric on AWS and from the endpoint server's invocation
+count locally (see `dogops.idle`).
 """
 
 from __future__ import annotations
