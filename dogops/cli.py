@@ -264,6 +264,8 @@ def retrain(
     typer.echo(json.dumps({
         "promoted": result.promoted, "reason": result.reason,
         "candidate": result.candidate.version,
+        "data": result.data.uri if result.data else None,
+        "data_files": result.data.files_total if result.data else None,
         "live": (result.registry_entry or result.live_before).version
         if (result.registry_entry or result.live_before) else None,
     }, indent=1))

@@ -141,7 +141,9 @@ def aws_idle_status(
     variant = next((v for v in variants if v.get("VariantName") == VARIANT), None)
     if variant is not None and variant.get("CurrentInstanceCount") is not None:
         status.current_instances = int(variant["CurrentInstanceCount"])
-    window = timedelta(hours=max_idle_hours)
+    # CloudWatch needs StartTime < EndTime: max_idle_hours=0 ("idle now") still looks back a
+    # minute, which only decides the detail text (0 h idle is always past the limit).
+    window = timedelta(hours=max(max_idle_hours, 1 / 60))
     period = _period_s(window.total_seconds())
     points = clients.client("cloudwatch").get_metric_statistics(
         Namespace="AWS/SageMaker", MetricName="Invocations",

@@ -65,6 +65,7 @@ class RetrainResult(BaseModel):
     reason: str
     gate: GateDecision
     candidate: TrainedModel
+    data: SyncReport | None = None
     live_before: RegistryEntry | None = None
     registry_entry: RegistryEntry | None = None
     endpoint: EndpointInfo | None = None
@@ -144,13 +145,13 @@ def retrain(
     logger.info("quality gate: %s", reason)
     if not promote:
         return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
-                             live_before=live_before)
+                             data=data, live_before=live_before)
 
     live = deploy(settings, candidate, key)
     scaled = register_autoscaling(settings, live)
     entry = record_model(settings, candidate, data, live, "retrain", source_dir)
     return RetrainResult(
-        promoted=True, reason=reason, gate=decision, candidate=candidate,
+        promoted=True, reason=reason, gate=decision, candidate=candidate, data=data,
         live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,
     )
 
