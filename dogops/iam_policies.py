@@ -263,8 +263,11 @@ def ecs_flow_task_policy(
     return {
         "Version": POLICY_VERSION,
         "Statement": [
+            # ListBucket unconditioned: HeadBucket (the sync's bucket check) needs it without
+            # a prefix. Creating and protecting the bucket is the sync's first-run set-up.
             allow("ProjectBucket", ["s3:CreateBucket", "s3:ListBucket",
-                                    "s3:GetBucketPublicAccessBlock", "s3:PutBucketPublicAccessBlock",
+                                    "s3:GetBucketPublicAccessBlock",
+                                    "s3:PutBucketPublicAccessBlock",
                                     "s3:GetEncryptionConfiguration",
                                     "s3:PutEncryptionConfiguration"],
                   f"arn:{part}:s3:::{bucket}"),
