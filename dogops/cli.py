@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import mimetypes
 import os
@@ -38,12 +39,20 @@ def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> 
     from dogops.errors import DogopsError
     from dogops.services import export_hint, project_prefect
 
-    root = _settings(parameters.get("backend"), state_dir).state_dir
-    with project_prefect(root) as url:
+    settings = _settings(parameters.get("backend"), state_dir)
+    # Pass the effective settings for the groups not given, so the run's parameters in the UI
+    # show what it used (the flows' own defaults mean "keep the settings").
+    accepted = inspect.signature(flow.fn).parameters
+    effective = {"tuning": settings.tuning, "training": settings.training,
+                 "endpoint": settings.endpoint, "scaling": settings.scaling,
+                 "lambda_config": settings.lambda_}
+    given = {k: v for k, v in parameters.items() if v is not None}
+    given |= {k: v for k, v in effective.items() if k in accepted and k not in given}
+    with project_prefect(settings.state_dir) as url:
         typer.echo(f"flow runs report to {url.removesuffix('/api')}  "
                    f"(for plain prefect commands: {export_hint(url)})", err=True)
         try:
-            return flow(**{k: v for k, v in parameters.items() if v is not None})
+            return flow(**given)
         except DogopsError as exc:
             _fail(str(exc))
 
