@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from dogops.errors import UserInputError
 from dogops.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -232,8 +233,25 @@ def test_aws_sleep_deletes_the_endpoint_and_wake_recreates_it(
     dry = idle_guard(max_idle_hours=0, **common)
     assert dry.changes and sm.list_endpoints()["Endpoints"]  # a dry run deletes nothing
 
-    slept = idle_guard(max_idle_hours=0, apply=True, **common)
+    state = idle_guard(max_idle_hours=0, apply=True, return_state=True, **common)
+    slept = state.result()
     assert slept.applied
+    # The cost artifact says what sleeping saves: the endpoint's instances at the hosting price.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            key=ArtifactFilterKey(any_=["cost-estimate"])))
+    rows = json.loads(artifacts[0].data)
+    per_day = next(r for r in rows if r["period"] == "per day")
+    assert per_day["item"] == "saved while asleep" and per_day["cost_usd"] == pytest.approx(
+        24 * 0.115)  # 1 x ml.m5.large, the price in prices.json
     assert sm.list_endpoints()["Endpoints"] == []
     assert sm.list_endpoint_configs()["EndpointConfigs"] == configs
     assert sm.list_models()["Models"] == models
@@ -269,3 +287,42 @@ def test_aws_sleep_refuses_an_endpoint_dogops_did_not_make(aws_settings: Setting
     with pytest.raises(UserInputError, match="not tagged"):
         put_to_sleep(aws_settings, status, apply=True, clients=clients)
     assert sm.list_endpoints()["Endpoints"]
+
+
+def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
+    aws_settings: Settings, tmp_path: Path
+) -> None:
+    """On S3, the data of record is what is under the prefix now; the sync's own manifest is
+    not rewritten, so a later resync from the folder does not delete the added object."""
+    from dogops import data_source
+    from dogops.aws import s3_sync
+    from dogops.aws.clients import AwsClients
+    from model_code.demo_data import generate_demo_dataset
+
+    folder = generate_demo_dataset(tmp_path / "dogs", classes=2, train_per_class=3,
+                                   valid_per_class=2, test_per_class=2, image_size=32, seed=1)
+    clients = AwsClients(aws_settings.aws)
+    bucket, prefix = aws_settings.aws.bucket, "dogops/data"
+    synced = s3_sync.sync_folder(clients, folder, bucket, prefix, create_bucket=True)
+    uri = f"s3://{bucket}/{prefix}"
+    same = data_source.refresh_s3(clients, uri)
+    assert same.files_total == synced.files_total
+    manifest = s3_sync.read_manifest_bytes(clients, bucket, prefix)
+
+    s3 = clients.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/train/001.Synthetic_Beagle/added.jpg", Body=b"jpeg")
+    grown = data_source.refresh_s3(clients, uri)
+    assert grown.files_total == synced.files_total + 1
+    assert grown.manifest_sha256 != same.manifest_sha256
+    assert s3_sync.read_manifest_bytes(clients, bucket, prefix) == manifest  # untouched
+
+    test_dir = data_source.test_split(aws_settings, grown)
+    local = sorted(p.relative_to(test_dir).as_posix() for p in test_dir.rglob("*.jpg"))
+    assert local == sorted(p.relative_to(folder / "test").as_posix()
+                           for p in (folder / "test").rglob("*.jpg"))
+
+    # A resync from the original folder keeps the object added under the prefix.
+    s3_sync.sync_folder(clients, folder, bucket, prefix, create_bucket=True)
+    assert s3.head_object(Bucket=bucket, Key=f"{prefix}/train/001.Synthetic_Beagle/added.jpg")
+    with pytest.raises(UserInputError, match="train/, valid/ and test/"):
+        data_source.refresh_s3(clients, f"s3://{bucket}/nothing-here")
