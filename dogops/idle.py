@@ -217,7 +217,8 @@ def put_to_sleep(
 
         if apply:
             stop_endpoint(name, settings.state_dir.expanduser().resolve())
-        return [f"endpoint-workers:{name} ({status.current_instances} stopped)"]
+        workers = status.current_instances
+        return [f"endpoint-workers:{name} ({workers} workers; model and registry kept)"]
     from dogops.aws import autoscaling
     from dogops.aws.clients import AwsClients
     from dogops.aws.endpoint import describe_endpoint
