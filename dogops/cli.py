@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import mimetypes
 import os
@@ -31,6 +32,38 @@ def _settings(backend: str | None = None, state_dir: Path | None = None) -> Any:
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> Any:
+    """Run `flow`, reporting to the project's Prefect server (see `services.project_prefect`)."""
+    from dogops.errors import DogopsError
+    from dogops.services import export_hint, project_prefect
+
+    settings = _settings(parameters.get("backend"), state_dir)
+    # Pass the effective settings for the groups not given, so the run's parameters in the UI
+    # show what it used (the flows' own defaults mean "keep the settings").
+    accepted = inspect.signature(flow.fn).parameters
+    effective = {"tuning": settings.tuning, "training": settings.training,
+                 "endpoint": settings.endpoint, "scaling": settings.scaling,
+                 "lambda_config": settings.lambda_}
+    given = {k: v for k, v in parameters.items() if v is not None}
+    given |= {k: v for k, v in effective.items() if k in accepted and k not in given}
+    with project_prefect(settings.state_dir) as url:
+        typer.echo(f"flow runs report to {url.removesuffix('/api')}  "
+                   f"(for plain prefect commands: {export_hint(url)})", err=True)
+        try:
+            return flow(**given)
+        except DogopsError as exc:
+            _fail(str(exc))
+
+
+def _endpoint(name: str | None) -> dict[str, Any]:
+    from dogops.settings import EndpointConfig
+
+    return {"endpoint": EndpointConfig(name=name)} if name else {}
+
+
+EndpointName = Annotated[str | None, typer.Option(help="Endpoint (default: settings).")]
 
 
 @app.command("demo-data")
@@ -67,7 +100,6 @@ def run(
     smoke_test: Annotated[bool, typer.Option(help="Invoke the endpoint at the end.")] = True,
 ) -> None:
     """Run the train-and-deploy flow (tune, train, deploy, scale, secure, Lambda)."""
-    from dogops.errors import DogopsError
     from dogops.settings import EndpointConfig, TrainingConfig, TuningConfig
     from flows.train_and_deploy import train_and_deploy
 
@@ -80,17 +112,16 @@ def run(
     parameters: dict[str, Any] = {
         "data_dir": str(data_dir) if data_dir else None,
         "backend": backend,
-        "tuning": TuningConfig.model_validate(tuning) if tuning else None,
-        "training": TrainingConfig.model_validate(training) if training else None,
-        "endpoint": EndpointConfig(name=endpoint_name) if endpoint_name else None,
         "state_dir": str(state_dir) if state_dir else None,
         "run_smoke_test": smoke_test,
     }
-    try:
-        result = train_and_deploy(**parameters)
-    except DogopsError as exc:
-        _fail(str(exc))
-        return
+    if tuning:
+        parameters["tuning"] = TuningConfig.model_validate(tuning)
+    if training:
+        parameters["training"] = TrainingConfig.model_validate(training)
+    if endpoint_name:
+        parameters["endpoint"] = EndpointConfig(name=endpoint_name)
+    result = _run_flow(train_and_deploy, state_dir, parameters)
     typer.echo(json.dumps({"endpoint": result.endpoint.name, "url": result.endpoint.url,
                            "model_version": result.model.version,
                            "metrics": result.model.metrics}, indent=1))
@@ -161,12 +192,13 @@ def invoke_lambda(
 def status(state_dir: StateDir = None) -> None:
     """Show the local endpoints, their workers and the Prefect server."""
     from dogops.local.endpoint import endpoint_status, list_endpoints
-    from dogops.services import api_url, is_healthy
+    from dogops.services import api_url, export_hint, is_healthy
 
     settings = _settings("local", state_dir)
     root = settings.state_dir.resolve()
     url = os.environ.get("PREFECT_API_URL") or api_url()
     typer.echo(f"Prefect API {url}: {'up' if is_healthy(url) else 'down'}")
+    typer.echo(f"  for plain prefect commands: {export_hint(url)}")
     endpoints = list_endpoints(root)
     if not endpoints:
         typer.echo("no local endpoint running")
@@ -198,11 +230,157 @@ def cost(
     tuning_seconds: Annotated[float, typer.Option(min=0, help="Tuning instance-seconds.")] = 0,
     training_seconds: Annotated[float, typer.Option(min=0, help="Training instance-seconds.")]
     = 0,
+    instance_type: Annotated[str | None, typer.Option(help="What-if: this instance type...")]
+    = None,
+    hours: Annotated[float | None, typer.Option(min=0, help="... for this many hours.")] = None,
+    count: Annotated[int, typer.Option(min=1, help="... this many instances.")] = 1,
 ) -> None:
-    """Estimated cost of the configured setup (prices from dogops/prices.json)."""
-    from dogops.cost import estimate_cost
+    """Estimated cost of the configured setup, or what-if `--instance-type T --hours H`
+    (prices from dogops/prices.json)."""
+    from dogops.cost import estimate_cost, what_if
+    from dogops.errors import UserInputError
 
+    if instance_type is not None or hours is not None:
+        if instance_type is None or hours is None:
+            _fail("a what-if needs both --instance-type and --hours")
+            return
+        try:
+            typer.echo(what_if(instance_type, hours, count).text())
+        except UserInputError as exc:
+            _fail(str(exc))
+        return
     typer.echo(estimate_cost(_settings(backend), tuning_seconds, training_seconds).text())
+
+
+@app.command()
+def retrain(
+    data_dir: Annotated[Path | None, typer.Option(help="Default: the registry's data.")] = None,
+    resync: Annotated[bool, typer.Option(help="Sync the registry's source folder again.")]
+    = False,
+    margin: Annotated[float | None, typer.Option(min=0, max=1)] = None,
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """Retrain (warm start) and promote only a better model; no options needed after one run."""
+    from flows.retrain import retrain as retrain_flow
+
+    result = _run_flow(retrain_flow, state_dir, {
+        "data_dir": str(data_dir) if data_dir else None, "resync": resync, "margin": margin,
+        "backend": backend, "state_dir": str(state_dir) if state_dir else None,
+        **_endpoint(endpoint_name),
+    })
+    typer.echo(json.dumps({
+        "promoted": result.promoted, "reason": result.reason,
+        "candidate": result.candidate.version,
+        "data": result.data.uri if result.data else None,
+        "data_files": result.data.files_total if result.data else None,
+        "live": (result.registry_entry or result.live_before).version
+        if (result.registry_entry or result.live_before) else None,
+    }, indent=1))
+
+
+@app.command()
+def rollback(
+    to_version: Annotated[int | None, typer.Option(min=1, help="Default: the previous one.")]
+    = None,
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """Put the registry's previous model (or --to-version) back on the endpoint."""
+    from flows.rollback import rollback as rollback_flow
+
+    result = _run_flow(rollback_flow, state_dir, {
+        "to_version": to_version, "backend": backend,
+        "state_dir": str(state_dir) if state_dir else None, **_endpoint(endpoint_name),
+    })
+    replaced = f" (was v{result.replaced.version})" if result.replaced else ""
+    typer.echo(f"{result.endpoint.name} now serves v{result.restored.version} "
+               f"{result.restored.model_version}{replaced}")
+
+
+@app.command()
+def teardown(
+    apply: Annotated[bool, typer.Option(help="Delete; without it, only list (dry run).")]
+    = False,
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """List (dry run) or, with --apply, delete what runs for the endpoint; data, models and the
+    registry stay."""
+    from flows.teardown import teardown as teardown_flow
+
+    lines = _run_flow(teardown_flow, state_dir, {
+        "apply": apply, "backend": backend, "state_dir": str(state_dir) if state_dir else None,
+        **_endpoint(endpoint_name),
+    })
+    verb = "deleted" if apply else "would delete (dry run; --apply deletes)"
+    typer.echo(f"{verb}: {len(lines)}")
+    for line in lines:
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def wake(
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """Bring an endpoint idle-guard put to sleep back, under the same name."""
+    from flows.wake import wake as wake_flow
+
+    result = _run_flow(wake_flow, state_dir, {
+        "backend": backend, "state_dir": str(state_dir) if state_dir else None,
+        **_endpoint(endpoint_name),
+    })
+    slept = (f" (asleep since {result.was_asleep.since:%Y-%m-%d %H:%M} UTC)"
+             if result.was_asleep else "")
+    typer.echo(f"{result.endpoint.name} serves v{result.live.version} "
+               f"{result.live.model_version} at {result.endpoint.url}{slept}")
+
+
+@app.command("registry")
+def registry_table(
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: Annotated[str | None, typer.Option(help="Only this endpoint's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Rows as JSON.")] = False,
+) -> None:
+    """The model registry: versions, metrics, data, and which one is live (or asleep)."""
+    from dogops.errors import DogopsError
+    from dogops.registry import history_table, registry_for
+
+    settings = _settings(backend, state_dir)
+    try:
+        reg = registry_for(settings)
+        document = reg.load()
+    except DogopsError as exc:
+        _fail(str(exc))
+        return
+    entries = [e for e in document.entries if endpoint_name in (None, e.endpoint_name)]
+    rows = []
+    for entry in entries:
+        live = document.live.get(entry.endpoint_name)
+        row = history_table([entry], live)[0]
+        if row["live"] and entry.endpoint_name in document.asleep:
+            row["live"] = "asleep"
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    typer.echo(f"registry {reg.uri}")
+    if not rows:
+        typer.echo("no model yet: run `dogops run --data-dir FOLDER` (train-and-deploy) first")
+        return
+    columns = ["version", "live", "endpoint", "model", "test_accuracy", "source",
+               "promoted_at", "files", "data", "data_uri"]
+    table = [[str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in table:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 @app.command()

@@ -23,7 +23,7 @@ from dogops.settings import Settings
 PRICES_FILE = Path(__file__).with_name("prices.json")
 SECONDS_PER_HOUR = 3600.0
 
-Period = Literal["this run", "per day", "per month"]
+Period = Literal["this run", "per day", "per month", "so far"]
 
 
 class LambdaPrices(BaseModel):
@@ -44,6 +44,15 @@ class Prices(BaseModel):
     sagemaker_training_per_hour: dict[str, float]
     sagemaker_hosting_per_hour: dict[str, float]
     lambda_: LambdaPrices = Field(alias="lambda")
+    checked: list[str] = Field(
+        default_factory=list,
+        description="Figures someone checked against the provider's price list, as "
+        "'<table>/<key>' (e.g. 'sagemaker_hosting_per_hour/ml.m5.large'); every other figure is "
+        "marked 'not checked' in the cost tables.",
+    )
+
+    def is_checked(self, table: str, key: str) -> bool:
+        return f"{table}/{key}" in self.checked
 
 
 def load_prices(path: Path | None = None) -> Prices:
@@ -69,6 +78,9 @@ class CostLine(BaseModel):
     cost: float | None
     period: Period
     note: str = ""
+    price_checked: bool = Field(
+        False, description="The unit price was checked against a price list (prices.json)."
+    )
 
 
 class CostEstimate(BaseModel):
@@ -94,6 +106,7 @@ class CostEstimate(BaseModel):
                 f"unit_price_{self.currency.lower()}": line.unit_price,
                 f"cost_{self.currency.lower()}": None if line.cost is None else round(line.cost, 4),
                 "period": line.period,
+                "price_checked": "yes" if line.price_checked else "NOT CHECKED",
                 "note": line.note,
             }
             for line in self.lines
@@ -113,13 +126,21 @@ class CostEstimate(BaseModel):
         out = [f"Estimated cost ({self.label})", fmt.format(*header).rstrip(),
                fmt.format(*("-" * w for w in widths))]
         out += [fmt.format(*row).rstrip() for row in body]
-        out.append(
-            f"this run: {self.total('this run'):,.2f} {self.currency}; endpoint "
-            f"{self.total('per day', 'endpoint at min'):,.2f}-"
-            f"{self.total('per day', 'endpoint at max'):,.2f} {self.currency}/day; Lambda "
-            f"{self.total('per month', 'lambda'):,.2f} {self.currency}/month"
-        )
+        if self.backend == "what-if":
+            out.append("each line is one option: the instance type as an endpoint, or training")
+        else:
+            out.append(
+                f"this run: {self.total('this run'):,.2f} {self.currency}; endpoint "
+                f"{self.total('per day', 'endpoint at min'):,.2f}-"
+                f"{self.total('per day', 'endpoint at max'):,.2f} {self.currency}/day; Lambda "
+                f"{self.total('per month', 'lambda'):,.2f} {self.currency}/month"
+            )
         out += [f"{line.item}: {line.note}" for line in self.lines if line.note]
+        unchecked = sorted({line.resource for line in self.lines
+                            if not line.price_checked and line.unit_price is not None})
+        if unchecked:
+            out.append(f"prices NOT checked against a price list: {', '.join(unchecked)} "
+                       "(see `checked` in prices.json)")
         out.append(f"prices: {self.prices_source} (as of {self.prices_as_of})")
         return "\n".join(out)
 
@@ -133,14 +154,18 @@ def tuning_seconds(tuning: TuningResult | None) -> float:
 
 def _priced(
     item: str, resource: str, quantity: float, unit: str, price: float | None, period: Period,
-    note: str = "",
+    note: str = "", checked: bool = False,
 ) -> CostLine:
     missing = f"no price for {resource} in the price table: add it to prices.json"
     return CostLine(
         item=item, resource=resource, quantity=quantity, unit=unit, unit_price=price,
         cost=None if price is None else quantity * price, period=period,
         note=note if price is not None else "; ".join(n for n in (note, missing) if n),
+        price_checked=checked and price is not None,
     )
+
+
+TRAINING, HOSTING = "sagemaker_training_per_hour", "sagemaker_hosting_per_hour"
 
 
 def estimate_cost(
@@ -157,11 +182,13 @@ def estimate_cost(
     lines = [
         _priced("tuning", training.tuning_instance_type, tuning_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.tuning_instance_type), "this run",
-                f"{tuning_s:,.0f} instance-seconds" if tuning_s else "reused or no tuning"),
+                f"{tuning_s:,.0f} instance-seconds" if tuning_s else "reused or no tuning",
+                prices.is_checked(TRAINING, training.tuning_instance_type)),
         _priced("training", training.training_instance_type, training_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.training_instance_type), "this run",
                 f"{training_s:,.0f} instance-seconds" if training_s
-                else "reused model: no training billed"),
+                else "reused model: no training billed",
+                prices.is_checked(TRAINING, training.training_instance_type)),
     ]
     scaling = settings.scaling
     if scaling.enabled:
@@ -172,7 +199,7 @@ def estimate_cost(
     for label, count in (("endpoint at min", low), ("endpoint at max", high)):
         lines.append(_priced(
             label, instance, 24.0 * count, "instance-hours", host_prices.get(instance), "per day",
-            f"{count} x {instance} x 24 h",
+            f"{count} x {instance} x 24 h", prices.is_checked(HOSTING, instance),
         ))
     config = settings.lambda_
     concurrency = config.provisioned_concurrency if config.enabled else 0
@@ -182,10 +209,65 @@ def estimate_cost(
         prices.lambda_.provisioned_concurrency_per_gb_second, "per month",
         f"{concurrency} x {config.memory_mb} MB x {prices.hours_per_month:g} h"
         + ("" if concurrency else " (provisioned concurrency off)"),
+        prices.is_checked("lambda", "provisioned_concurrency_per_gb_second"),
     ))
     label = ("as if this ran on AWS: local CPU seconds priced at the configured instance types"
              if settings.backend == "local" else f"AWS {prices.region}, on-demand")
     return CostEstimate(
         backend=settings.backend, label=label, currency=prices.currency,
         prices_source=prices.source, prices_as_of=prices.as_of, lines=lines,
+    )
+
+
+def hosting_price(instance_type: str, prices: Prices | None = None) -> float | None:
+    """On-demand price per instance-hour of a SageMaker hosting instance, or None if unknown."""
+    return (prices or load_prices()).sagemaker_hosting_per_hour.get(instance_type)
+
+
+def idle_savings(
+    settings: Settings, instances: int, asleep_hours: float, prices: Prices | None = None
+) -> CostEstimate:
+    """What an endpoint asleep (deleted/stopped by idle-guard) saves: per day, and so far."""
+    prices = prices or load_prices()
+    instance = settings.endpoint.instance_type
+    price = hosting_price(instance, prices)
+    checked = prices.is_checked(HOSTING, instance)
+    lines = [
+        _priced("saved while asleep", instance, 24.0 * instances, "instance-hours", price,
+                "per day", f"{instances} x {instance} x 24 h not billed", checked),
+        _priced("saved while asleep", instance, asleep_hours * instances, "instance-hours",
+                price, "so far", f"asleep {asleep_hours:.2f} h", checked),
+    ]
+    label = ("as if this ran on AWS" if settings.backend == "local"
+             else f"AWS {prices.region}, on-demand")
+    return CostEstimate(backend=settings.backend, label=f"idle savings, {label}",
+                        currency=prices.currency, prices_source=prices.source,
+                        prices_as_of=prices.as_of, lines=lines)
+
+
+def what_if(
+    instance_type: str, hours: float, count: int = 1, prices: Prices | None = None
+) -> CostEstimate:
+    """`count` x `instance_type` for `hours`: as a hosting and as a training instance, where the
+    price table has it; an instance type it has under neither is a user error naming the file."""
+    prices = prices or load_prices()
+    lines = []
+    for item, table, by_type in (("endpoint", HOSTING, prices.sagemaker_hosting_per_hour),
+                                 ("training", TRAINING, prices.sagemaker_training_per_hour)):
+        if instance_type in by_type:
+            lines.append(_priced(
+                item, instance_type, hours * count, "instance-hours", by_type[instance_type],
+                "this run", f"{count} x {instance_type} x {hours:g} h",
+                prices.is_checked(table, instance_type),
+            ))
+    if not lines:
+        known = sorted({*prices.sagemaker_hosting_per_hour, *prices.sagemaker_training_per_hour})
+        raise UserInputError(
+            f"no price for {instance_type} in {PRICES_FILE.name}: add it there (hosting or "
+            f"training), or pick one of {', '.join(known)}."
+        )
+    return CostEstimate(
+        backend="what-if", label=f"what-if: {count} x {instance_type} for {hours:g} h",
+        currency=prices.currency, prices_source=prices.source, prices_as_of=prices.as_of,
+        lines=lines,
     )

@@ -272,3 +272,114 @@ def sagemaker_execution_policy(
             },
         ],
     }
+
+
+def ecs_task_trust_policy() -> dict[str, Any]:
+    """Who may assume the flows' ECS task role: ECS tasks only."""
+    return _trust_policy("ecs-tasks.amazonaws.com")
+
+
+def ecs_flow_task_policy(
+    region: str, account_id: str, bucket: str, prefix: str, endpoint_name: str,
+    function_name: str, project: str = "dogops",
+) -> dict[str, Any]:
+    """What the flows need when an ECS worker runs them (the task role of the `dogops-ecs`
+    deployments): the project's S3 prefix and bucket set-up, its own tuning/training jobs, its
+    endpoint with its `-m-`/`-c-` models and configs, its scaling target, its Lambda, its own
+    roles and policies (passed only to SageMaker and Lambda), and read-only calls for the idle
+    check and the IAM audit. Not granted: deleting other roles' policies (iam-audit's apply needs a
+    person's credentials) and any action on another endpoint, function, role or prefix."""
+    _region_account(region, account_id)
+    _check(bucket, _BUCKET, "S3 bucket name", "use 3-63 lower-case letters, digits, . and -.")
+    _check(function_name, _FUNCTION, "Lambda function name", "use letters, digits, - and _.")
+    _check(project, _FUNCTION, "Project name", "use letters, digits, - and _.")
+    key = _normalise_prefix(prefix)
+    part = partition(region)
+    sm = f"arn:{part}:sagemaker:{region}:{account_id}"
+    ep = endpoint_arn(region, account_id, endpoint_name).rsplit("/", 1)[1]
+    jobs = project.lower()[:8]
+    function = f"arn:{part}:lambda:{region}:{account_id}:function:{function_name}"
+    iam = f"arn:{part}:iam::{account_id}"
+
+    def allow(sid: str, actions: list[str], resources: list[str] | str,
+              condition: dict[str, Any] | None = None) -> dict[str, Any]:
+        statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+        return {**statement, "Condition": condition} if condition else statement
+
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            # ListBucket unconditioned: HeadBucket (the sync's bucket check) needs it without
+            # a prefix. Creating and protecting the bucket is the sync's first-run set-up.
+            allow("ProjectBucket", ["s3:CreateBucket", "s3:ListBucket",
+                                    "s3:GetBucketPublicAccessBlock",
+                                    "s3:PutBucketPublicAccessBlock",
+                                    "s3:GetEncryptionConfiguration",
+                                    "s3:PutEncryptionConfiguration"],
+                  f"arn:{part}:s3:::{bucket}"),
+            allow("ProjectObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                  f"arn:{part}:s3:::{bucket}/{key}/*"),
+            allow("OwnJobs", ["sagemaker:CreateHyperParameterTuningJob",
+                              "sagemaker:DescribeHyperParameterTuningJob",
+                              "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                              "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                              "sagemaker:AddTags", "sagemaker:ListTags"],
+                  [f"{sm}:hyper-parameter-tuning-job/{jobs}-hpo-*",
+                   f"{sm}:training-job/{jobs}-hpo-*", f"{sm}:training-job/{jobs}-train-*"]),
+            allow("OwnEndpoint", ["sagemaker:CreateModel", "sagemaker:DescribeModel",
+                                  "sagemaker:DeleteModel", "sagemaker:CreateEndpointConfig",
+                                  "sagemaker:DescribeEndpointConfig",
+                                  "sagemaker:DeleteEndpointConfig", "sagemaker:CreateEndpoint",
+                                  "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint",
+                                  "sagemaker:DeleteEndpoint", "sagemaker:InvokeEndpoint",
+                                  "sagemaker:UpdateEndpointWeightsAndCapacities",
+                                  "sagemaker:AddTags", "sagemaker:ListTags"],
+                  [f"{sm}:endpoint/{ep}", f"{sm}:endpoint-config/{ep}-c-*",
+                   f"{sm}:model/{ep}-m-*"]),
+            # List calls, Application Auto Scaling and GetMetricStatistics have no resource-level
+            # permissions: "*" is the only resource AWS accepts for them.
+            allow("ListsAndMetrics", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
+                                      "cloudwatch:GetMetricStatistics"], "*"),
+            allow("EndpointScaling", ["application-autoscaling:RegisterScalableTarget",
+                                      "application-autoscaling:DeregisterScalableTarget",
+                                      "application-autoscaling:DescribeScalableTargets",
+                                      "application-autoscaling:PutScalingPolicy",
+                                      "application-autoscaling:DeleteScalingPolicy",
+                                      "application-autoscaling:DescribeScalingPolicies"], "*",
+                  {"StringEquals": {"application-autoscaling:service-namespace": "sagemaker"}}),
+            allow("ScalingServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+                  f"{iam}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+                  "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                  {"StringEquals": {"iam:AWSServiceName":
+                                    "sagemaker.application-autoscaling.amazonaws.com"}}),
+            allow("OwnFunction", ["lambda:CreateFunction", "lambda:GetFunction",
+                                  "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
+                                  "lambda:UpdateFunctionConfiguration", "lambda:PublishVersion",
+                                  "lambda:ListVersionsByFunction", "lambda:CreateAlias",
+                                  "lambda:GetAlias", "lambda:UpdateAlias", "lambda:DeleteAlias",
+                                  "lambda:PutProvisionedConcurrencyConfig",
+                                  "lambda:GetProvisionedConcurrencyConfig",
+                                  "lambda:DeleteProvisionedConcurrencyConfig",
+                                  "lambda:PutFunctionConcurrency", "lambda:GetFunctionConcurrency",
+                                  "lambda:DeleteFunction", "lambda:TagResource",
+                                  "lambda:ListTags"],
+                  [function, f"{function}:*"]),
+            allow("OwnRolesAndPolicies", ["iam:CreateRole", "iam:GetRole", "iam:TagRole",
+                                          "iam:ListRoleTags", "iam:UpdateAssumeRolePolicy",
+                                          "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+                                          "iam:ListAttachedRolePolicies", "iam:ListRolePolicies",
+                                          "iam:DeleteRolePolicy",
+                                          "iam:DeleteRole", "iam:CreatePolicy", "iam:GetPolicy",
+                                          "iam:GetPolicyVersion", "iam:CreatePolicyVersion",
+                                          "iam:DeletePolicyVersion", "iam:ListPolicyVersions",
+                                          "iam:TagPolicy", "iam:ListPolicyTags",
+                                          "iam:DeletePolicy", "iam:ListEntitiesForPolicy"],
+                  [f"{iam}:role/{project}-*", f"{iam}:policy/{project}-*"]),
+            allow("PassOwnRoles", ["iam:PassRole"], f"{iam}:role/{project}-*",
+                  {"StringEquals": {"iam:PassedToService": ["sagemaker.amazonaws.com",
+                                                            "lambda.amazonaws.com"]}}),
+            allow("AuditReadOnly", ["iam:ListRoles", "iam:ListPolicies",
+                                    "iam:GenerateServiceLastAccessedDetails",
+                                    "iam:GetServiceLastAccessedDetails"], "*"),
+        ],
+    }

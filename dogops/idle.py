@@ -8,9 +8,12 @@
            a total that grew means "active now"; an unchanged total keeps the last active time; a
            server that never answered a request has been idle since it started.
 
-`scale_to_min` is the gentler action than teardown: on AWS it sets the variant's desired instance
-count to the scaling minimum (Application Auto Scaling scales it up again when traffic returns);
-the local server already scales its workers in to the minimum by itself.
+`put_to_sleep` is the default action, the one that stops paying: on AWS it deletes the endpoint
+(only one tagged as dogops's; its scaling target first, as AWS needs) and keeps the models,
+endpoint configs, Lambda and registry, so `wake` (or the next deploy) brings it back under the same
+name; locally it stops the endpoint's server and workers. `scale_to_min` is the gentler action: on
+AWS it sets the variant's desired instance count to the scaling minimum (which still costs that
+minimum); the local server already scales its workers in to the minimum by itself.
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ class IdleStatus(BaseModel):
 
 
 def _check_hours(max_idle_hours: float) -> None:
-    if not (math.isfinite(max_idle_hours) and max_idle_hours > 0):
-        raise UserInputError(f"max_idle_hours must be a positive number, got {max_idle_hours}.")
+    if not (math.isfinite(max_idle_hours) and max_idle_hours >= 0):
+        raise UserInputError(
+            f"max_idle_hours must be a number >= 0 (0: idle now), got {max_idle_hours}."
+        )
 
 
 def _finish(status: IdleStatus, last_active: datetime, now: datetime) -> IdleStatus:
@@ -136,7 +141,9 @@ def aws_idle_status(
     variant = next((v for v in variants if v.get("VariantName") == VARIANT), None)
     if variant is not None and variant.get("CurrentInstanceCount") is not None:
         status.current_instances = int(variant["CurrentInstanceCount"])
-    window = timedelta(hours=max_idle_hours)
+    # CloudWatch needs StartTime < EndTime: max_idle_hours=0 ("idle now") still looks back a
+    # minute, which only decides the detail text (0 h idle is always past the limit).
+    window = timedelta(hours=max(max_idle_hours, 1 / 60))
     period = _period_s(window.total_seconds())
     points = clients.client("cloudwatch").get_metric_statistics(
         Namespace="AWS/SageMaker", MetricName="Invocations",
@@ -200,3 +207,41 @@ def scale_to_min(
             DesiredWeightsAndCapacities=[{"VariantName": VARIANT, "DesiredInstanceCount": target}],
         )
     return [f"endpoint-capacity:{status.endpoint_name}:{status.current_instances}->{target}"]
+
+
+def put_to_sleep(
+    settings: Settings, status: IdleStatus, apply: bool, clients: Any = None
+) -> list[str]:
+    """Stop paying for an idle endpoint: delete it on AWS (only if tagged as dogops's), stop its
+    server and workers locally. What changed (or would, without `apply`); [] when nothing did."""
+    name = status.endpoint_name
+    if not status.exists:
+        return []
+    if status.backend == "local":
+        from dogops.local.endpoint import stop_endpoint
+
+        if apply:
+            stop_endpoint(name, settings.state_dir.expanduser().resolve())
+        workers = status.current_instances
+        return [f"endpoint-workers:{name} ({workers} workers; model and registry kept)"]
+    from dogops.aws import autoscaling
+    from dogops.aws.clients import AwsClients
+    from dogops.aws.endpoint import describe_endpoint
+    from dogops.aws.teardown import _tags, is_ours
+
+    clients = clients or AwsClients(settings.aws)
+    sm = clients.client("sagemaker")
+    described = describe_endpoint(clients, name)
+    if described is None:
+        return []
+    if not is_ours(_tags(sm, described["EndpointArn"]), settings.project):
+        raise UserInputError(
+            f"endpoint {name} is not tagged project={settings.project}, managed-by=dogops: "
+            "idle-guard deletes only endpoints dogops made. Delete it yourself, or use "
+            "action=scale-to-min."
+        )
+    if apply:
+        autoscaling.deregister_autoscaling(clients, name, VARIANT)
+        if described["EndpointStatus"] != "Deleting":
+            sm.delete_endpoint(EndpointName=name)
+    return [f"scalable-target:{name}", f"endpoint:{name} (config, model and registry kept)"]

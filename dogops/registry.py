@@ -48,7 +48,11 @@ class RegistryEntry(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     class_names: list[str] = Field(default_factory=list)
     data_manifest_sha256: str = ""
-    data_uri: str = ""
+    data_uri: str = Field("", description="Object-store URI the model's data was synced to.")
+    data_dir: str = Field(
+        "", description="The local folder that was synced there (what `resync` syncs again)."
+    )
+    data_files: int = 0
     code_version: str = Field("", description="git commit of the repo, else sha256 of model_code/.")
     endpoint_name: str
     backend: str
@@ -74,11 +78,23 @@ class RegistryEvent(BaseModel):
     """Something that changed which entry is live: a promotion or a rollback."""
 
     at: datetime
-    action: Literal["promote", "rollback"]
+    action: Literal["promote", "rollback", "sleep", "wake"]
     endpoint_name: str
     version: int
     from_version: int | None = None
     flow_run_id: str | None = None
+    reason: str = ""
+
+
+class Asleep(BaseModel):
+    """An endpoint idle-guard deleted (AWS) or stopped (local) to stop paying for it; its live
+    version, model and config stay, so `wake` (or the next deploy) brings it back."""
+
+    since: datetime
+    version: int
+    instances: int = Field(description="Instances (workers) it had when it was put to sleep.")
+    instance_type: str = ""
+    saved_per_day: float | None = Field(None, description="Price of those instances per day.")
     reason: str = ""
 
 
@@ -87,6 +103,9 @@ class RegistryDocument(BaseModel):
     entries: list[RegistryEntry] = Field(default_factory=list)
     live: dict[str, int] = Field(
         default_factory=dict, description="Endpoint name -> registry version serving there."
+    )
+    asleep: dict[str, Asleep] = Field(
+        default_factory=dict, description="Endpoint name -> why and since when it is asleep."
     )
     events: list[RegistryEvent] = Field(default_factory=list)
 
@@ -245,6 +264,7 @@ class Registry:
         flow_run_id: str | None = None,
         source: Source = "manual",
         notes: list[str] | None = None,
+        data_dir: str | None = None,
     ) -> RegistryEntry:
         """Append `model` as a new version and make it live on `endpoint_name`.
 
@@ -256,6 +276,8 @@ class Registry:
             current = document.live.get(endpoint_name)
             for entry in document.entries:
                 if entry.version == current and entry.model_version == model.version:
+                    if self._woke(document, endpoint_name, flow_run_id):
+                        self._save(document)
                     return entry
             entry = RegistryEntry(
                 version=max((e.version for e in document.entries), default=0) + 1,
@@ -267,6 +289,8 @@ class Registry:
                 class_names=model.class_names,
                 data_manifest_sha256=data.manifest_sha256 if data else "",
                 data_uri=data.uri if data else "",
+                data_dir=data_dir or "",
+                data_files=data.files_total if data else 0,
                 code_version=code_version if code_version is not None else current_code_version(),
                 endpoint_name=endpoint_name,
                 backend=backend,
@@ -277,6 +301,7 @@ class Registry:
             )
             document.entries.append(entry)
             document.live[endpoint_name] = entry.version
+            self._woke(document, endpoint_name, flow_run_id)
             document.events.append(RegistryEvent(
                 at=entry.promoted_at, action="promote", endpoint_name=endpoint_name,
                 version=entry.version, from_version=current, flow_run_id=flow_run_id,
@@ -296,14 +321,57 @@ class Registry:
                 raise UserInputError(f"registry {self.uri} has no version {version}.")
             current = document.live.get(endpoint_name)
             if current == version:
+                if self._woke(document, endpoint_name, flow_run_id):
+                    self._save(document)
                 return entry
             document.live[endpoint_name] = version
+            self._woke(document, endpoint_name, flow_run_id)
             document.events.append(RegistryEvent(
                 at=datetime.now(UTC), action="rollback", endpoint_name=endpoint_name,
                 version=version, from_version=current, flow_run_id=flow_run_id, reason=reason,
             ))
             self._save(document)
             return entry
+
+    def mark_asleep(
+        self, endpoint_name: str, asleep: Asleep, flow_run_id: str | None = None
+    ) -> None:
+        """Say that `endpoint_name` was deleted/stopped while idle; its live version stays."""
+        with self.store.lock():
+            document = self.load()
+            if endpoint_name in document.asleep:
+                return
+            document.asleep[endpoint_name] = asleep
+            document.events.append(RegistryEvent(
+                at=asleep.since, action="sleep", endpoint_name=endpoint_name,
+                version=asleep.version, flow_run_id=flow_run_id, reason=asleep.reason,
+            ))
+            self._save(document)
+
+    def mark_awake(self, endpoint_name: str, flow_run_id: str | None = None) -> Asleep | None:
+        """Clear the asleep mark (after a deploy); returns what it was, or None."""
+        with self.store.lock():
+            document = self.load()
+            was = document.asleep.get(endpoint_name)
+            if self._woke(document, endpoint_name, flow_run_id):
+                self._save(document)
+            return was
+
+    def asleep(self, endpoint_name: str) -> Asleep | None:
+        return self.load().asleep.get(endpoint_name)
+
+    @staticmethod
+    def _woke(document: RegistryDocument, endpoint_name: str, flow_run_id: str | None) -> bool:
+        """Drop `endpoint_name`'s asleep mark in `document` (not saved); True if it had one."""
+        was = document.asleep.pop(endpoint_name, None)
+        if was is None:
+            return False
+        document.events.append(RegistryEvent(
+            at=datetime.now(UTC), action="wake", endpoint_name=endpoint_name,
+            version=document.live.get(endpoint_name, was.version), flow_run_id=flow_run_id,
+            reason=f"deployed again after sleeping since {was.since:%Y-%m-%d %H:%M} UTC",
+        ))
+        return True
 
 
 def registry_for(settings: Settings) -> Registry:
@@ -359,6 +427,8 @@ def history_table(entries: list[RegistryEntry], live_version: int | None) -> lis
             "source": e.source,
             "code": e.code_version,
             "data": e.data_manifest_sha256[:12],
+            "data_uri": e.data_uri,
+            "files": e.data_files,
         }
         for e in entries
     ]

@@ -6,6 +6,7 @@ own `~/.prefect`. Started detached, so the UI stays up after the demo finishes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from dogops.errors import OperationFailedError
@@ -93,3 +95,46 @@ def stop_prefect_server(state_dir: Path) -> bool:
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API this process would report to now (env, profile or a test harness)."""
+    from prefect.settings import PREFECT_API_URL
+
+    value = PREFECT_API_URL.value()
+    return str(value) if value else None
+
+
+@contextlib.contextmanager
+def project_prefect(state_dir: Path) -> Iterator[str]:
+    """Report flow runs to the Prefect server this process is configured for, else to the
+    project's server on 127.0.0.1:4200 (started when it is not running, as `make demo` does), so
+    an engineer's `dogops run` shows in the same UI as the deployments' runs. Yields the API URL.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = configured_api_url()
+    if url:
+        yield url
+        return
+    root = Path(state_dir).expanduser().resolve()
+    for key, value in prefect_env(root).items():
+        os.environ.setdefault(key, value)
+    url = start_prefect_server(root)
+    os.environ["PREFECT_API_URL"] = url  # for the subprocesses the flows start
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+
+
+def export_hint(url: str) -> str:
+    """The line to paste into another shell so plain `prefect` commands reach the same server."""
+    return f"export PREFECT_API_URL={url}"
+
+
+def prefect_command_hint(url: str, *args: str) -> str:
+    """A `prefect` command line that works as printed in a fresh shell (it carries the URL)."""
+    import shlex
+
+    prefect = Path(sys.executable).with_name("prefect")
+    return " ".join([f"PREFECT_API_URL={url}", shlex.quote(str(prefect)),
+                     *(shlex.quote(a) for a in args)])

@@ -208,6 +208,16 @@ class Settings(BaseSettings):
         return Settings.model_validate(data)
 
 
+# Flow parameter defaults: instances with no field set, so `Settings.merged` keeps the
+# environment's values for a run with no parameters, while the deployments' forms show every
+# field (deployments/serve.py fills in the effective values as the forms' defaults).
+DEFAULT_TUNING = TuningConfig()
+DEFAULT_TRAINING = TrainingConfig()
+DEFAULT_ENDPOINT = EndpointConfig()
+DEFAULT_SCALING = ScalingConfig()
+DEFAULT_LAMBDA = LambdaConfig()
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment with `overrides` on top, or a `UserInputError`."""
     from pydantic import ValidationError

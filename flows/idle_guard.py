@@ -1,30 +1,38 @@
-"""idle-guard: an endpoint nobody called for `max_idle_hours` is scaled to its minimum or torn down.
+"""idle-guard: an endpoint nobody called for `max_idle_hours` is put to sleep (default), scaled to
+its minimum, or torn down.
 
-Scheduled hourly by the deployments. Dry run by default (`apply=False`): the `idle-guard` artifact
-says what it found and what it would do. Idleness comes from CloudWatch's `Invocations` metric on
-AWS and from the endpoint server's invocation count locally (see `dogops.idle`).
+`sleep` stops paying: on AWS the endpoint is deleted (models, configs, Lambda and the registry
+stay; the registry says it is asleep), locally its server and workers stop. `dogops wake` (the
+`wake` flow), a rollback or the next train-and-deploy brings the live version back under the same
+name, so the Lambda needs no edit. Scheduled hourly by the deployments (which apply). Called
+directly it is a dry run by default (`apply=False`): the `idle-guard` artifact says what it found
+and what it would do; a sleep also leaves a `cost-estimate` table of what it saves. Idleness
+comes from CloudWatch's `Invocations` metric on AWS and from the endpoint server's invocation
+count locally (see `dogops.idle`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dogops.idle import IdleStatus
-from dogops.settings import Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
 from tasks.operations import (
     IDLE_KEY,
     check_idle,
+    mark_asleep,
+    put_to_sleep,
     report_teardown,
     run_namer,
     scale_to_min,
     teardown_resources,
 )
 
-IdleAction = Literal["teardown", "scale-to-min"]
+IdleAction = Literal["sleep", "scale-to-min", "teardown"]
 
 
 class IdleGuardResult(BaseModel):
@@ -47,24 +55,33 @@ def _markdown(status: IdleStatus, action: IdleAction, apply: bool, changes: list
         verb = "Done" if apply else "Would do (dry run; apply=True acts)"
         lines += ["", f"{verb}: {action}"]
         lines += [f"- {c}" for c in changes] or ["- nothing to change"]
+        if action == "sleep":
+            lines += ["", "Asleep: `dogops wake` (or a rollback, or the next train-and-deploy) "
+                      "brings the live model back under the same name; see the `cost-estimate` "
+                      "artifact for what sleeping saves."]
     return "\n".join(lines)
 
 
 @flow(name="idle-guard", flow_run_name=run_namer("idle-guard"), log_prints=True)
 def idle_guard(
-    max_idle_hours: float = 24,
-    action: IdleAction = "scale-to-min",
+    max_idle_hours: Annotated[float, Field(ge=0)] = 24,
+    action: IdleAction = "sleep",
     apply: bool = False,
     backend: Backend | None = None,
-    endpoint: EndpointConfig | None = None,
+    endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> IdleGuardResult:
-    """Scale to the minimum, or tear down, an endpoint idle for `max_idle_hours`."""
+    """Put to sleep (default), scale to the minimum, or tear down an endpoint idle for
+    `max_idle_hours` (0: now)."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
     status = check_idle(settings, max_idle_hours)
     changes: list[str] = []
     if status.idle:
-        if action == "teardown":
+        if action == "sleep":
+            changes = put_to_sleep(settings, status, apply)
+            if apply and changes:
+                mark_asleep(settings, status)
+        elif action == "teardown":
             changes = teardown_resources(settings, apply)
             report_teardown(changes, apply, settings.backend)
         else:

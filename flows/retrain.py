@@ -1,6 +1,7 @@
 """retrain: new data -> warm-started tuning -> candidate -> quality gate -> promote (or keep live).
 
-    validate -> upload data -> tune (warm start) -> train best -> evaluate
+    data (given folder, else the registry's: what is under its object-store URI now, or with
+    resync=True the recorded folder synced again) -> tune (warm start) -> train best -> evaluate
              -> score candidate + score live (same test split) -> quality gate
              -> [approval in the UI] -> deploy -> register auto-scaling -> record in registry
 
@@ -8,28 +9,42 @@ The candidate replaces the live model only when its test accuracy beats the live
 `margin`; otherwise the live endpoint is left alone and the `quality-gate` artifact says why.
 With `require_approval`, the run pauses for a person's answer in the Prefect UI; no answer within
 `approval_timeout_s` means no promotion. The steps are the same tasks train-and-deploy uses.
+With no parameters at all (the weekly cron, *Run* in the UI) it retrains on the data of record.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from dogops.errors import UserInputError
 from dogops.evaluation import GateDecision, decide
 from dogops.registry import RegistryEntry
-from dogops.results import EndpointInfo, ScalingInfo, StepSkipped, TrainedModel
+from dogops.results import EndpointInfo, ScalingInfo, StepSkipped, SyncReport, TrainedModel
 from dogops.run_key import run_key as make_run_key
 from dogops.settings import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_SCALING,
+    DEFAULT_TRAINING,
+    DEFAULT_TUNING,
     Backend,
     EndpointConfig,
     ScalingConfig,
+    Settings,
     TrainingConfig,
     TuningConfig,
     load_settings,
 )
-from tasks.data import upload_data, validate_data
+from tasks.data import (
+    data_of_record,
+    fetch_test_split,
+    refresh_data,
+    upload_data,
+    validate_data,
+)
 from tasks.endpoint import deploy, register_autoscaling
 from tasks.operations import (
     read_live_model,
@@ -50,40 +65,61 @@ class RetrainResult(BaseModel):
     reason: str
     gate: GateDecision
     candidate: TrainedModel
+    data: SyncReport | None = None
     live_before: RegistryEntry | None = None
     registry_entry: RegistryEntry | None = None
     endpoint: EndpointInfo | None = None
     scaling: ScalingInfo | StepSkipped | None = None
 
 
+def choose_data(settings: Settings, resync: bool) -> tuple[SyncReport, Path, str | None]:
+    """The data to retrain on, a local folder with its test split, and the folder it was synced
+    from (None when it was read from the object store as it is)."""
+    folder = settings.data_dir
+    entry = None
+    if folder is None:
+        entry = data_of_record(settings, "retrain")
+        if resync:
+            if not entry.data_dir:
+                raise UserInputError(
+                    f"resync=True, but registry v{entry.version} records no source folder: "
+                    "pass data_dir."
+                )
+            folder = Path(entry.data_dir)
+    if folder is not None:
+        data_root = Path(validate_data(folder).root)
+        return upload_data(settings, data_root), data_root / "test", str(data_root)
+    assert entry is not None
+    data = refresh_data(settings, entry.data_uri)
+    return data, fetch_test_split(settings, data), entry.data_dir or None
+
+
 @flow(name="retrain", flow_run_name=run_namer("retrain"), log_prints=True)
 def retrain(
     data_dir: str | None = None,
+    resync: bool = False,
     backend: Backend | None = None,
-    margin: float = 0.01,
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.01,
     require_approval: bool = False,
-    approval_timeout_s: int = 3600,
-    tuning: TuningConfig | None = None,
-    training: TrainingConfig | None = None,
-    endpoint: EndpointConfig | None = None,
-    scaling: ScalingConfig | None = None,
+    approval_timeout_s: Annotated[int, Field(ge=1)] = 3600,
+    tuning: TuningConfig = DEFAULT_TUNING,
+    training: TrainingConfig = DEFAULT_TRAINING,
+    endpoint: EndpointConfig = DEFAULT_ENDPOINT,
+    scaling: ScalingConfig = DEFAULT_SCALING,
     state_dir: str | None = None,
 ) -> RetrainResult:
-    """Retrain on the current data and promote only a better model. Empty parameters keep the
-    settings; `margin` is absolute test accuracy (0.01 = one percentage point)."""
+    """Retrain and promote only a better model. With no `data_dir`, the registry's data: what is
+    under its object-store URI now, or with `resync` its source folder synced again. Unchanged
+    fields keep the settings; `margin` is absolute test accuracy (0.01 = one point)."""
     # Warm start is what makes a retrain cheaper than a first run: always on here.
-    tuning_override = {**(tuning.model_dump(exclude_unset=True) if tuning else {}),
-                       "warm_start": True}
+    tuning_override = {**tuning.model_dump(exclude_unset=True), "warm_start": True}
     settings = load_settings(
         data_dir=data_dir, backend=backend, tuning=tuning_override, training=training,
         endpoint=endpoint, scaling=scaling, state_dir=state_dir,
     )
     logger = get_run_logger()
-    summary = validate_data(settings.data_dir)
-    data_root = Path(summary.root)
     live_before = read_live_model(settings)
-
-    data = upload_data(settings, data_root)
+    data, test_dir, source_dir = choose_data(settings, resync)
     key = make_run_key(settings, data)
     tuned = tune(settings, data, key)
     report_tuning(tuned)
@@ -91,7 +127,6 @@ def retrain(
     evaluate(candidate, tuned)
     report_cost(settings, tuned, candidate.training_seconds)
 
-    test_dir = data_root / "test"
     decision = decide(
         score_candidate(settings, candidate, test_dir),
         score_live(settings, live_before, test_dir),
@@ -110,13 +145,13 @@ def retrain(
     logger.info("quality gate: %s", reason)
     if not promote:
         return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
-                             live_before=live_before)
+                             data=data, live_before=live_before)
 
     live = deploy(settings, candidate, key)
     scaled = register_autoscaling(settings, live)
-    entry = record_model(settings, candidate, data, live, "retrain")
+    entry = record_model(settings, candidate, data, live, "retrain", source_dir)
     return RetrainResult(
-        promoted=True, reason=reason, gate=decision, candidate=candidate,
+        promoted=True, reason=reason, gate=decision, candidate=candidate, data=data,
         live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,
     )
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from dogops.errors import UserInputError
 from dogops.registry import RegistryEntry, registry_for
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
-from dogops.settings import Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
 from tasks.operations import ROLLBACK_KEY, read_live_model, run_namer, set_live_version
 
@@ -33,7 +33,7 @@ class RollbackResult(BaseModel):
 def rollback(
     to_version: int | None = None,
     backend: Backend | None = None,
-    endpoint: EndpointConfig | None = None,
+    endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> RollbackResult:
     """Redeploy the registry's previous version (or `to_version`) and record it as live."""
@@ -43,6 +43,11 @@ def rollback(
     name = settings.endpoint.name
     current = read_live_model(settings)
     target = registry.get(to_version) if to_version is not None else registry.previous(name)
+    if target is None and current is None:
+        raise UserInputError(
+            f"nothing to roll back on endpoint {name}: the registry {registry.uri} has no model "
+            "for it. Run train-and-deploy first."
+        )
     if target is None:
         raise UserInputError(
             f"nothing to roll back to on endpoint {name}: the registry {registry.uri} has "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from dogops.settings import Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
 from tasks.operations import report_teardown, run_namer, teardown_resources
 
 
@@ -19,7 +19,7 @@ from tasks.operations import report_teardown, run_namer, teardown_resources
 def teardown(
     apply: bool = False,
     backend: Backend | None = None,
-    endpoint: EndpointConfig | None = None,
+    endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> list[str]:
     """List (dry run) or, with `apply`, delete the endpoint and everything made for it."""

@@ -29,6 +29,11 @@ from dogops.results import (
 )
 from dogops.run_key import run_key as make_run_key
 from dogops.settings import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_LAMBDA,
+    DEFAULT_SCALING,
+    DEFAULT_TRAINING,
+    DEFAULT_TUNING,
     Backend,
     EndpointConfig,
     LambdaConfig,
@@ -37,7 +42,7 @@ from dogops.settings import (
     TuningConfig,
     load_settings,
 )
-from tasks.data import upload_data, validate_data
+from tasks.data import data_dir_of_record, upload_data, validate_data
 from tasks.endpoint import deploy, deploy_lambda, register_autoscaling, secure, smoke_test
 from tasks.operations import record_model, report_cost
 from tasks.reporting import evaluate, report_endpoint, report_summary, report_tuning
@@ -70,15 +75,16 @@ def _run_name() -> str:
 def train_and_deploy(
     data_dir: str | None = None,
     backend: Backend | None = None,
-    tuning: TuningConfig | None = None,
-    training: TrainingConfig | None = None,
-    endpoint: EndpointConfig | None = None,
-    scaling: ScalingConfig | None = None,
-    lambda_config: LambdaConfig | None = None,
+    tuning: TuningConfig = DEFAULT_TUNING,
+    training: TrainingConfig = DEFAULT_TRAINING,
+    endpoint: EndpointConfig = DEFAULT_ENDPOINT,
+    scaling: ScalingConfig = DEFAULT_SCALING,
+    lambda_config: LambdaConfig = DEFAULT_LAMBDA,
     state_dir: str | None = None,
     run_smoke_test: bool = True,
 ) -> PipelineResult:
-    """Tune, train, deploy and secure the classifier. Empty parameters keep the settings."""
+    """Tune, train, deploy and secure the classifier. Unchanged fields keep the settings; with
+    no `data_dir` (and no DOGOPS_DATA_DIR) the folder the registry's last model came from."""
     settings = load_settings(
         data_dir=data_dir, backend=backend, tuning=tuning, training=training,
         endpoint=endpoint, scaling=scaling, lambda_config=lambda_config, state_dir=state_dir,
@@ -86,7 +92,7 @@ def train_and_deploy(
     logger = get_run_logger()
     logger.info("backend=%s data_dir=%s endpoint=%s", settings.backend, settings.data_dir,
                 settings.endpoint.name)
-    summary = validate_data(settings.data_dir)
+    summary = validate_data(settings.data_dir or data_dir_of_record(settings))
     logger.info("data: %d classes, images per split %s", summary.num_classes,
                 summary.images_per_split)
     data_root = Path(summary.root)
@@ -108,7 +114,7 @@ def train_and_deploy(
     )
     if isinstance(smoke, StepSkipped):
         logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
-    entry = record_model(settings, model, data, live, "train-and-deploy")
+    entry = record_model(settings, model, data, live, "train-and-deploy", str(data_root))
     report_cost(settings, tuned, model.training_seconds)
     report_summary(
         reporting.summary_markdown(

@@ -7,14 +7,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from dogops import data_source
 from dogops.dataset import DatasetSummary, inspect_dataset
+from dogops.registry import RegistryEntry, registry_for
 from dogops.results import SyncReport
 from dogops.settings import Settings
 from tasks.common import RETRYING, backend_for, progress
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
-def validate_data(data_dir: Path | None) -> DatasetSummary:
+def validate_data(data_dir: Path | str | None) -> DatasetSummary:
     """Fail fast, before anything is uploaded or trained, on a wrong data folder."""
     return inspect_dataset(data_dir)
 
@@ -27,3 +29,36 @@ def upload_data(settings: Settings, data_dir: Path) -> SyncReport:
         f"{report.skipped} unchanged, {report.deleted} deleted in {report.seconds:.1f} s"
     )
     return report
+
+
+@task(name="data-of-record", **RETRYING)
+def data_of_record(settings: Settings, what: str) -> RegistryEntry:
+    """The registry entry whose data a run without a data folder uses; a clear error (run
+    train-and-deploy first) when there is none."""
+    entry = data_source.require_entry(registry_for(settings), settings.endpoint.name, what)
+    progress()(f"data of record: {entry.data_uri} (v{entry.version}, manifest "
+               f"{entry.data_manifest_sha256[:12]}, synced from {entry.data_dir or '?'})")
+    return entry
+
+
+@task(name="refresh-data", task_run_name="refresh-{uri}", **RETRYING)
+def refresh_data(settings: Settings, uri: str) -> SyncReport:
+    """The data under `uri` in the object store now (picks up images added there)."""
+    report = data_source.refresh(settings, uri)
+    progress()(f"{uri}: {report.files_total} files now, manifest {report.manifest_sha256[:12]}")
+    return report
+
+
+@task(name="fetch-test-split", **RETRYING)
+def fetch_test_split(settings: Settings, data: SyncReport) -> Path:
+    return data_source.test_split(settings, data)
+
+
+@task(name="data-dir-of-record", **RETRYING)
+def data_dir_of_record(settings: Settings) -> str | None:
+    """The folder the endpoint's last registered model was synced from, or None."""
+    entry = data_source.last_entry(registry_for(settings), settings.endpoint.name)
+    if entry is None or not entry.data_dir:
+        return None
+    progress()(f"no data_dir given: using {entry.data_dir}, the data of registry v{entry.version}")
+    return entry.data_dir

@@ -59,13 +59,14 @@ def read_live_model(settings: Settings) -> RegistryEntry | None:
 @task(name="record-model", task_run_name="record-model-{model.version}", **RETRYING)
 def record_model(
     settings: Settings, model: TrainedModel, data: SyncReport | None, endpoint: EndpointInfo,
-    source: registry.Source,
+    source: registry.Source, data_dir: str | None = None,
 ) -> RegistryEntry:
-    """Version the deployed model in the registry (a no-op when it is already live there)."""
+    """Version the deployed model in the registry (a no-op when it is already live there);
+    `data_dir` is the folder the data was synced from, kept for `retrain(resync=True)`."""
     reg = registry.registry_for(settings)
     entry = reg.record(
         model, endpoint.name, settings.backend, data=data, flow_run_id=_flow_run_id(),
-        source=source,
+        source=source, data_dir=data_dir,
     )
     progress()(f"registry {reg.uri}: version {entry.version} ({entry.model_version}) is live "
                f"on {endpoint.name}")
@@ -215,3 +216,59 @@ def check_idle(settings: Settings, max_idle_hours: float) -> idle.IdleStatus:
 @task(name="scale-to-min", **RETRYING)
 def scale_to_min(settings: Settings, status: idle.IdleStatus, apply: bool) -> list[str]:
     return idle.scale_to_min(settings, status, apply)
+
+
+@task(name="put-to-sleep", **RETRYING)
+def put_to_sleep(settings: Settings, status: idle.IdleStatus, apply: bool) -> list[str]:
+    """Delete (AWS) or stop (local) the idle endpoint; idempotent, so a retry is safe."""
+    return idle.put_to_sleep(settings, status, apply)
+
+
+@task(name="mark-asleep", **RETRYING)
+def mark_asleep(settings: Settings, status: idle.IdleStatus) -> registry.Asleep | None:
+    """Record in the registry that the endpoint sleeps (its live version stays live), and leave
+    the `cost-estimate` artifact with what sleeping saves. None when the registry has no live
+    model for it (then there is nothing `wake` could bring back)."""
+    from datetime import UTC, datetime
+
+    reg = registry.registry_for(settings)
+    name = settings.endpoint.name
+    live = reg.live(name)
+    if live is None:
+        get_run_logger().warning("registry %s has no live model for %s: not marked asleep",
+                                 reg.uri, name)
+        return None
+    instances = max(status.current_instances or 0, settings.scaling.min_capacity)
+    price = cost.hosting_price(settings.endpoint.instance_type)
+    asleep = registry.Asleep(
+        since=datetime.now(UTC), version=live.version, instances=instances,
+        instance_type=settings.endpoint.instance_type,
+        saved_per_day=None if price is None else round(24 * instances * price, 4),
+        reason=f"idle {status.idle_hours} h (limit {status.max_idle_hours:g} h)",
+    )
+    reg.mark_asleep(name, asleep, _flow_run_id())
+    report_savings(settings, reg.asleep(name) or asleep)
+    return asleep
+
+
+def report_savings(settings: Settings, asleep: registry.Asleep) -> cost.CostEstimate:
+    """The `cost-estimate` table of what an asleep endpoint saves (per day and so far)."""
+    from datetime import UTC, datetime
+
+    hours = max(0.0, (datetime.now(UTC) - asleep.since).total_seconds() / 3600)
+    estimate = cost.idle_savings(settings, asleep.instances, hours)
+    create_table_artifact(
+        key=COST_KEY, table=estimate.rows(),
+        description=f"What sleeping {settings.endpoint.name} saves ({estimate.label}); prices: "
+        f"{estimate.prices_source} as of {estimate.prices_as_of}",
+    )
+    return estimate
+
+
+@task(name="mark-awake", **RETRYING)
+def mark_awake(settings: Settings) -> registry.Asleep | None:
+    """Clear the registry's asleep mark after a deploy; what it was (for the savings), or None."""
+    was = registry.registry_for(settings).mark_awake(settings.endpoint.name, _flow_run_id())
+    if was is not None:
+        report_savings(settings, was)
+    return was

@@ -223,3 +223,102 @@ def test_full_access_list() -> None:
     console_made = f"arn:aws:iam::{ACCOUNT}:policy/service-role/AWSLambdaBasicExecutionRole-1a2b"
     assert not is_aws_managed(console_made)
     assert not is_full_access_policy(f"arn:aws:iam::{ACCOUNT}:policy/MyFullAccess")
+
+
+# -- the ECS task role of the flows (deployments/prefect.yaml's `-ecs` set) ----------------------
+
+ECS_ARGS = ("us-east-1", ACCOUNT, "dogops-data", "dogops", "Dog-Classifier", "dogops-predict")
+SM = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}"
+FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dogops-predict"
+IAM = f"arn:aws:iam::{ACCOUNT}"
+
+ECS_MUST_ALLOW = [
+    ("s3:ListBucket", "arn:aws:s3:::dogops-data"),
+    ("s3:PutObject", "arn:aws:s3:::dogops-data/dogops/data/train/a/1.jpg"),
+    ("s3:GetObject", "arn:aws:s3:::dogops-data/dogops/registry.json"),
+    ("s3:DeleteObject", "arn:aws:s3:::dogops-data/dogops/data/train/a/1.jpg"),
+    ("sagemaker:CreateHyperParameterTuningJob",
+     f"{SM}:hyper-parameter-tuning-job/dogops-hpo-abc-123"),
+    ("sagemaker:DescribeTrainingJob", f"{SM}:training-job/dogops-hpo-abc-123-001-x"),
+    ("sagemaker:CreateTrainingJob", f"{SM}:training-job/dogops-train-abc-123"),
+    ("sagemaker:CreateEndpoint", f"{SM}:endpoint/dog-classifier"),
+    ("sagemaker:DeleteEndpoint", f"{SM}:endpoint/dog-classifier"),
+    ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/dog-classifier"),
+    ("sagemaker:CreateEndpointConfig", f"{SM}:endpoint-config/dog-classifier-c-0123456789ab"),
+    ("sagemaker:DeleteModel", f"{SM}:model/dog-classifier-m-0123456789ab"),
+    ("sagemaker:ListModels", "*"),
+    ("cloudwatch:GetMetricStatistics", "*"),
+    ("application-autoscaling:RegisterScalableTarget", "*"),
+    ("lambda:UpdateFunctionCode", FN),
+    ("lambda:PutProvisionedConcurrencyConfig", f"{FN}:live"),
+    ("iam:CreateRole", f"{IAM}:role/dogops-sagemaker-execution"),
+    ("iam:PassRole", f"{IAM}:role/dogops-sagemaker-execution"),
+    ("iam:CreatePolicyVersion", f"{IAM}:policy/dogops-lambda-dogops-predict"),
+    ("iam:ListRoles", "*"),
+]
+ECS_MUST_REFUSE = [
+    ("s3:GetObject", "arn:aws:s3:::dogops-data/other-team/secret.csv"),
+    ("s3:PutObject", "arn:aws:s3:::someone-elses-bucket/dogops/x"),
+    ("s3:DeleteBucket", "arn:aws:s3:::dogops-data"),
+    ("sagemaker:DeleteEndpoint", f"{SM}:endpoint/their-endpoint"),
+    ("sagemaker:InvokeEndpoint", f"{SM}:endpoint/dog-classifier-2"),
+    ("sagemaker:DeleteModel", f"{SM}:model/their-model"),
+    ("sagemaker:CreateTrainingJob", f"{SM}:training-job/their-job"),
+    ("sagemaker:CreateNotebookInstance", f"{SM}:notebook-instance/dogops-x"),
+    ("lambda:DeleteFunction", f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:other"),
+    ("lambda:InvokeFunction", FN),
+    ("iam:CreateRole", f"{IAM}:role/admin"),
+    ("iam:PassRole", f"{IAM}:role/admin"),
+    ("iam:AttachRolePolicy", f"{IAM}:role/other-team-role"),
+    ("iam:DeletePolicy", f"{IAM}:policy/other-team-policy"),
+    ("iam:CreateUser", f"{IAM}:user/dogops-x"),
+    ("iam:CreateAccessKey", f"{IAM}:user/anyone"),
+    ("sts:AssumeRole", f"{IAM}:role/dogops-sagemaker-execution"),
+    ("ec2:RunInstances", "*"),
+]
+
+
+@pytest.mark.parametrize(("action", "resource"), ECS_MUST_ALLOW)
+def test_ecs_task_policy_allows_what_the_flows_do(action: str, resource: str) -> None:
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    from dogops.iam_policies import ecs_flow_task_policy
+
+    policy = IAMPolicy(json.dumps(ecs_flow_task_policy(*ECS_ARGS)))
+    assert policy.is_action_permitted(action, resource) == PermissionResult.PERMITTED
+
+
+@pytest.mark.parametrize(("action", "resource"), ECS_MUST_REFUSE)
+def test_ecs_task_policy_refuses_the_rest(action: str, resource: str) -> None:
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    from dogops.iam_policies import ecs_flow_task_policy
+
+    policy = IAMPolicy(json.dumps(ecs_flow_task_policy(*ECS_ARGS)))
+    assert policy.is_action_permitted(action, resource) != PermissionResult.PERMITTED
+
+
+def test_ecs_task_policy_shape() -> None:
+    from dogops.iam_policies import ecs_flow_task_policy, ecs_task_trust_policy
+
+    policy = ecs_flow_task_policy(*ECS_ARGS)
+    grants = _grants(policy)
+    assert not any("*" in action for action, _ in grants)
+    # "*" only for actions without resource-level permissions.
+    assert {a for a, r in grants if r == "*"} == {
+        "sagemaker:ListEndpointConfigs", "sagemaker:ListModels", "cloudwatch:GetMetricStatistics",
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:DescribeScalableTargets",
+        "application-autoscaling:PutScalingPolicy", "application-autoscaling:DeleteScalingPolicy",
+        "application-autoscaling:DescribeScalingPolicies", "iam:ListRoles", "iam:ListPolicies",
+        "iam:GenerateServiceLastAccessedDetails", "iam:GetServiceLastAccessedDetails",
+    }
+    passing = next(s for s in policy["Statement"] if s["Action"] == ["iam:PassRole"])
+    assert passing["Condition"] == {"StringEquals": {"iam:PassedToService": [
+        "sagemaker.amazonaws.com", "lambda.amazonaws.com"]}}
+    assert len(json.dumps(policy, separators=(",", ":"))) < 6144  # IAM's managed-policy limit
+    assert ecs_task_trust_policy()["Statement"][0]["Principal"] == {
+        "Service": "ecs-tasks.amazonaws.com"}
+    with pytest.raises(UserInputError, match="prefix"):
+        ecs_flow_task_policy("us-east-1", ACCOUNT, "dogops-data", "", "ep", "fn")
