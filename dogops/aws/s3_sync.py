@@ -42,6 +42,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from dogops.aws.clients import AwsClients
 from dogops.errors import DataLayoutError, TransientError, UserInputError
 from dogops.hash_cache import HashCache
+from dogops.progress import Progress
 from dogops.results import SyncReport
 
 MiB = 1024 * 1024
@@ -376,15 +377,19 @@ def sync_folder(
 
         done_bytes = 0
         upload_started = time.monotonic()
+        tracker = Progress(f"upload to s3://{bucket}/{prefix}", len(to_upload), "files",
+                           say=progress) if to_upload else None
         for done_files, (local, _) in enumerate(_run_pool(pool, _upload, to_upload), 1):
             done_bytes += local.size
             elapsed = max(time.monotonic() - upload_started, 1e-6)
-            say(
-                f"uploaded {done_files}/{len(to_upload)} files, "
-                f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
-                f"{done_bytes / MiB / elapsed:.1f} MB/s",
-                force=done_files == len(to_upload),
-            )
+            rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
+                    f"{done_bytes / MiB / elapsed:.1f} MB/s")
+            assert tracker is not None
+            tracker.update(done_files, note=rate)
+            say(f"uploaded {done_files}/{len(to_upload)} files, {rate}",
+                force=done_files == len(to_upload))
+        if tracker is not None:
+            tracker.finish()
 
     cache.save(keep=set(rels))
     if to_upload:
