@@ -65,7 +65,7 @@ def macro_scores(matrix: Matrix) -> MacroScores:
 def per_class_rows(matrix: Matrix, names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per class, worst accuracy first, with its most frequent wrong answer."""
     n = _check(matrix, names)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(n):
         support = sum(matrix[i])
         wrong = [(matrix[i][j], -j) for j in range(n) if j != i and matrix[i][j] > 0]
