@@ -55,7 +55,7 @@ def _run_context_active() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
-def _default_say() -> SayFn:
+def default_say() -> SayFn:
     if _run_context_active():
         from prefect import get_run_logger
 
@@ -99,7 +99,7 @@ class Progress:
         self.done = 0.0
         self.note = ""
         self.finished = False
-        self._say = say or _default_say()
+        self._say = say or default_say()
         self._log_every_s = log_every_s
         self._artifact_every_s = artifact_every_s
         self._clock = clock
@@ -167,20 +167,22 @@ class Progress:
     def advance(self, n: float = 1.0, note: str | None = None) -> None:
         self.update(self.done + n, note=note)
 
-    def finish(self, note: str | None = None) -> None:
-        """Mark the step done: artifact at 100 %, a closing line with the overall rate."""
+    def finish(self, note: str | None = None, completed: bool = True) -> None:
+        """Close the step with a line giving the overall rate. Completed: the artifact goes to
+        100 %; not completed (failed, killed): it keeps the share actually done."""
         with self._lock:
             if self.finished:
                 return
             self.finished = True
             if note is not None:
                 self.note = note
-            self._update_artifact(final=True)
+            self._update_artifact(final=completed)
             if self._terminal is not None:
                 self._draw_bar()
                 self._terminal.write("\n")
             elapsed = self._clock() - self.started
-            self._emit(f"{self.title}: done, {self.done:g} {self.unit} in {duration(elapsed)} "
+            verdict = "done" if completed else "stopped"
+            self._emit(f"{self.title}: {verdict}, {self.done:g} {self.unit} in {duration(elapsed)} "
                        f"({self.rate():.3g} {self.unit}/s)" + (f"; {self.note}" if self.note
                                                                else ""))
 

@@ -111,6 +111,8 @@ def extract_features(
     skipped: list[str] = []
     done = 0
     model.eval()
+    if on_batch is not None:
+        on_batch(0, n)  # the stage has started: a watcher can say so before the first batch
     for images, targets, indices in loader:
         bad = targets < 0
         for index in indices[bad].tolist():

@@ -54,6 +54,16 @@ def test_outside_a_run_there_is_no_artifact_and_nothing_fails(
     assert "plain: done" in caplog.text
 
 
+def test_a_step_that_did_not_complete_says_stopped_not_done() -> None:
+    clock, lines = Clock(), []
+    p = Progress("features", 100, "images", say=lines.append, clock=clock)
+    clock.now += 10
+    p.update(40)
+    p.finish(completed=False)
+    assert lines[-1] == "features: stopped, 40 images in 10s (4 images/s)"
+    assert p._percent(final=False) == 40.0  # what the artifact keeps
+
+
 def test_a_failing_log_callback_never_fails_the_step() -> None:
     def broken(_: str) -> None:
         raise RuntimeError("logger gone")
@@ -117,3 +127,4 @@ def test_training_watcher_turns_script_lines_into_stages() -> None:
         "tune-000 epochs: started (4 epochs)",
     ]
     assert lines[-1].startswith("tune-000 epochs: done, 2 epochs")
+    assert lines[0] == "tune-000: device cpu"  # the script's own lines are passed on

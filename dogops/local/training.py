@@ -145,7 +145,7 @@ def train_final(
         on_line=_epoch_reporter(progress, watcher),
         timeout_s=timeout_s,
     )
-    watcher.close()
+    watcher.close(outcome.succeeded)
     if not outcome.succeeded:
         reason = outcome.failure_reason()
         if outcome.returncode == USER_ERROR_EXIT_CODE:

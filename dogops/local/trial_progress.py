@@ -2,15 +2,19 @@
 
 The script prints `Progress: features-train 480/6650 images` lines (a few seconds apart) while it
 extracts backbone features and one `Epoch: N ...` line per epoch; this turns them into
-`dogops.progress.Progress` views: one per feature stage, then one for the epochs.
+`dogops.progress.Progress` views: one per feature stage, then one for the epochs. Its own
+`[train] ...` lines (device, data size, cache hit or miss, selected epoch) are passed on as they
+come, so the start of a trial (importing torch, loading the backbone: 10-30 s on a busy machine)
+is not a silence in the run's log either.
 """
 
 from __future__ import annotations
 
-from dogops.progress import Progress, SayFn
+from dogops.progress import Progress, SayFn, default_say
 from model_code.metrics import parse_progress
 
 _EPOCH_PREFIX = "Epoch: "
+_SCRIPT_PREFIX = "[train] "
 
 
 class TrainingWatcher:
@@ -33,6 +37,9 @@ class TrainingWatcher:
         return self.current
 
     def feed(self, line: str) -> None:
+        if line.startswith(_SCRIPT_PREFIX):
+            (self.say or default_say())(f"{self.name}: {line[len(_SCRIPT_PREFIX):].strip()}")
+            return
         found = parse_progress(line)
         if found is not None:
             stage, done, total, unit = found
@@ -45,7 +52,8 @@ class TrainingWatcher:
                 return
             self._switch("epochs", self.epochs, "epochs").update(epoch, note=line.strip())
 
-    def close(self) -> None:
+    def close(self, succeeded: bool = True) -> None:
+        """The process ended; a failed one leaves its stage's artifact at the share it reached."""
         if self.current is not None:
-            self.current.finish()
+            self.current.finish(completed=succeeded)
             self.current = None

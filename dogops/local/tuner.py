@@ -270,7 +270,7 @@ class LocalTuner:
             on_line=on_line,
             timeout_s=self.trial_timeout_s,
         )
-        watcher.close()
+        watcher.close(outcome.succeeded or outcome.stopped_early)
         if self._job_progress is not None:
             self._job_progress.advance()
         metrics = final_metrics(outcome.log_text)
