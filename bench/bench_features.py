@@ -1,6 +1,6 @@
 """The one-off feature pass vs the bare batched forward pass of the same backbone.
 
-    python -m bench.bench_features [--images 160] [--image-size 224] [--quick]
+    python -m bench.bench_features [--images 160] [--image-size 224] [--threads N] [--quick]
 
 The feature pass is `model_code.features.extract_features` exactly as `train.py` runs it on CPU:
 JPEG decode + resize in a DataLoader worker while the backbone runs on the previous batch, batches
@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=None, help="Images per arm (default 160).")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=None, help="Rounds of the arms (default 3).")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     images = args.images or (48 if args.quick else 160)
     repeats = args.repeats or (1 if args.quick else 3)
     started = time.perf_counter()

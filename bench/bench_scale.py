@@ -1,6 +1,6 @@
 """How the training step's cost grows with the data: time per stage and peak memory at three sizes.
 
-    python -m bench.bench_scale [--sizes 1000,2000,4000] [--image-size 32] [--quick]
+    python -m bench.bench_scale [--sizes 1000,4000,8000] [--image-size 32] [--threads N] [--quick]
 
 For each size, a generated data set of that many training images (133 classes, like the dog
 set) goes through `train.py`'s stages in two fresh processes, as the local tuner runs them: the
@@ -16,6 +16,7 @@ small one to fit a shared 2-core machine): the 224 px rate comes from `bench_fea
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import sys
@@ -79,10 +80,14 @@ def child(data_dir: Path, cache: Path, image_size: int) -> dict[str, Any]:
     return result
 
 
-def _run_child(data_dir: Path, cache: Path, image_size: int) -> dict[str, Any]:
+def _run_child(data_dir: Path, cache: Path, image_size: int, threads: int | None
+               ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "bench.bench_scale", "--child", str(data_dir), str(cache),
            str(image_size)]
-    code, peak, seconds, out = run_with_peak_rss(cmd, cwd=REPO, timeout_s=3600)
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    code, peak, seconds, out = run_with_peak_rss(cmd, env=env, cwd=REPO, timeout_s=3600)
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     if code != 0 or not lines:
         raise RuntimeError(f"scale child failed ({code}): {out[-2000:]}")
@@ -104,7 +109,7 @@ def _dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
-def run(sizes: list[int], image_size: int) -> BenchResult:
+def run(sizes: list[int], image_size: int, threads: int | None = None) -> BenchResult:
     from model_code.demo_data import generate_demo_dataset
 
     rows = []
@@ -116,8 +121,8 @@ def run(sizes: list[int], image_size: int) -> BenchResult:
                                   valid_per_class=1, test_per_class=1, image_size=48, seed=9)
         cache = Path(tempfile.mkdtemp(prefix="scale-cache-", dir=CACHE_DIR))
         try:
-            first = _run_child(data_dir, cache, image_size)
-            later = _run_child(data_dir, cache, image_size)
+            first = _run_child(data_dir, cache, image_size, threads)
+            later = _run_child(data_dir, cache, image_size, threads)
             rows.append({"size": first["images"], "first_trial": first, "later_trial": later,
                          "cache_mb": round(_dir_mb(cache), 2)})
         finally:
@@ -126,7 +131,8 @@ def run(sizes: list[int], image_size: int) -> BenchResult:
               f"{first['process_peak_mb']:.0f} MB, later {later['process_seconds']:.1f} s "
               f"{later['process_peak_mb']:.0f} MB", flush=True)
     return BenchResult("scale", _figures(rows), {"rows": rows, "predictions": _predict(rows),
-                                                 "image_size": image_size, "classes": CLASSES})
+                                                 "image_size": image_size, "classes": CLASSES,
+                                                 "threads": threads or "torch default"})
 
 
 def _series(rows: list[dict[str, Any]], path: tuple[str, ...]) -> list[float]:
@@ -183,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default=None, help="Training images per run (default "
-                   "1000,2000,4000; --quick 200,400,800).")
+                   "1000,4000,8000; --quick 200,400,800).")
     p.add_argument("--image-size", type=int, default=32, help="Model input size (px).")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of each trial.")
     args = p.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("200,400,800" if args.quick
-                                             else "1000,2000,4000")).split(",")]
+                                             else "1000,4000,8000")).split(",")]
     started = time.perf_counter()
-    return finish(run(sizes, args.image_size), args.out, started)
+    return finish(run(sizes, args.image_size, args.threads), args.out, started)
 
 
 if __name__ == "__main__":
