@@ -361,12 +361,16 @@ def sync_folder(
 
     hashed: dict[str, LocalFile] = {}
     to_upload: list[LocalFile] = []
+    hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths), "files",
+                       say=progress)
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3sync") as pool:
         for _, local in _run_pool(pool, _hash, zip(paths, rels, strict=True)):
+            hashing.advance()
             hashed[local.rel] = local
             key = object_key(prefix, local.rel)
             if not is_unchanged(local, remote.get(key), previous.get(local.rel)):
                 to_upload.append(local)
+        hashing.finish()
         to_upload.sort(key=lambda f: f.rel)
         total_bytes = sum(f.size for f in to_upload)
         say(
