@@ -55,8 +55,8 @@ def training_throughput(model: net.Classifier, split: data.Split, image_size: in
     fs, _ = features.cached_features(
         split, cache_dir=cache_dir, architecture="efficientnet_lite0", image_size=image_size,
         weights_id=net.weights_identity("efficientnet_lite0"), skip_corrupt=False,
-        compute=lambda: features.extract_features(model, dataset, batch_size=16, device=device,
-                                                  skip_corrupt=False))
+        compute=lambda out: features.extract_features(model, dataset, batch_size=16, device=device,
+                                                      skip_corrupt=False, out_dir=out))
     extract_ips = len(fs.labels) / (time.perf_counter() - start)
 
     # Head training on cached features: repeat the features to time a realistic epoch size.

@@ -25,7 +25,9 @@ BENCHES: tuple[tuple[str, str], ...] = (
     ("bench.bench_s3_sync", "s3_sync"),
     ("bench.bench_endpoint", "endpoint"),
     ("bench.bench_tuning", "tuning"),
+    ("bench.bench_features", "features"),
     ("bench.bench_pipeline", "pipeline"),
+    ("bench.bench_scale", "scale"),
 )
 
 

@@ -9,6 +9,7 @@ import base64
 import io
 from typing import Any
 
+from dogops import class_metrics
 from dogops.results import (
     EndpointInfo,
     LambdaInfo,
@@ -76,11 +77,40 @@ def warm_start_line(tuning: TuningResult) -> str:
             f"{f' ({why})' if why else ''}.\n\n")
 
 
+def _has_matrix(model: TrainedModel) -> bool:
+    return bool(model.confusion_matrix) and len(model.confusion_matrix) == len(model.class_names)
+
+
 def per_class_table(model: TrainedModel) -> list[dict[str, Any]]:
-    return [
-        {"class": name, "test_accuracy": round(float(acc), 4)}
-        for name, acc in sorted(model.per_class_accuracy.items())
-    ]
+    """Worst class first, with what it is most often mistaken for (from the confusion matrix;
+    a model recorded without one lists its per-class accuracy, worst first)."""
+    if _has_matrix(model):
+        return class_metrics.per_class_rows(model.confusion_matrix, model.class_names)
+    rows = [{"class": name, "test_accuracy": round(float(acc), 4)}
+            for name, acc in model.per_class_accuracy.items()]
+    return sorted(rows, key=lambda r: (r["test_accuracy"], r["class"]))
+
+
+def most_confused_table(model: TrainedModel, limit: int = 25) -> list[dict[str, Any]]:
+    """The `most-confused` artifact: true class, predicted class, count, share of the true class."""
+    if not _has_matrix(model):
+        return []
+    return class_metrics.most_confused(model.confusion_matrix, model.class_names, limit)
+
+
+def headline_metrics(model: TrainedModel) -> dict[str, float]:
+    """Top-1 and top-5 accuracy and macro precision/recall/F1 on the test split."""
+    found: dict[str, float] = {}
+    if "test:accuracy" in model.metrics:
+        found["top-1 accuracy"] = model.metrics["test:accuracy"]
+    if "test:top5_accuracy" in model.metrics:
+        found["top-5 accuracy"] = model.metrics["test:top5_accuracy"]
+    if _has_matrix(model):
+        found.setdefault("top-1 accuracy", class_metrics.accuracy(model.confusion_matrix))
+        macro = class_metrics.macro_scores(model.confusion_matrix)
+        found.update({"macro precision": macro.precision, "macro recall": macro.recall,
+                      "macro F1": macro.f1})
+    return found
 
 
 def metrics_markdown(model: TrainedModel) -> str:
@@ -89,10 +119,13 @@ def metrics_markdown(model: TrainedModel) -> str:
             f"# Test metrics\nModel `{model.job_name}` reported no metrics (the model archive "
             "carries no metadata.json)."
         )
+    headline = "\n".join(f"| {k} | {v:.4f} |" for k, v in headline_metrics(model).items())
     rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in sorted(model.metrics.items()))
+    classes = f" on {len(model.class_names)} classes" if model.class_names else ""
     return (
         f"# Test metrics\nModel `{model.job_name}` version `{model.version}`"
-        f"{' (reused)' if model.reused else ''}.\n\n| metric | value |\n|---|---|\n{rows}\n"
+        f"{' (reused)' if model.reused else ''}{classes}.\n\n| test | value |\n|---|---|\n"
+        f"{headline}\n\n| metric | value |\n|---|---|\n{rows}\n"
     )
 
 
@@ -109,7 +142,9 @@ def plots_png(tuning: TuningResult | None, model: TrainedModel | None) -> bytes 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    many = bool(model and len(model.confusion_matrix) > LABELLED_CLASSES)
     panels = int(bool(tuning and tuning.trials)) + int(bool(model and model.confusion_matrix))
+    panels += int(many)
     if panels == 0:
         return None
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
@@ -136,23 +171,49 @@ def plots_png(tuning: TuningResult | None, model: TrainedModel | None) -> bytes 
         ax.set_ylabel(tuning.objective)
         ax.set_title(f"tuning: {tuning.objective} per trial")
     if model and model.confusion_matrix:
-        ax = axes[i]
-        matrix = model.confusion_matrix
-        ax.imshow(matrix, cmap="Blues")
-        names = [n.split(".", 1)[-1][:14] for n in model.class_names] or None
-        ticks = range(len(matrix))
-        ax.set_xticks(list(ticks), labels=names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(list(ticks), labels=names, fontsize=7)
-        if len(matrix) <= 20:
-            for r, row in enumerate(matrix):
-                for c, v in enumerate(row):
-                    ax.text(c, r, str(v), ha="center", va="center", fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("test confusion matrix")
+        _confusion_panels(axes[i:], model)
     png = _png(fig)
     plt.close(fig)
     return png
+
+
+LABELLED_CLASSES = 20  # above this, tick labels would overlap: see _confusion_panels
+
+
+def _draw_matrix(ax: Any, matrix: list[list[int]], names: list[str], title: str) -> None:
+    ax.imshow(matrix, cmap="Blues")
+    # The folder's number stays: it matches the index axis of the whole-matrix panel.
+    short = [n if len(n) <= 24 else n[:23] + "~" for n in names] if names else None
+    ticks = list(range(len(matrix)))
+    ax.set_xticks(ticks, labels=short, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(ticks, labels=short, fontsize=7)
+    for r, row in enumerate(matrix):
+        for c, v in enumerate(row):
+            if v:
+                ax.text(c, r, str(v), ha="center", va="center", fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+
+
+def _confusion_panels(axes: list[Any], model: TrainedModel) -> None:
+    """Up to 20 classes: the labelled matrix. More: the whole matrix unlabelled (its shape:
+    a clean diagonal or not) beside a labelled one of the worst classes and what they are
+    mistaken for; the `most-confused` and `per-class-accuracy` tables name the rest."""
+    matrix = model.confusion_matrix
+    names = list(model.class_names) if len(model.class_names) == len(matrix) else []
+    if len(matrix) <= LABELLED_CLASSES:
+        _draw_matrix(axes[0], matrix, names, "test confusion matrix")
+        return
+    whole = axes[0]
+    whole.imshow(matrix, cmap="Blues", vmax=max(1, max(max(r) for r in matrix) // 2))
+    whole.set_title(f"test confusion matrix, {len(matrix)} classes (by class index)")
+    whole.set_xlabel("predicted class index (0 = the first class folder)")
+    whole.set_ylabel("true class index")
+    keep = class_metrics.focus_classes(matrix)
+    sub = [[matrix[r][c] for c in keep] for r in keep]
+    _draw_matrix(axes[1], sub, [names[k] for k in keep] if names else [str(k) for k in keep],
+                 "worst classes and what they are taken for")
 
 
 def png_markdown(png: bytes, title: str) -> str:

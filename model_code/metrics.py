@@ -15,6 +15,7 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
     # The original project's line and regex, kept so its tuner definitions still work.
     {"Name": "test:loss", "Regex": r"Testing Loss: ([0-9\.]+)"},
     {"Name": "test:accuracy", "Regex": r"Testing Accuracy: ([0-9\.]+)"},
+    {"Name": "test:top5_accuracy", "Regex": r"Testing Top-5 Accuracy: ([0-9\.]+)"},
     {"Name": "train:loss", "Regex": r"Train Loss: ([0-9\.]+)"},
     {"Name": "epoch", "Regex": r"Epoch: ([0-9]+)"},
 ]
@@ -38,9 +39,12 @@ def validation_line(loss: float, accuracy: float) -> str:
     return f"Validation Loss: {fmt(loss)} Validation Accuracy: {fmt(accuracy)}"
 
 
-def test_lines(loss: float, accuracy: float) -> list[str]:
-    """The original's `Testing Loss:` line plus `Testing Accuracy:`."""
-    return [f"Testing Loss: {fmt(loss)}", f"Testing Accuracy: {fmt(accuracy)}"]
+def test_lines(loss: float, accuracy: float, top5_accuracy: float | None = None) -> list[str]:
+    """The original's `Testing Loss:` line plus `Testing Accuracy:` (and top-5 when given)."""
+    lines = [f"Testing Loss: {fmt(loss)}", f"Testing Accuracy: {fmt(accuracy)}"]
+    if top5_accuracy is not None:
+        lines.append(f"Testing Top-5 Accuracy: {fmt(top5_accuracy)}")
+    return lines
 
 
 def parse_metrics(text: str) -> dict[str, list[float]]:
@@ -61,3 +65,25 @@ def parse_metrics(text: str) -> dict[str, list[float]]:
 def last_metrics(text: str) -> dict[str, float]:
     """The last value of each metric, which is what SageMaker reports as the final value."""
     return {name: values[-1] for name, values in parse_metrics(text).items()}
+
+
+# --- progress lines ------------------------------------------------------------------------------
+# Not metrics: lines such as `Progress: features-train 480/6650 images` that say how far a long
+# stage is, printed a few seconds apart so whoever reads the log live (the local tuner, a
+# person) can show a share done, a rate and an ETA. No METRIC_DEFINITIONS regex matches them.
+
+_PROGRESS = re.compile(r"^Progress: (?P<stage>[\w.:-]+) (?P<done>[0-9]+)/(?P<total>[0-9]+) "
+                       r"(?P<unit>\w+)")
+
+
+def progress_line(stage: str, done: int, total: int, unit: str = "images") -> str:
+    """`Progress: features-train 480/6650 images`."""
+    return f"Progress: {stage} {int(done)}/{int(total)} {unit}"
+
+
+def parse_progress(line: str) -> tuple[str, int, int, str] | None:
+    """(stage, done, total, unit) of a progress line, else None."""
+    match = _PROGRESS.match(line.strip())
+    if match is None:
+        return None
+    return match["stage"], int(match["done"]), int(match["total"]), match["unit"]

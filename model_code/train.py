@@ -188,6 +188,25 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
+PROGRESS_EVERY_S = 5.0
+
+
+def progress_printer(stage: str, every_s: float = PROGRESS_EVERY_S,
+                     clock: Any = time.monotonic) -> Any:
+    """An `on_batch(done, total)` callback printing a `Progress:` line (metrics.progress_line)
+    at the first batch, then at most every `every_s`, and at the last: a long stage never goes
+    quiet, and a fast one does not flood the log."""
+    last = [-float("inf")]
+
+    def on_batch(done: int, total: int) -> None:
+        now = clock()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            emit(metrics.progress_line(stage, done, total))
+
+    return on_batch
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -223,6 +242,7 @@ class EvalResult:
     loss: float
     accuracy: float
     predictions: torch.Tensor
+    top5_accuracy: float = 0.0
 
 
 def evaluate(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -230,7 +250,7 @@ def evaluate(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_s
     """Mean loss per image and accuracy as floats (the original floor-divided both)."""
     head.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, preds = 0.0, []
+    total, preds, in_top5 = 0.0, [], 0
     with torch.no_grad():
         for start in range(0, len(labels), batch_size):
             x = feats[start:start + batch_size].to(device)
@@ -238,9 +258,11 @@ def evaluate(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch_s
             out = head(x)
             total += float(loss_fn(out, y))
             preds.append(out.argmax(1).cpu())
+            top = out.topk(min(5, out.shape[1]), dim=1).indices
+            in_top5 += int((top == y[:, None]).any(dim=1).sum())
     predictions = torch.cat(preds)
     accuracy = float((predictions == labels.cpu()).float().mean())
-    return EvalResult(total / len(labels), accuracy, predictions)
+    return EvalResult(total / len(labels), accuracy, predictions, in_top5 / len(labels))
 
 
 def train_epoch_on_features(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor,
@@ -372,12 +394,14 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
 
     def split_features(name: str) -> tuple[features.FeatureSet, bool]:
         dataset = data.ImageDataset(splits[name], eval_tf, args.image_size)
+        workers = features.extraction_workers(device, len(dataset), args.num_workers)
         fs, hit = features.cached_features(
             splits[name], cache_dir=paths.cache_dir, architecture=args.architecture,
             image_size=args.image_size, weights_id=weights_id, skip_corrupt=args.skip_corrupt,
-            compute=lambda: features.extract_features(
+            compute=lambda out_dir: features.extract_features(
                 model, dataset, batch_size=extract_batch, device=device,
-                skip_corrupt=args.skip_corrupt, num_workers=num_workers))
+                skip_corrupt=args.skip_corrupt, num_workers=workers, out_dir=out_dir,
+                on_batch=progress_printer(f"features-{name}")))
         state = "hit" if hit else ("miss" if paths.cache_dir else "off (in memory only)")
         log(f"feature cache {state} for {name}: {len(fs.labels)} images")
         for rel in fs.skipped:
@@ -442,7 +466,8 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     emit(metrics.validation_line(final_valid.loss, final_valid.accuracy))
     test = feature_sets["test"]
     test_result = evaluate(head, test.features.to(device), test.labels.to(device), 512, device)
-    for line in metrics.test_lines(test_result.loss, test_result.accuracy):
+    for line in metrics.test_lines(test_result.loss, test_result.accuracy,
+                                   test_result.top5_accuracy):
         emit(line)
     per_class, confusion = per_class_report(test_result.predictions, test.labels, class_names)
 
@@ -455,6 +480,7 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         "validation:accuracy": final_valid.accuracy,
         "test:loss": test_result.loss,
         "test:accuracy": test_result.accuracy,
+        "test:top5_accuracy": test_result.top5_accuracy,
         "train:loss": history[best_epoch - 1]["train_loss"],
     }
     hyperparameters = {

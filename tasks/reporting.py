@@ -32,10 +32,19 @@ def evaluate(model: TrainedModel, tuning: TuningResult | None = None) -> dict[st
         key="test-metrics", markdown=reporting.metrics_markdown(model),
         description="Test metrics of the deployed model",
     )
-    if model.per_class_accuracy:
+    if model.per_class_accuracy or model.confusion_matrix:
         create_table_artifact(
             key="per-class-accuracy", table=reporting.per_class_table(model),
-            description="Test accuracy by class",
+            description="Test accuracy by class, worst first, with its most frequent wrong answer",
+        )
+    if model.confusion_matrix:
+        confused = reporting.most_confused_table(model) or [
+            {"true_class": "(none)", "predicted_class": "(none)", "count": 0,
+             "share_of_true_class": 0.0}  # every test image right: say so, not a missing table
+        ]
+        create_table_artifact(
+            key="most-confused", table=confused,
+            description="Test images of one class predicted as another, most frequent first",
         )
     png = reporting.plots_png(tuning, model)
     if png is not None:

@@ -65,6 +65,16 @@ def _artifacts(flow_run_id: Any) -> dict[str, Any]:
     return {a.key: a for a in artifacts}
 
 
+def _all_artifacts(flow_run_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return list(client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        ))
+
+
 def _task_runs(flow_run_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -102,6 +112,22 @@ def test_flow_leaves_the_artifacts_a_person_reads(first_run) -> None:  # type: i
     assert {"learning_rate", "batch_size", "state", "seconds"} <= set(rows[0])
     assert "data:image/png;base64," in artifacts["tuning-and-confusion-plot"].data
     assert "(http://127.0.0.1:" in artifacts["endpoint"].data
+
+
+def test_long_steps_leave_finished_progress_artifacts(first_run) -> None:  # type: ignore[no-untyped-def]
+    """The upload, the tuning job, each trial's feature extraction and epochs each kept a
+    progress artifact, at 100 % once the run is over; the report has top-5 and confusions."""
+    state, _ = first_run
+    found = _all_artifacts(state.state_details.flow_run_id)
+    progress = {a.description: a.data for a in found if a.type == "progress"}
+    assert any(d.startswith("sync ") for d in progress), sorted(progress)
+    assert any(d.startswith("tuning job ") for d in progress), sorted(progress)
+    assert any(d.endswith(" features-train") for d in progress), sorted(progress)
+    assert any(d.endswith(" epochs") for d in progress), sorted(progress)
+    assert all(float(v) == 100.0 for v in progress.values()), progress
+    by_key = {a.key: a for a in found if a.key}
+    assert "most-confused" in by_key
+    assert "top-5 accuracy" in by_key["test-metrics"].data
 
 
 def test_model_learns_and_endpoint_answers_boto3(first_run, data_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ def first_run(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     proc = _run([sys.executable, "-m", "model_code.train", *TRAIN_ARGS], REPO, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"proc": proc, "model_dir": root / "model", "output_dir": root / "output",
-            "cache_dir": root.parent / "feature-cache"}
+            "cache_dir": root.parent / "feature-cache", "demo": demo}
 
 
 # Runs train.py as `python train.py` would (its folder first on sys.path, run as __main__), but
@@ -133,6 +133,60 @@ def test_saved_files_and_metadata(first_run: dict[str, Any]) -> None:
     assert any(k.startswith("backbone.") for k in state)  # full model: serving needs no weights
 
 
+def test_feature_extraction_prints_progress_and_top5_is_reported(
+    first_run: dict[str, Any],
+) -> None:
+    """The tuner shows feature extraction's progress from these lines (at least the first and
+    last batch of each split), and the report needs top-5 accuracy."""
+    lines = first_run["proc"].stdout.splitlines()
+    found = [p for p in map(metrics.parse_progress, lines) if p is not None]
+    train_lines = [p for p in found if p[0] == "features-train"]
+    assert train_lines[-1] == ("features-train", 80, 80, "images")
+    assert {p[0] for p in found} == {"features-train", "features-valid", "features-test"}
+    meta = _metadata(first_run["model_dir"])
+    top5 = meta["metrics"]["test:top5_accuracy"]
+    assert top5 == 1.0  # 4 classes: the true class is always among the top 5
+    assert metrics.last_metrics(first_run["proc"].stdout)["test:top5_accuracy"] == top5
+
+
+def test_cached_features_are_memory_mapped_npy(first_run: dict[str, Any]) -> None:
+    """The cache holds .npy files read back memory-mapped, not loaded into memory."""
+    import numpy as np
+
+    from model_code import data, features
+
+    entry = next(first_run["cache_dir"].glob("*-train-*.features"))
+    stored = np.load(entry / "features.npy", mmap_mode="r")
+    assert stored.shape == (80, 1280) and stored.dtype == np.float32
+    split = data.scan_dataset(first_run["demo"])["train"]
+    found, hit = features.cached_features(
+        split, cache_dir=first_run["cache_dir"], architecture="efficientnet_lite0",
+        image_size=64, weights_id=net.weights_identity("efficientnet_lite0"), skip_corrupt=False,
+        compute=lambda _: pytest.fail("a cache hit must not compute"))
+    assert hit
+    # Still mapped from the cache file while the tensor lives: no copy in anonymous memory.
+    assert str((entry / "features.npy").resolve()) in Path("/proc/self/maps").read_text()
+    assert torch.equal(found.features, torch.from_numpy(np.array(stored)))
+    assert found.labels.tolist() == [label for _, label in split.samples]
+
+
+def test_progress_printer_is_throttled_in_time() -> None:
+    now = [0.0]
+    printed: list[str] = []
+    on_batch = train.progress_printer("features-train", every_s=5.0, clock=lambda: now[0])
+    original, train.emit = train.emit, printed.append  # type: ignore[assignment]
+    try:
+        for done in range(16, 1601, 16):  # 100 batches, 1 s apart
+            now[0] += 1.0
+            on_batch(done, 1600)
+    finally:
+        train.emit = original  # type: ignore[assignment]
+    parsed = [metrics.parse_progress(line) for line in printed]
+    assert parsed[0] == ("features-train", 16, 1600, "images")
+    assert parsed[-1] == ("features-train", 1600, 1600, "images")
+    assert 20 <= len(printed) <= 22  # one every 5 s over 100 s, plus the last
+
+
 def test_test_accuracy_clearly_above_chance(first_run: dict[str, Any]) -> None:
     meta = _metadata(first_run["model_dir"])
     assert meta["metrics"]["test:accuracy"] >= 0.8  # chance is 0.25
@@ -150,7 +204,7 @@ def test_second_run_started_as_train_py_hits_the_cache_and_reproduces(
     assert meta2["feature_cache_hit"] is True
     assert "feature cache hit for train" in second_run["proc"].stdout
     assert meta2["metrics"] == meta1["metrics"]  # seeded: cached features, same result
-    assert len(list(first_run["cache_dir"].glob("*.pt"))) == 3
+    assert len(list(first_run["cache_dir"].glob("*.features"))) == 3
 
 
 def test_model_code_imports_no_project_package() -> None:
@@ -279,7 +333,7 @@ def test_augment_trains_full_forward_and_caches_only_eval_splits(
     assert _main(tiny, tmp_path / "model", "--augment", "--feature-cache-dir", str(cache)) == 0
     out = capsys.readouterr().out
     assert "feature cache miss for valid" in out and "for train" not in out
-    assert sorted(p.name.split("-")[2] for p in cache.glob("*.pt")) == ["test", "valid"]
+    assert sorted(p.name.split("-")[2] for p in cache.glob("*.features")) == ["test", "valid"]
     meta = _metadata(tmp_path / "model")
     assert meta["hyperparameters"]["augment"] is True and meta["feature_cache_hit"] is False
     assert metrics.parse_metrics(out)["epoch"] == [1.0]
@@ -382,4 +436,10 @@ def test_metric_format_is_fixed_notation() -> None:
         "test:accuracy": [0.95], "train:loss": [0.5], "epoch": [1.0]}
     names = [d["Name"] for d in metrics.METRIC_DEFINITIONS]
     assert names == ["validation:loss", "validation:accuracy", "test:loss", "test:accuracy",
-                     "train:loss", "epoch"]
+                     "test:top5_accuracy", "train:loss", "epoch"]
+    top5 = "\n".join(metrics.test_lines(0.3, 0.95, 0.99))
+    assert metrics.last_metrics(top5) == {"test:loss": 0.3, "test:accuracy": 0.95,
+                                          "test:top5_accuracy": 0.99}
+    assert metrics.parse_progress(metrics.progress_line("features-train", 3, 9)) == (
+        "features-train", 3, 9, "images")
+    assert metrics.parse_metrics(metrics.progress_line("features-train", 3, 9)) == {}

@@ -32,6 +32,7 @@ from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
 from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
 from dogops.errors import OperationFailedError
+from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
 from dogops.settings import Settings
 
@@ -41,6 +42,7 @@ ProgressFn = Callable[[str], None]
 VARIANT = "AllTraffic"
 INFERENCE_ENTRY_POINT = "inference.py"
 DEFAULT_ENDPOINT_TIMEOUT_S = 3600.0
+TYPICAL_ENDPOINT_S = 480.0  # what creating or updating an endpoint usually takes
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
 
@@ -152,8 +154,10 @@ def wait_for_endpoint(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Poll until the endpoint is no longer busy; returns its description (any final status)."""
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     last = ""
+    tracker: Progress | None = None
     while True:
         described = describe_endpoint(clients, name)
         if described is None:
@@ -164,7 +168,17 @@ def wait_for_endpoint(
             progress(line)
         last = line
         if status not in BUSY:
+            if tracker is not None:
+                tracker.finish(note=status)
             return described
+        # SageMaker gives no share done: it is estimated from a typical creation time.
+        if tracker is None:
+            tracker = Progress(f"endpoint {name} {status.lower()} (share of a typical "
+                               f"{TYPICAL_ENDPOINT_S / 60:.0f} min)", TYPICAL_ENDPOINT_S, "s",
+                               say=progress)
+        elapsed = time.monotonic() - started
+        tracker.update(min(elapsed, 0.95 * TYPICAL_ENDPOINT_S), note=f"{status}, "
+                       f"{elapsed:.0f} s so far")
         if time.monotonic() >= deadline:
             raise OperationFailedError(
                 f"endpoint {name} still {status} after {timeout_s:.0f} s: check it in the "

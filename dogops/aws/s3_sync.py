@@ -42,6 +42,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from dogops.aws.clients import AwsClients
 from dogops.errors import DataLayoutError, TransientError, UserInputError
 from dogops.hash_cache import HashCache
+from dogops.progress import Progress
 from dogops.results import SyncReport
 
 MiB = 1024 * 1024
@@ -360,12 +361,16 @@ def sync_folder(
 
     hashed: dict[str, LocalFile] = {}
     to_upload: list[LocalFile] = []
+    hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths), "files",
+                       say=progress)
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3sync") as pool:
         for _, local in _run_pool(pool, _hash, zip(paths, rels, strict=True)):
+            hashing.advance()
             hashed[local.rel] = local
             key = object_key(prefix, local.rel)
             if not is_unchanged(local, remote.get(key), previous.get(local.rel)):
                 to_upload.append(local)
+        hashing.finish()
         to_upload.sort(key=lambda f: f.rel)
         total_bytes = sum(f.size for f in to_upload)
         say(
@@ -376,15 +381,19 @@ def sync_folder(
 
         done_bytes = 0
         upload_started = time.monotonic()
+        tracker = Progress(f"upload to s3://{bucket}/{prefix}", len(to_upload), "files",
+                           say=progress) if to_upload else None
         for done_files, (local, _) in enumerate(_run_pool(pool, _upload, to_upload), 1):
             done_bytes += local.size
             elapsed = max(time.monotonic() - upload_started, 1e-6)
-            say(
-                f"uploaded {done_files}/{len(to_upload)} files, "
-                f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
-                f"{done_bytes / MiB / elapsed:.1f} MB/s",
-                force=done_files == len(to_upload),
-            )
+            rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
+                    f"{done_bytes / MiB / elapsed:.1f} MB/s")
+            assert tracker is not None
+            tracker.update(done_files, note=rate)
+            say(f"uploaded {done_files}/{len(to_upload)} files, {rate}",
+                force=done_files == len(to_upload))
+        if tracker is not None:
+            tracker.finish()
 
     cache.save(keep=set(rels))
     if to_upload:

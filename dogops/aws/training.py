@@ -35,6 +35,7 @@ from dogops.aws.tuning import (
     upload_source,
 )
 from dogops.errors import OperationFailedError
+from dogops.progress import Progress
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
 from dogops.settings import Settings
 
@@ -169,6 +170,9 @@ def trained_model(
     )
 
 
+_STAGES = ("Starting", "Downloading", "Training", "Uploading", "Completed")
+
+
 def wait_for_training(
     clients: AwsClients,
     job_name: str,
@@ -182,6 +186,8 @@ def wait_for_training(
     sm = clients.client("sagemaker")
     deadline = time.monotonic() + timeout_s
     last = ""
+    # SageMaker says which stage a job is in, not how far: the share done is by stage.
+    tracker = Progress(f"training job {job_name}", len(_STAGES), "stages", say=progress)
     while True:
         job: dict[str, Any] = sm.describe_training_job(TrainingJobName=job_name)
         status = job["TrainingJobStatus"]
@@ -189,7 +195,11 @@ def wait_for_training(
         if progress and line != last:
             progress(line)
         last = line
+        secondary = str(job.get("SecondaryStatus", ""))
+        tracker.update(_STAGES.index(secondary) if secondary in _STAGES else tracker.done,
+                       note=f"{status} ({secondary})")
         if status == "Completed":
+            tracker.finish()
             return job
         if status in ("Failed", "Stopped"):
             raise OperationFailedError(

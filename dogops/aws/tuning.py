@@ -53,6 +53,7 @@ from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.hyperparameters import hp_value
 from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
+from dogops.progress import Progress
 from dogops.results import SyncReport, TrialResult, TuningResult
 from dogops.settings import Settings, TrainingConfig
 
@@ -444,6 +445,7 @@ def wait_for_tuning(
     sm = clients.client("sagemaker")
     deadline = time.monotonic() + timeout_s
     last = ""
+    tracker: Progress | None = None
     while True:
         described: dict[str, Any] = sm.describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=job_name
@@ -452,7 +454,15 @@ def wait_for_tuning(
         if progress and line != last:
             progress(line)
         last = line
+        counters = described.get("TrainingJobStatusCounters") or {}
+        ended = sum(int(counters.get(k, 0)) for k in ("Completed", "NonRetryableError", "Stopped"))
+        limit = described["HyperParameterTuningJobConfig"]["ResourceLimits"]
+        if tracker is None:
+            tracker = Progress(f"tuning job {job_name}", limit["MaxNumberOfTrainingJobs"],
+                               "trials", say=progress)
+        tracker.update(ended, note=described["HyperParameterTuningJobStatus"])
         if described["HyperParameterTuningJobStatus"] in TERMINAL:
+            tracker.finish()
             return described
         if time.monotonic() >= deadline:
             raise OperationFailedError(

@@ -17,6 +17,7 @@ from pathlib import Path
 from dogops.backends.base import ProgressFn
 from dogops.dataset import inspect_dataset
 from dogops.hash_cache import HashCache
+from dogops.progress import Progress
 from dogops.results import SyncReport
 
 MANIFEST_NAME = "_manifest.json"
@@ -65,6 +66,7 @@ def sync_folder(
     new: dict[str, dict[str, object]] = {}
     uploaded = skipped = bytes_uploaded = 0
     files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+    tracker = Progress(f"sync {source} to the local store", len(files), "files", say=progress)
     for index, path in enumerate(files, 1):
         key = path.relative_to(source).as_posix()
         digests = cache.hashes(
@@ -84,8 +86,8 @@ def sync_folder(
             write_atomic(target, path.read_bytes())
             uploaded += 1
             bytes_uploaded += size
-        if progress and (index % 500 == 0 or index == len(files)):
-            progress(f"synced {index}/{len(files)} files ({uploaded} copied, {skipped} unchanged)")
+        tracker.update(index, note=f"{uploaded} copied, {skipped} unchanged")
+    tracker.finish()
     deleted = 0
     for key in sorted(set(old) - set(new)):
         stale = dest / key

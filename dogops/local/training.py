@@ -21,6 +21,7 @@ from dogops.local.container import (
     container_env,
     run_entry_point,
 )
+from dogops.local.trial_progress import TrainingWatcher
 from dogops.local.tuner import final_metrics
 from dogops.results import TrainedModel, TrialResult, TuningResult
 
@@ -98,13 +99,18 @@ def reusable_trial(tuning: TuningResult, epochs: int) -> TrialResult | None:
     return best
 
 
-def _epoch_reporter(progress: ProgressFn | None) -> Callable[[str], bool] | None:
-    """Forward the script's per-epoch lines as progress; never ask to stop the job."""
-    if progress is None:
+def _epoch_reporter(
+    progress: ProgressFn | None, watcher: TrainingWatcher | None = None
+) -> Callable[[str], bool] | None:
+    """Forward the script's per-epoch lines as progress, and every line to `watcher` (feature
+    extraction's progress); never ask to stop the job."""
+    if progress is None and watcher is None:
         return None
 
     def on_line(line: str) -> bool:
-        if line.startswith("Epoch"):
+        if watcher is not None:
+            watcher.feed(line)
+        if progress is not None and line.startswith("Epoch"):
             progress(line.strip())
         return False
 
@@ -130,14 +136,16 @@ def train_final(
         return trained_model_record(job_name, model_dir, archive, version, hyperparameters, True)
     if progress:
         progress(f"training job {job_name} started with {hyperparameters}")
+    watcher = TrainingWatcher(job_name, int(hyperparameters.get("epochs", 0)) or None, progress)
     outcome = run_entry_point(
         as_arguments(hyperparameters),
         container_env(data_dir, model_dir, job_dir / "output", hyperparameters,
                       os.cpu_count() or 1, feature_cache_dir),
         job_dir / "train.log",
-        on_line=_epoch_reporter(progress),
+        on_line=_epoch_reporter(progress, watcher),
         timeout_s=timeout_s,
     )
+    watcher.close(outcome.succeeded)
     if not outcome.succeeded:
         reason = outcome.failure_reason()
         if outcome.returncode == USER_ERROR_EXIT_CODE:

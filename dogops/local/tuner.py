@@ -37,6 +37,8 @@ from dogops.local.container import (
     run_entry_point,
 )
 from dogops.local.store import write_atomic
+from dogops.local.trial_progress import TrainingWatcher
+from dogops.progress import Progress
 from dogops.results import TrialResult, TuningResult
 from dogops.settings import TrainingConfig, TuningConfig
 from model_code.metrics import METRIC_DEFINITIONS
@@ -110,6 +112,7 @@ class LocalTuner:
     """Runs each trial's callable; the tuning task passes one that makes it a Prefect task run."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _user_error: str | None = None
+    _job_progress: Progress | None = None
 
     @property
     def result_path(self) -> Path:
@@ -185,6 +188,8 @@ class LocalTuner:
         if done:
             self._say(f"resuming tuning job {self.job_name}: {done} trial(s) done, "
                       f"{remaining} to go")
+        self._job_progress = Progress(f"tuning job {self.job_name}", remaining, "trials",
+                                      say=self.progress)
         counter = {"launched": 0}
         if done == 0 and remaining > 1 and self.feature_cache_dir is not None:
             # The first trial fills the backbone feature cache alone; trials started beside it
@@ -213,6 +218,7 @@ class LocalTuner:
             t.start()
         for t in threads:
             t.join()
+        self._job_progress.finish()
         if self._user_error:
             raise UserInputError(self._user_error)
         result = self._collect(study)
@@ -238,8 +244,10 @@ class LocalTuner:
         self._say(f"{name}: started")
         objective = self.tuning.objective
         intermediate = objective.replace("test:", "validation:")
+        watcher = TrainingWatcher(name, int(hps.get("epochs", 0)) or None, self.progress)
 
         def on_line(line: str) -> bool:
+            watcher.feed(line)  # feature extraction and epochs: a progress artifact per stage
             metrics = parse_line(line)
             if "epoch" not in metrics or intermediate not in metrics:
                 return False
@@ -262,6 +270,9 @@ class LocalTuner:
             on_line=on_line,
             timeout_s=self.trial_timeout_s,
         )
+        watcher.close(outcome.succeeded or outcome.stopped_early)
+        if self._job_progress is not None:
+            self._job_progress.advance()
         metrics = final_metrics(outcome.log_text)
         record = {
             "seconds": round(outcome.seconds, 2),
