@@ -350,7 +350,7 @@ BAD_EVENTS: list[tuple[str, Any, int, str]] = [
     ("json-body-null", {"httpMethod": "POST", "headers": {"content-type": "application/json"},
                         "body": "null"}, 400, "must be an object"),
     ("gif-body", {"httpMethod": "POST", "headers": {"content-type": "image/gif"},
-                  "body": _b64(b"GIF89a" + b"\x00" * 20), "isBase64Encoded": True}, 400,
+                  "body": _b64(b"GIF89a" + b"\x00" * 20), "isBase64Encoded": True}, 415,
      "model rejected"),
 ]
 
