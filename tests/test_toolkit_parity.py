@@ -281,3 +281,41 @@ def test_one_parity_table_three_doors(
             # One line, so a caller sees the reason and not the model's insides.
             assert "\n" not in answers["handler-service"][1].strip(), name
     print("\n".join(f"{name:20s} {statuses}" for name, statuses in rows))
+
+
+def test_requirements_install_is_skipped_only_when_it_would_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """The container pip-installs requirements.txt before each job; locally that no-op is skipped
+    when every line is an exact pin already installed, and kept otherwise."""
+    from importlib import metadata
+
+    from dogops.local.toolkit_train import requirements_satisfied
+
+    requirements = tmp_path / "requirements.txt"
+    torch_version = metadata.version("torch")
+    requirements.write_text(f"# pinned\ntorch=={torch_version}\n\n")
+    assert requirements_satisfied(requirements)
+    requirements.write_text(f"torch=={torch_version}\nnumpy==0.0.1\n")
+    assert not requirements_satisfied(requirements)
+    requirements.write_text("torch>=2\n")  # not a pin: let pip decide
+    assert not requirements_satisfied(requirements)
+    requirements.write_text("no-such-package-dogops==1.0\n")
+    assert not requirements_satisfied(requirements)
+
+
+def test_project_pins_the_toolkits_of_the_chosen_pytorch_image() -> None:
+    import tomllib
+    from importlib import metadata
+
+    from dogops.aws.tuning import toolkit_versions
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pins = dict(
+        dep.split("==", 1) for dep in tomllib.loads(pyproject.read_text())["project"]
+        ["dependencies"] if "==" in dep
+    )
+    expected = toolkit_versions(Settings().training)
+    assert {name: pins.get(name) for name in expected} == expected
+    # ... and what runs here is what is pinned.
+    assert {name: metadata.version(name) for name in expected} == expected
