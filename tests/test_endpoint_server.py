@@ -176,7 +176,9 @@ def test_invocation_counter_rate_over_sliding_window() -> None:
 # The model-code contract, in-process
 
 
-def test_toolkit_worker_answers_with_the_containers_statuses(tmp_path: Path) -> None:
+def test_toolkit_worker_answers_with_the_containers_statuses(
+    tmp_path: Path, toolkit_in_process: None
+) -> None:
     model_dir = make_model_dir(tmp_path)
     worker = ToolkitWorker(str(model_dir), str(model_dir / "code"))
     status, body, content_type = worker.invoke(b"abcd", "image/jpeg", "*/*")
@@ -193,7 +195,9 @@ def test_toolkit_worker_answers_with_the_containers_statuses(tmp_path: Path) -> 
     assert b"exploded" not in public_error(status, body)
 
 
-def test_toolkit_worker_names_a_missing_inference_py(tmp_path: Path) -> None:
+def test_toolkit_worker_names_a_missing_inference_py(
+    tmp_path: Path, toolkit_in_process: None
+) -> None:
     with pytest.raises(FileNotFoundError, match="inference.py"):
         ToolkitWorker(str(tmp_path), str(tmp_path))
 
@@ -427,7 +431,14 @@ def test_burst_scales_out_to_max_then_back_in(tmp_path: Path) -> None:
         client = runtime_client(str(info.runtime_endpoint_url))
         for _ in range(10):
             client.invoke_endpoint(EndpointName=NAME, Body=b"x", ContentType="image/jpeg")
-        wait_for(lambda: get_json(status_url)["workers"]["ready"] == 2, 20, "a second worker")
+
+        def second_worker_ready() -> bool:
+            # Traffic keeps coming while the new worker starts: it imports the serving toolkit
+            # (and torch, as the container's workers do), which takes seconds on a busy machine.
+            client.invoke_endpoint(EndpointName=NAME, Body=b"x", ContentType="image/jpeg")
+            return bool(get_json(status_url)["workers"]["ready"] == 2)
+
+        wait_for(second_worker_ready, 90, "a second worker")
         status = get_json(status_url)
         scale_out = status["scaling"]["events"][0]
         assert (scale_out["from_workers"], scale_out["to_workers"]) == (1, 2)

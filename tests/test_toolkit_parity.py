@@ -252,7 +252,8 @@ def _through_lambda(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_one_parity_table_three_doors(
-    trial: dict[str, Any], endpoint_url: str, drip_url: str, monkeypatch: pytest.MonkeyPatch
+    trial: dict[str, Any], endpoint_url: str, drip_url: str, monkeypatch: pytest.MonkeyPatch,
+    toolkit_in_process: None,
 ) -> None:
     jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
     doors = {

@@ -144,8 +144,10 @@ def prepare_job(
 def container_env(
     base_dir: Path, num_threads: int, feature_cache_dir: Path | None = None
 ) -> dict[str, str]:
-    """What the training container's process starts with; the toolkit adds the SM_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    """What the training container's process starts with; the toolkit adds the SM_* variables.
+    Inherited SM_* / SAGEMAKER_* are dropped: the toolkit reads some of them (SAGEMAKER_PROGRAM
+    overrides sagemaker_program), and a container starts without them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
     env.update(
         {
             "SAGEMAKER_BASE_DIR": str(base_dir.resolve()),
