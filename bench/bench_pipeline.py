@@ -10,7 +10,7 @@
   check and the report rendering are timed in-process; overhead = flow wall time minus that work,
   as a percentage of the flow's wall time. The sum of task run times from the Prefect API is in
   the details too.
-- Memory: peak RSS of one tuning trial (`train.py` under the container contract, measured by the
+- Memory: peak RSS of one tuning trial (`train.py` started by the training toolkit, measured by the
   kernel via wait4) against a process that only imports torch and torchvision; and of the flow's
   endpoint (server + worker, VmHWM after 30 requests) against a bare process that loads the same
   model and answers one request in-process.
@@ -178,13 +178,14 @@ def run_flow(data_dir: Path, state_dir: Path, epochs: int) -> dict[str, Any]:
 
 def trial_peak_rss(data_dir: Path, cache: Path, out: Path) -> tuple[int, int]:
     """Peak RSS of one tuning trial, and of a process that only imports torch + torchvision."""
-    from dogops.hyperparameters import as_arguments
-    from dogops.local.container import ENTRY_POINT, MODEL_CODE_DIR, container_env
+    from dogops.local.container import container_env, prepare_job, write_source_archive
 
     hps = {"learning_rate": 0.01, "batch_size": 8, "epochs": 2, "image_size": 64}
-    env = container_env(data_dir, out / "model", out / "output", hps, os.cpu_count() or 1, cache)
+    prepare_job(out, data_dir, hps, write_source_archive(out))
+    env = container_env(out, os.cpu_count() or 1, cache)
+    # The training toolkit and train.py: wait4's peak covers the toolkit's waited-for child.
     code, trial, _, text = run_with_peak_rss(
-        [sys.executable, ENTRY_POINT, *as_arguments(hps)], env=env, cwd=MODEL_CODE_DIR)
+        [sys.executable, "-m", "dogops.local.toolkit_train"], env=env, cwd=out)
     if code != 0:
         raise RuntimeError(f"trial failed ({code}): {text[-2000:]}")
     code, bare, _, text = run_with_peak_rss(

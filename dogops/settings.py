@@ -98,6 +98,18 @@ class EndpointConfig(BaseModel):
     initial_instance_count: int = Field(1, ge=1)
     host: str = Field("127.0.0.1", description="Local backend: address the endpoint binds to.")
     port: int = Field(0, ge=0, le=65535, description="Local backend: 0 picks a free port.")
+    model_server_workers: int = Field(
+        1, ge=1, le=64,
+        description="SAGEMAKER_MODEL_SERVER_WORKERS: model processes per endpoint instance.",
+    )
+    model_server_timeout_s: int = Field(
+        60, ge=1, le=3600,
+        description="SAGEMAKER_MODEL_SERVER_TIMEOUT: seconds the model server gives a request.",
+    )
+    allowed_s3_buckets: list[str] = Field(
+        default_factory=list,
+        description="Buckets whose s3:// image URLs the model may read; empty: aws.bucket only.",
+    )
 
 
 class ScalingConfig(BaseModel):

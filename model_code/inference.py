@@ -7,34 +7,33 @@ optional `"top_k"` and `"logits": true`. Responses: `application/json`
 `{"label", "probability", "predictions": [{"label", "probability"}, ...]}`; the original's raw
 logits `[[...]]` with Accept `application/x-logits+json` or `"logits": true`.
 
-Every bad request raises `RequestError`, whose `status_code` the serving process returns
-(400 bad input, 413 too large, 415 unsupported content type, 406 unsupported accept type).
+Every bad request raises `RequestError`, the serving toolkit's `BaseInferenceToolkitError`
+(imported when `sagemaker-inference` is installed, a stand-in otherwise): 400 bad input, 413 too
+large, 415 unsupported content type, 406 unsupported accept type. Under the toolkit (which passes
+its context to `input_fn` / `output_fn`), the error is answered with its status and a one-line
+`text/plain` message instead of being raised: a raised one would carry a traceback in the body.
 
 URL fetching is bounded, because the endpoint would otherwise fetch anything for anyone
 (server-side request forgery): only allowed schemes (`DOGOPS_ALLOWED_URL_SCHEMES`, default
 `https,s3`) and hosts (`DOGOPS_ALLOWED_URL_HOSTS`, default any public host); the host is resolved
-once and private, loopback and link-local addresses are refused unless the host is listed
+once and every address that is not globally routable is refused unless the host is listed
 explicitly; the connection goes to the checked address (no DNS re-binding); redirects are not
-followed; a timeout (`DOGOPS_URL_TIMEOUT_S`, default 5) and a size limit
-(`DOGOPS_MAX_IMAGE_BYTES`, default 10 MB, which also bounds request bodies).
+followed; `s3://` only from buckets in `DOGOPS_ALLOWED_S3_BUCKETS` (the backends set the project's
+bucket); one deadline for the whole fetch, DNS included (`DOGOPS_URL_TIMEOUT_S`, default 5); a
+size limit (`DOGOPS_MAX_IMAGE_BYTES`, default 10 MB, which also bounds request bodies).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import io
-import ipaddress
 import json
 import os
-import socket
-import ssl
-import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 from PIL import Image
@@ -49,15 +48,26 @@ LOGITS_TYPE = "application/x-logits+json"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "application/x-image"})
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_TOP_K = 5
-_CHUNK = 64 * 1024
 
 
-class RequestError(ValueError):
+try:  # the SageMaker serving toolkit maps this type to its status; anything else becomes 500
+    from sagemaker_inference.errors import BaseInferenceToolkitError
+except ImportError:  # stand-alone (evaluation, tests without the toolkit): the same shape
+
+    class BaseInferenceToolkitError(Exception):  # type: ignore[no-redef]
+        def __init__(self, status_code: int, message: str, phrase: str) -> None:
+            self.status_code, self.message, self.phrase = status_code, message, phrase
+            super().__init__(status_code, message, phrase)
+
+
+class RequestError(BaseInferenceToolkitError, ValueError):
     """A client error; `status_code` is the HTTP status the serving process should answer."""
 
     def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(status_code, message, HTTPStatus(status_code).phrase)
+
+    def __str__(self) -> str:
+        return str(self.message)
 
 
 # --- settings, read per request so tests and operators can change them without a restart -----
@@ -70,25 +80,6 @@ def _env_int(name: str, default: int) -> int:
 
 def max_image_bytes() -> int:
     return _env_int("DOGOPS_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
-
-
-def url_timeout_s() -> float:
-    raw = os.environ.get("DOGOPS_URL_TIMEOUT_S", "").strip()
-    return float(raw) if raw else 5.0
-
-
-def _env_set(name: str, default: str) -> set[str]:
-    raw = os.environ.get(name, default)
-    return {item.strip().lower() for item in raw.split(",") if item.strip()}
-
-
-def allowed_schemes() -> set[str]:
-    return _env_set("DOGOPS_ALLOWED_URL_SCHEMES", "https,s3")
-
-
-def allowed_hosts() -> set[str]:
-    """Explicitly allowed hosts; an entry starting with "." also allows its sub-domains."""
-    return _env_set("DOGOPS_ALLOWED_URL_HOSTS", "")
 
 
 def default_top_k() -> int:
@@ -188,157 +179,16 @@ def decode_base64(text: Any) -> bytes:
         raise RequestError(f"invalid base64 image data: {exc}") from exc
 
 
-def _host_allowed(host: str, hosts: set[str]) -> bool:
-    host = host.lower().rstrip(".")
-    return any(host == h or (h.startswith(".") and host.endswith(h)) for h in hosts)
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
-
-
-def check_url(url: str) -> tuple[str, str, int, str | None]:
-    """Check scheme and host against the allow-lists and resolve the host once.
-
-    Returns (scheme, host, port, address to connect to; None for s3). Raises RequestError.
-    """
+def _fetch_url(url: Any) -> bytes:
+    """URL fetching lives in url_fetch.py, imported on the first URL request only."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise RequestError(f"malformed URL {url!r}: {exc}") from exc
-    scheme, host = parts.scheme.lower(), (parts.hostname or "")
-    schemes = allowed_schemes()
-    if scheme not in schemes:
-        raise RequestError(
-            f"URL scheme {scheme or '(none)'!r} is not allowed: use one of "
-            f"{', '.join(sorted(schemes))} (DOGOPS_ALLOWED_URL_SCHEMES).")
-    if not host:
-        raise RequestError(f"URL {url!r} has no host.")
-    hosts = allowed_hosts()
-    listed = _host_allowed(host, hosts)
-    if hosts and not listed:
-        raise RequestError(
-            f"host {host!r} is not in the allowed hosts (DOGOPS_ALLOWED_URL_HOSTS).")
-    if scheme == "s3":
-        return scheme, host, 0, None
-    port = port or (443 if scheme == "https" else 80)
+        from model_code import url_fetch
+    except ImportError:  # SageMaker serving: model_dir/code/ is on sys.path
+        import url_fetch  # type: ignore[no-redef]
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise RequestError(f"cannot resolve host {host!r}: {exc}") from exc
-    addresses = [str(info[4][0]) for info in infos]
-    if not listed:
-        private = [a for a in addresses if not _is_public(a)]
-        if private:
-            raise RequestError(
-                f"host {host!r} resolves to a private, loopback or link-local address "
-                f"({private[0]}): refused. List the host in DOGOPS_ALLOWED_URL_HOSTS to allow it.")
-    return scheme, host, port, addresses[0]
-
-
-def _connection(scheme: str, host: str, port: int, address: str,
-                timeout: float) -> http.client.HTTPConnection:
-    """A connection to the already-checked `address` that still sends `host` (Host, TLS SNI and
-    certificate checks), so a second DNS answer cannot point it elsewhere."""
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        conn = http.client.HTTPSConnection(host, port, timeout=timeout,
-                                           context=ssl.create_default_context())
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-
-    def create_connection(addr: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        return socket.create_connection((address, addr[1]), *args, **kwargs)
-
-    conn._create_connection = create_connection  # type: ignore[attr-defined]
-    return conn
-
-
-def _read_limited(read: Any, limit: int, deadline: float) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        if time.monotonic() > deadline:
-            raise RequestError("image download timed out (DOGOPS_URL_TIMEOUT_S).")
-        chunk = read(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > limit:
-            raise RequestError(
-                f"image at the URL is over the {limit}-byte limit (DOGOPS_MAX_IMAGE_BYTES).", 413)
-        chunks.append(chunk)
-
-
-def fetch_http(url: str, scheme: str, host: str, port: int, address: str) -> bytes:
-    """GET one URL; redirects are refused rather than followed (they could lead anywhere)."""
-    timeout, limit = url_timeout_s(), max_image_bytes()
-    deadline = time.monotonic() + timeout
-    parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn = _connection(scheme, host, port, address, timeout)
-    try:
-        conn.request("GET", target, headers={"Accept": "image/*", "User-Agent": "dogops/1"})
-        response = conn.getresponse()
-        if 300 <= response.status < 400:
-            raise RequestError(
-                f"URL {url} redirects (HTTP {response.status}) and redirects are not followed: "
-                f"send the final image URL.")
-        if response.status != 200:
-            raise RequestError(f"URL {url} answered HTTP {response.status}, not an image.")
-        length = response.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
-            raise RequestError(
-                f"image at {url} is {length} bytes, over the {limit}-byte limit "
-                f"(DOGOPS_MAX_IMAGE_BYTES).", 413)
-        return _read_limited(response.read, limit, deadline)
-    except (OSError, http.client.HTTPException) as exc:
-        raise RequestError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        conn.close()
-
-
-def fetch_s3(url: str) -> bytes:
-    """Read an `s3://bucket/key` object with boto3 (honours AWS_ENDPOINT_URL), size-bounded."""
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:
-        raise RequestError("s3:// URLs need boto3, which this server lacks: use https.") from exc
-    parts = urlsplit(url)
-    bucket, key = parts.netloc, parts.path.lstrip("/")
-    if not key:
-        raise RequestError(f"S3 URL {url} has no object key.")
-    timeout, limit = url_timeout_s(), max_image_bytes()
-    config = Config(connect_timeout=timeout, read_timeout=timeout,
-                    retries={"max_attempts": 1})
-    try:
-        obj = boto3.client("s3", config=config).get_object(Bucket=bucket, Key=key)
-        if int(obj.get("ContentLength", 0)) > limit:
-            raise RequestError(
-                f"S3 object {url} is {obj['ContentLength']} bytes, over the {limit}-byte limit "
-                f"(DOGOPS_MAX_IMAGE_BYTES).", 413)
-        return _read_limited(obj["Body"].read, limit, time.monotonic() + timeout)
-    except RequestError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - botocore errors: missing object, access denied
-        raise RequestError(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
-
-
-def fetch_url(url: Any) -> bytes:
-    """The bytes at an allowed URL, within the timeout and size limit."""
-    if not isinstance(url, str) or not url.strip():
-        raise RequestError('"url" must be a non-empty string.')
-    scheme, host, port, address = check_url(url.strip())
-    if scheme == "s3":
-        return fetch_s3(url.strip())
-    assert address is not None
-    return fetch_http(url.strip(), scheme, host, port, address)
+        return url_fetch.fetch_url(url, max_image_bytes())
+    except url_fetch.FetchError as exc:
+        raise RequestError(str(exc), exc.status_code) from None
 
 
 def parse_json_request(body: bytes) -> ImageRequest:
@@ -358,14 +208,25 @@ def parse_json_request(body: bytes) -> ImageRequest:
     if "image" in payload or "b64" in payload:
         raw = decode_base64(payload.get("image", payload.get("b64")))
     elif "url" in payload:
-        raw = fetch_url(payload["url"])
+        raw = _fetch_url(payload["url"])
     else:
         raise RequestError('JSON body needs "url" or "image" (base64 image data).')
     return ImageRequest(load_image_bytes(raw), top_k, logits)
 
 
-def input_fn(request_body: Any, request_content_type: str | None) -> ImageRequest:
-    """Decode a request body of one of the accepted content types."""
+def input_fn(request_body: Any, request_content_type: str | None,
+             context: Any = None) -> ImageRequest | RequestError:
+    """Decode a request body of one of the accepted content types. Under the toolkit (`context`
+    given) a RequestError is returned, passed on by predict_fn and answered by output_fn."""
+    try:
+        return _decode(request_body, request_content_type)
+    except RequestError as exc:
+        if context is None:
+            raise
+        return exc
+
+
+def _decode(request_body: Any, request_content_type: str | None) -> ImageRequest:
     media = _media_type(request_content_type)
     if isinstance(request_body, str):
         request_body = request_body.encode("utf-8")
@@ -394,8 +255,11 @@ class Prediction:
     want_logits: bool = False
 
 
-def predict_fn(input_object: ImageRequest, model: LoadedModel) -> Prediction:
+def predict_fn(input_object: ImageRequest | RequestError,
+               model: LoadedModel) -> Prediction | RequestError:
     """Preprocess like validation, run the network, softmax."""
+    if isinstance(input_object, RequestError):
+        return input_object
     tensor = model.transform(input_object.image).unsqueeze(0).to(model.device)
     with torch.no_grad():
         logits = model.module(tensor)[0].float().cpu()
@@ -416,8 +280,25 @@ def response_content_type(accept: str | None, prediction: Prediction | None = No
         f"unsupported Accept type {accept!r}: use {JSON_TYPE} or {LOGITS_TYPE}.", 406)
 
 
-def output_fn(prediction: Prediction, accept: str | None) -> str:
-    """JSON top-k labels and probabilities, or the original's `[[logits]]`."""
+def output_fn(prediction: Prediction | RequestError, accept: str | None,
+              context: Any = None) -> Any:
+    """JSON top-k labels and probabilities, or the original's `[[logits]]`. Under the toolkit
+    (`context` given): (body, content type), and a client error is answered here with its
+    status and a one-line message (raised, the toolkit would add the traceback to the body)."""
+    if context is None:
+        if isinstance(prediction, RequestError):
+            raise prediction
+        return _render(prediction, accept)
+    try:
+        if isinstance(prediction, RequestError):
+            raise prediction
+        return _render(prediction, accept), response_content_type(accept, prediction)
+    except RequestError as exc:
+        context.set_response_status(code=exc.status_code, phrase=exc.phrase)
+        return exc.message, "text/plain"
+
+
+def _render(prediction: Prediction, accept: str | None) -> str:
     if response_content_type(accept, prediction) == LOGITS_TYPE:
         return json.dumps([prediction.logits])
     order = sorted(range(len(prediction.probabilities)),
@@ -433,5 +314,6 @@ def handle(model: LoadedModel, body: Any, content_type: str | None,
     """All three steps for one request: returns (response body, response content type).
     Raises RequestError for the client's mistakes."""
     response_content_type(accept)  # an unsupported Accept fails before any work
-    prediction = predict_fn(input_fn(body, content_type), model)
-    return output_fn(prediction, accept), response_content_type(accept, prediction)
+    prediction = predict_fn(_decode(body, content_type), model)
+    assert isinstance(prediction, Prediction)
+    return _render(prediction, accept), response_content_type(accept, prediction)

@@ -43,7 +43,7 @@ except ImportError:  # run as `python train.py` inside model_code/ (how SageMake
     import net  # type: ignore[no-redef]
 
 EXIT_USER_ERROR = 2
-SERVING_FILES = ("inference.py", "net.py", "requirements.txt")
+SERVING_FILES = ("inference.py", "net.py", "url_fetch.py", "requirements.txt")
 
 
 class UsageError(ValueError):

@@ -71,6 +71,23 @@ def aws_settings(moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     )
 
 
+@pytest.fixture
+def toolkit_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that run the serving toolkit in this process: its HandlerService prepends the
+    model's code dir to os.environ["PYTHONPATH"] and the worker sets SAGEMAKER_PROGRAM and puts
+    the code dir on sys.path. Undo all of it afterwards, so later subprocesses are unaffected."""
+    import sys
+
+    for key in ("PYTHONPATH", "SAGEMAKER_PROGRAM", "SM_MODEL_DIR"):
+        original = os.environ.get(key)
+        monkeypatch.setenv(key, original or "-")  # records the original for teardown
+        if original is None:
+            monkeypatch.delenv(key)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "inference", sys.modules.get("inference"))  # type: ignore[arg-type]
+    monkeypatch.delitem(sys.modules, "inference")
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One Prefect test server for the whole session (starting one costs ~20 s)."""

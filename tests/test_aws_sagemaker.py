@@ -477,6 +477,27 @@ def tag_dict(sm: Any, arn: str) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
 
 
+def test_create_model_gives_the_inference_container_what_its_toolkits_read(clients, aws_settings):
+    """The PyTorch inference image serves inference.py through sagemaker-inference: it needs the
+    program and its folder, the model server's workers and timeout; inference.py reads the S3
+    bucket allow-list (the project's bucket unless configured)."""
+    sm = clients.client("sagemaker")
+    aws_settings.endpoint.model_server_workers = 2
+    aws_settings.endpoint.model_server_timeout_s = 90
+    info = deploy(clients, aws_settings, trained("v1"))
+    environment = sm.describe_model(ModelName=info.model_name)["PrimaryContainer"]["Environment"]
+    assert environment == {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_REGION": "us-east-1",
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "90",
+        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "application/json",
+        "DOGOPS_ALLOWED_S3_BUCKETS": BUCKET,
+    }
+
+
 def test_deploy_creates_tagged_resources_and_redeploy_creates_nothing(clients, aws_settings):
     sm = clients.client("sagemaker")
     info = deploy(clients, aws_settings, trained("v1"))

@@ -244,9 +244,9 @@ def truncated(data: Path) -> bytes:
         (b'{"top_k": 3}', "application/json", 400, '"url" or "image"'),
         (b'{"URL": "https://example.com/dog.jpg"}', "application/json", 400, '"url" or "image"'),
         (b'{"url": "https://localhost/dog.jpg"}', "application/json", 400,
-         "private, loopback or link-local"),
+         "private, loopback, link-local"),
         (b'{"url": "https://169.254.169.254/latest/meta-data/iam/"}', "application/json", 400,
-         "private, loopback or link-local"),
+         "private, loopback, link-local"),
         (b'{"url": "https://10.1.2.3/dog.jpg"}', "application/json", 400, "private"),
         (b'{"url": "http://example.com/dog.jpg"}', "application/json", 400,
          "scheme 'http' is not allowed"),
@@ -350,7 +350,7 @@ BAD_EVENTS: list[tuple[str, Any, int, str]] = [
     ("json-body-null", {"httpMethod": "POST", "headers": {"content-type": "application/json"},
                         "body": "null"}, 400, "must be an object"),
     ("gif-body", {"httpMethod": "POST", "headers": {"content-type": "image/gif"},
-                  "body": _b64(b"GIF89a" + b"\x00" * 20), "isBase64Encoded": True}, 400,
+                  "body": _b64(b"GIF89a" + b"\x00" * 20), "isBase64Encoded": True}, 415,
      "model rejected"),
 ]
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model_code import inference, train
+from model_code import inference, train, url_fetch
 from model_code.demo_data import generate_demo_dataset
 from model_code.inference import RequestError
 
@@ -55,7 +55,7 @@ def jpeg(model_dir: Path) -> bytes:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DOGOPS_ALLOWED_URL_SCHEMES", "DOGOPS_ALLOWED_URL_HOSTS", "DOGOPS_URL_TIMEOUT_S",
-                 "DOGOPS_MAX_IMAGE_BYTES", "DOGOPS_TOP_K"):
+                 "DOGOPS_MAX_IMAGE_BYTES", "DOGOPS_TOP_K", "DOGOPS_ALLOWED_S3_BUCKETS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -179,6 +179,15 @@ def image_server(jpeg: bytes) -> Iterator[str]:
                 return
             if self.path == "/slow.jpg":
                 time.sleep(2)
+            if self.path == "/drip.jpg":  # headers, then one byte every 0.5 s
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(jpeg)))
+                self.end_headers()
+                for byte in jpeg[:40]:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.5)
+                return
             if self.path not in ("/dog.jpg", "/slow.jpg"):
                 self.send_error(404)
                 return
@@ -246,19 +255,42 @@ def test_url_refusals(model: inference.LoadedModel, image_server: str,
     assert _status(exc) == status
 
 
+def test_one_deadline_for_the_whole_fetch(model: inference.LoadedModel, image_server: str,
+                                          allow_local: None,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server dripping a byte every 0.5 s never trips a socket timeout; the deadline stops it."""
+    monkeypatch.setenv("DOGOPS_URL_TIMEOUT_S", "1")
+    started = time.monotonic()
+    with pytest.raises(RequestError, match="took longer than 1 s") as exc:
+        _url_request(model, f"{image_server}/drip.jpg")
+    assert _status(exc) == 400
+    assert time.monotonic() - started < 1.8
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [
-        ("https://169.254.169.254/latest/meta-data", "private, loopback or link-local"),
+        ("https://169.254.169.254/latest/meta-data", "private, loopback, link-local"),
         ("https://10.0.0.1/dog.jpg", "private"),
         ("https://[::1]/dog.jpg", "private"),
+        ("https://100.64.0.1/dog.jpg", "not globally routable"),  # carrier-grade NAT
+        ("https://192.0.2.7/dog.jpg", "not globally routable"),  # documentation range
+        ("https://[::ffff:10.0.0.1]/dog.jpg", "not globally routable"),
+        ("https://[2002:a00:1::1]/dog.jpg", "not globally routable"),  # 6to4 of 10.0.0.1
+        ("https://[fd00::1]/dog.jpg", "not globally routable"),
+        ("https://224.0.0.1/dog.jpg", "not globally routable"),
         ("file:///etc/passwd", "scheme 'file'"),
         ("https:///nohost", "no host"),
+        ("s3://someone-elses-bucket/dog.jpg", "not in the allowed buckets"),
     ],
 )
 def test_url_checks_without_network(url: str, match: str) -> None:
-    with pytest.raises(RequestError, match=match):
-        inference.check_url(url)
+    with pytest.raises(url_fetch.FetchError, match=match):
+        url_fetch.check_url(url)
+
+
+def test_public_addresses_pass_the_check() -> None:
+    assert url_fetch.check_url("https://8.8.8.8/dog.jpg")[3] == "8.8.8.8"
 
 
 def test_s3_url(model: inference.LoadedModel, jpeg: bytes, moto: str,
@@ -269,6 +301,9 @@ def test_s3_url(model: inference.LoadedModel, jpeg: bytes, moto: str,
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="dog-images")
     s3.put_object(Bucket="dog-images", Key="collie.jpg", Body=jpeg)
+    with pytest.raises(RequestError, match="not in the allowed buckets"):  # none by default
+        _url_request(model, "s3://dog-images/collie.jpg")
+    monkeypatch.setenv("DOGOPS_ALLOWED_S3_BUCKETS", "dog-images")
     assert _url_request(model, "s3://dog-images/collie.jpg")["label"] == "002.Synthetic_Collie"
     with pytest.raises(RequestError, match="cannot read"):
         _url_request(model, "s3://dog-images/missing.jpg")

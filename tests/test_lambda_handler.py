@@ -156,7 +156,6 @@ def test_client_is_created_once_and_reused(env: pytest.MonkeyPatch) -> None:
         (api_gateway("[1, 2]", "application/json"), "must be an object"),
         (api_gateway(None, "application/json"), "no body"),
         (api_gateway("%%%", "image/jpeg", b64=True), "not valid base64"),
-        (api_gateway("hello", "text/plain"), "Unsupported request body"),
     ],
 )
 def test_bad_events_are_400_with_the_expected_shape(
@@ -168,16 +167,25 @@ def test_bad_events_are_400_with_the_expected_shape(
     assert '{"url": "https://' in body["error"]  # says what shape is expected
 
 
+def test_body_of_an_unsupported_type_is_415(env: pytest.MonkeyPatch) -> None:
+    status, body = call(api_gateway("hello", "text/plain"))
+    assert status == 415
+    assert "Unsupported request body" in body["error"] and '{"url": "https://' in body["error"]
+
+
 def test_oversized_image_is_413(env: pytest.MonkeyPatch) -> None:
     status, body = call({"image": base64.b64encode(b"\xff\xd8\xff" + b"0" * (6 << 20)).decode()})
     assert status == 413 and "limit" in body["error"]
 
 
-def test_request_the_model_rejects_is_400_with_its_message(env: pytest.MonkeyPatch) -> None:
+def test_request_the_model_rejects_keeps_its_status_and_first_line(
+    env: pytest.MonkeyPatch,
+) -> None:
     event = {"image": base64.b64encode(b"plain words").decode(), "content_type": "text/plain"}
     status, body = call(event)
-    assert status == 400
+    assert status == 415  # the model's own status, not a blanket 400
     assert "unsupported content type" in body["error"]
+    assert "Traceback" not in body["error"]  # the toy raises: the toolkit adds its traceback
 
 
 def test_model_failure_is_502(env: pytest.MonkeyPatch) -> None:

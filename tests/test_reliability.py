@@ -83,16 +83,18 @@ def tiny_data(root: Path, seed: int = 5) -> Path:
 
 
 def train_py_children(marker: str) -> list[int]:
-    """Our child `train.py` processes whose SM_MODEL_DIR contains `marker`."""
+    """`train.py` processes (started by the training toolkit we started) whose SM_MODEL_DIR
+    contains `marker`."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid != os.getpid() or b"train.py" not in (proc / "cmdline").read_bytes():
+            if b"train.py" not in (proc / "cmdline").read_bytes():
                 continue
-            if marker.encode() in (proc / "environ").read_bytes():
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            model_dir = [v for v in environ if v.startswith(b"SM_MODEL_DIR=")]
+            if model_dir and marker.encode() in model_dir[0]:
                 found.append(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue

@@ -34,13 +34,13 @@ from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
+from dogops.serving_env import serving_environment
 from dogops.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str], None]
 VARIANT = "AllTraffic"
-INFERENCE_ENTRY_POINT = "inference.py"
 DEFAULT_ENDPOINT_TIMEOUT_S = 3600.0
 TYPICAL_ENDPOINT_S = 480.0  # what creating or updating an endpoint usually takes
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
@@ -71,6 +71,19 @@ def model_version(model: TrainedModel) -> str:
     return model.version or naming.short_hash(model.job_name, model.model_uri, length=16)
 
 
+def container_environment(settings: Settings) -> dict[str, str]:
+    """What the PyTorch inference container's toolkits read: the entry point and where it is,
+    the model server's workers and timeout, plus what `inference.py` itself reads."""
+    return {
+        **serving_environment(settings),
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_REGION": settings.aws.region,
+        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(settings.endpoint.model_server_workers),
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(settings.endpoint.model_server_timeout_s),
+    }
+
+
 def model_request(
     settings: Settings, model: TrainedModel, *, role_arn: str, image_uri: str, run_key: str
 ) -> dict[str, Any]:
@@ -83,12 +96,7 @@ def model_request(
         "PrimaryContainer": {
             "Image": image_uri,
             "ModelDataUrl": model.model_uri,
-            "Environment": {
-                "SAGEMAKER_PROGRAM": INFERENCE_ENTRY_POINT,
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_REGION": settings.aws.region,
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-            },
+            "Environment": container_environment(settings),
         },
         "ExecutionRoleArn": role_arn,
     }

@@ -84,6 +84,31 @@ def metric_definitions() -> list[dict[str, str]]:
     return [{"Name": d["Name"], "Regex": d["Regex"]} for d in METRIC_DEFINITIONS]
 
 
+# The SageMaker toolkits the PyTorch DLC images of each `framework_version` run: the training
+# image starts train.py with sagemaker-training, the inference image serves inference.py with
+# sagemaker-inference + sagemaker-pytorch-inference. pyproject.toml pins the same versions, so the
+# local backend runs what these images run (tests/test_toolkit_parity.py checks the pins match).
+TOOLKIT_VERSIONS: dict[str, dict[str, str]] = {
+    "2.5": {
+        "sagemaker-training": "5.1.4",
+        "sagemaker-inference": "1.10.1",
+        "sagemaker-pytorch-inference": "2.0.25",
+    },
+}
+
+
+def toolkit_versions(training: TrainingConfig) -> dict[str, str]:
+    """The toolkit versions of the image `framework_image` picks for `training`."""
+    try:
+        return TOOLKIT_VERSIONS[training.framework_version]
+    except KeyError:
+        raise UserInputError(
+            f"training.framework_version {training.framework_version!r} has no recorded "
+            f"SageMaker toolkit versions (known: {', '.join(sorted(TOOLKIT_VERSIONS))}): add them "
+            "to dogops.aws.tuning.TOOLKIT_VERSIONS and pin the same in pyproject.toml."
+        ) from None
+
+
 def framework_image(
     region: str, training: TrainingConfig, instance_type: str, scope: str = "training"
 ) -> str:

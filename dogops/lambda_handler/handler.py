@@ -18,9 +18,11 @@ Events accepted:
                                                 `?url=...` on a GET.
 
 Responses are API Gateway proxy shaped: `{"statusCode", "headers", "body": <JSON string>}`:
-200 with `label`, `probability` and `predictions`; 400 for a bad event or a request the model
-rejects; 413 for an oversized image; 500 when the function is misconfigured; 502 when the endpoint
-fails or cannot be reached; 503 when it is busy; 504 when it times out. Never 200 on failure.
+200 with `label`, `probability` and `predictions`; 400 for a bad event; the model's own 4xx
+(400, 406, 413, 415) with the first line of its message for a request it rejects; 413 for an
+oversized image; 415 for a body that is neither JSON nor an image; 500 when the function is
+misconfigured; 502 when the endpoint or model fails or cannot be reached; 503 when it is busy;
+504 when it times out. Never 200 on failure.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def _from_http_event(event: dict[str, Any]) -> tuple[bytes, str]:
         return _from_payload(payload)
     if content_type.startswith("image/") or content_type == "application/x-image" or _sniff(raw):
         return _image(raw, content_type)
-    raise HandlerError(400, f"Unsupported request body ({content_type or 'no type'}). {EXPECTED}")
+    raise HandlerError(415, f"Unsupported request body ({content_type or 'no type'}). {EXPECTED}")
 
 
 def _b64decode(text: str, what: str) -> bytes:
@@ -254,10 +256,13 @@ def _from_client_error(endpoint_name: str, exc: ClientError) -> HandlerError:
     original = exc.response.get("OriginalStatusCode")
     if code == "ModelError" and isinstance(original, int):
         if 400 <= original < 500:
-            # The model rejected the request (bad image, unsupported type): the caller's fault.
-            detail = exc.response.get("OriginalMessage") or message
-            return HandlerError(400, f"The model rejected the request: {detail}")
-        return HandlerError(502, f"The model failed ({original}): {message}")
+            # The model rejected the request (bad image, unsupported type): the caller's fault,
+            # with the model's own status (400, 406, 413, 415). Only the first line of its
+            # message: a container that raised puts its traceback below it.
+            detail = str(exc.response.get("OriginalMessage") or message).strip()
+            detail = detail.splitlines()[0] if detail else "no reason given"
+            return HandlerError(original, f"The model rejected the request: {detail}")
+        return HandlerError(502, f"The model failed ({original}); see the endpoint's log.")
     if status == 413:
         return HandlerError(413, message or "The request is too large for the endpoint.")
     busy_codes = ("ServiceUnavailable", "ModelNotReadyException", "ThrottlingException")

@@ -38,6 +38,7 @@ from dogops.results import (
     TrainedModel,
     TuningResult,
 )
+from dogops.serving_env import serving_environment
 from dogops.settings import Settings
 
 LOCAL_ACCOUNT_ID = "000000000000"
@@ -140,6 +141,7 @@ class LocalBackend:
             self.settings.scaling,
             host=self.settings.endpoint.host,
             port=self.settings.endpoint.port,
+            env=serving_environment(self.settings),
             model_version=model.version,
         )
 

@@ -11,8 +11,12 @@ It speaks two protocols on one port, so code written against SageMaker runs unch
   `OriginalMessage` carry its own status and message, as on AWS), `ServiceUnavailable` (503, every
   worker busy and the queue full) and `InternalFailure` (500).
 
-Model code runs in `spawn`ed worker processes, each of which imports `code_dir/inference.py` by path
-and calls `model_fn(model_dir)` once. The front process (stdlib `ThreadingHTTPServer`) hands each
+Model code runs in `spawn`ed worker processes, each of which serves `code_dir/inference.py` through
+SageMaker's own serving toolkits (`dogops.local.serving_toolkit`: `sagemaker-pytorch-inference`'s
+`HandlerService` and `sagemaker-inference`'s `Transformer`, the Python side of the PyTorch inference
+container), so content types, Accept defaults, default handlers and error statuses are the
+container's. A 5xx body (the toolkit's traceback) goes to the log; the caller gets one line. The
+front process (stdlib `ThreadingHTTPServer`) hands each
 request to an idle worker over a pipe, bounds the number of requests in flight, and runs a
 target-tracking autoscaler (`dogops.local.autoscaler`) that keeps between min and max workers.
 `GET /dogops/status` shows workers, invocations, rates and scaling events.
@@ -22,14 +26,13 @@ Run: `python -m dogops.local.endpoint_server --name NAME --model-dir DIR --code-
 answering for `--drain-seconds` (with `Connection: close`), then stops accepting, lets in-flight
 requests finish and stops its workers.
 
-Only the stdlib and `dogops.local.autoscaler` are imported, so workers start fast.
+The front imports only the stdlib and `dogops.local.autoscaler`; workers import the toolkits.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -45,7 +48,6 @@ from dataclasses import asdict, dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from dogops.local.autoscaler import (
@@ -57,7 +59,6 @@ from dogops.local.autoscaler import (
 log = logging.getLogger("dogops.endpoint")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-DEFAULT_ACCEPT = "application/json"
 EXIT_MODEL_LOAD_FAILED = 3
 
 
@@ -139,99 +140,15 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
 # Worker side: load the model code and answer one invocation at a time
 
 
-class _ContractError(ValueError):
-    """Raised by the default handlers for content they cannot take (like a RequestError)."""
-
-    def __init__(self, message: str, status_code: int) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-def load_inference_module(code_dir: Path, model_dir: Path) -> ModuleType:
-    """Import `code_dir/inference.py` by path, with `code_dir` on sys.path for its own imports."""
-    path = code_dir / "inference.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the code dir must hold inference.py.")
-    os.environ.setdefault("SM_MODEL_DIR", str(model_dir))
-    if str(code_dir) not in sys.path:
-        sys.path.insert(0, str(code_dir))
-    spec = importlib.util.spec_from_file_location("inference", path)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has a loader
-        raise ImportError(f"Cannot import {path}.")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inference"] = module
-    spec.loader.exec_module(module)
-    if not hasattr(module, "model_fn"):
-        raise AttributeError(f"{path} defines no model_fn(model_dir).")
-    return module
-
-
-def normalise_accept(accept: str | None) -> str:
-    """SageMaker's rule: no Accept, or */*, means the default accept type."""
-    if not accept or accept.strip() == "*/*":
-        return os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", DEFAULT_ACCEPT)
-    return accept
-
-
-def invoke_model(
-    module: ModuleType, model: Any, body: bytes, content_type: str, accept: str
-) -> tuple[int, bytes, str]:
-    """Run input_fn -> predict_fn -> output_fn (or transform_fn); return (status, body, type).
-
-    An exception with an int `status_code` (the RequestError contract) becomes that status and
-    its message; anything else becomes 500 with a generic message (details go to the log only).
-    """
-    try:
-        if hasattr(module, "transform_fn"):
-            out = module.transform_fn(model, body, content_type, accept)
-        else:
-            data = getattr(module, "input_fn", _default_input_fn)(body, content_type)
-            prediction = getattr(module, "predict_fn", _default_predict_fn)(data, model)
-            out = getattr(module, "output_fn", _default_output_fn)(prediction, accept)
-        payload, out_type = _split_output(out, accept)
-        return 200, payload, out_type
-    except Exception as exc:  # noqa: BLE001 - every failure must become an HTTP answer
-        status = getattr(exc, "status_code", None)
-        if isinstance(status, int) and 400 <= status <= 599:
-            return status, str(exc).encode(), "text/plain"
-        traceback.print_exc()
-        message = f"Internal error in the model code ({type(exc).__name__}); see the endpoint log."
-        return 500, message.encode(), "text/plain"
-
-
-def _default_input_fn(body: bytes, content_type: str) -> Any:
-    if content_type.split(";")[0].strip() == "application/json":
-        return json.loads(body)
-    raise _ContractError(f"Unsupported content type {content_type!r}.", 415)
-
-
-def _default_predict_fn(data: Any, model: Any) -> Any:
-    return model(data)
-
-
-def _default_output_fn(prediction: Any, accept: str) -> bytes:
-    return json.dumps(prediction).encode()
-
-
-def _split_output(out: Any, accept: str) -> tuple[bytes, str]:
-    content_type = accept
-    if isinstance(out, tuple) and len(out) == 2:
-        out, content_type = out
-    if isinstance(out, str):
-        out = out.encode()
-    elif not isinstance(out, bytes | bytearray):
-        out = json.dumps(out, default=str).encode()
-    return bytes(out), str(content_type)
-
-
 def _worker_main(conn: Connection, model_dir: str, code_dir: str) -> None:
     """Entry point of a worker process: load once, then serve invocations until told to stop."""
     # SIGINT goes to the whole process group; the front process decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     started = time.monotonic()
     try:
-        module = load_inference_module(Path(code_dir), Path(model_dir))
-        model = module.model_fn(model_dir)
+        from dogops.local.serving_toolkit import ToolkitWorker, public_error
+
+        worker = ToolkitWorker(model_dir, code_dir)
     except BaseException as exc:  # noqa: BLE001 - report any load failure to the front
         traceback.print_exc()
         with contextlib.suppress(OSError):
@@ -246,9 +163,12 @@ def _worker_main(conn: Connection, model_dir: str, code_dir: str) -> None:
         if message[0] != "invoke":
             return
         _, body, content_type, accept = message
-        result = invoke_model(module, model, body, content_type, accept)
+        status, payload, out_type = worker.invoke(body, content_type, accept)
+        if status >= 500:
+            print(payload.decode(errors="replace"), file=sys.stderr, flush=True)
+            payload, out_type = public_error(status, payload), "text/plain"
         try:
-            conn.send(result)
+            conn.send((status, payload, out_type))
         except OSError:
             return
 
@@ -615,7 +535,8 @@ def _make_handler(state: EndpointState) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, body: bytes, runtime_api: bool) -> bool:
             content_type = self.headers.get("Content-Type") or "application/octet-stream"
-            accept = normalise_accept(self.headers.get("Accept"))
+            # No Accept or */* means the default accept type: the toolkit applies that rule.
+            accept = self.headers.get("Accept") or ""
             worker = state.pool.acquire(options.queue_timeout)
             if worker is None:
                 self._aws_error(

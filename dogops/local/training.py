@@ -15,11 +15,11 @@ from typing import Any
 
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
-from dogops.hyperparameters import as_arguments
 from dogops.local.container import (
-    USER_ERROR_EXIT_CODE,
     container_env,
-    run_entry_point,
+    prepare_job,
+    run_training_job,
+    write_source_archive,
 )
 from dogops.local.trial_progress import TrainingWatcher
 from dogops.local.tuner import final_metrics
@@ -137,10 +137,11 @@ def train_final(
     if progress:
         progress(f"training job {job_name} started with {hyperparameters}")
     watcher = TrainingWatcher(job_name, int(hyperparameters.get("epochs", 0)) or None, progress)
-    outcome = run_entry_point(
-        as_arguments(hyperparameters),
-        container_env(data_dir, model_dir, job_dir / "output", hyperparameters,
-                      os.cpu_count() or 1, feature_cache_dir),
+    # The job folder is the training job's /opt/ml (SAGEMAKER_BASE_DIR): model/ is SM_MODEL_DIR.
+    prepare_job(job_dir, data_dir, hyperparameters, write_source_archive(job_dir))
+    outcome = run_training_job(
+        job_dir,
+        container_env(job_dir, os.cpu_count() or 1, feature_cache_dir),
         job_dir / "train.log",
         on_line=_epoch_reporter(progress, watcher),
         timeout_s=timeout_s,
@@ -148,7 +149,7 @@ def train_final(
     watcher.close(outcome.succeeded)
     if not outcome.succeeded:
         reason = outcome.failure_reason()
-        if outcome.returncode == USER_ERROR_EXIT_CODE:
+        if outcome.user_error:
             raise UserInputError(f"training job {job_name}: {reason}")
         raise OperationFailedError(
             f"training job {job_name} failed: {reason} (log: {job_dir / 'train.log'})"

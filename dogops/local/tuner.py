@@ -1,10 +1,11 @@
 """Local hyperparameter tuning: the SageMaker tuner's contract on one machine.
 
-Each trial is `model_code/train.py` in a subprocess under the container contract
-(`dogops.local.container`). The objective is read from the trial's log with the same regex
-metric definitions the SageMaker tuner gets. Optuna proposes hyperparameters (TPE, i.e.
-Bayesian-style, or random; seeded) and prunes hopeless trials on their per-epoch validation
-metric (median rule), which is what SageMaker's `EarlyStoppingType=Auto` does.
+Each trial is `model_code/train.py` started by SageMaker's training toolkit in its own
+/opt/ml-shaped job folder (`dogops.local.container`). The objective is read from the trial's
+log with the same regex metric definitions the SageMaker tuner gets. Optuna proposes
+hyperparameters (TPE, i.e. Bayesian-style, or random; seeded) and prunes hopeless trials on their
+per-epoch validation metric (median rule), which is what SageMaker's `EarlyStoppingType=Auto`
+does.
 
 The study lives in a journal file inside the job folder: a re-run after a crash loads it, keeps
 the finished trials and runs only the rest of the budget.
@@ -30,11 +31,12 @@ from optuna.trial import TrialState
 
 from dogops.backends.base import ProgressFn, TrialWrapper
 from dogops.errors import UserInputError
-from dogops.hyperparameters import as_arguments, static_hyperparameters
+from dogops.hyperparameters import static_hyperparameters
 from dogops.local.container import (
-    USER_ERROR_EXIT_CODE,
     container_env,
-    run_entry_point,
+    prepare_job,
+    run_training_job,
+    write_source_archive,
 )
 from dogops.local.store import write_atomic
 from dogops.local.trial_progress import TrainingWatcher
@@ -113,6 +115,7 @@ class LocalTuner:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _user_error: str | None = None
     _job_progress: Progress | None = None
+    _source: Path | None = None
 
     @property
     def result_path(self) -> Path:
@@ -178,6 +181,7 @@ class LocalTuner:
                       f"{len(result.trials)} trials")
             return result
         study = self._study()
+        self._source = write_source_archive(self.job_dir)  # the trials' sourcedir.tar.gz
         self._warm_start(study)
         for trial in study.trials:
             if trial.state == TrialState.RUNNING:  # left behind by a crashed run
@@ -260,12 +264,11 @@ class LocalTuner:
                           f"{metrics[intermediate]:.4f} is worse than the median)")
             return prune
 
-        outcome = run_entry_point(
-            as_arguments(hps),
-            container_env(
-                self.data_dir, trial_dir / "model", trial_dir / "output", hps, threads,
-                self.feature_cache_dir,
-            ),
+        assert self._source is not None
+        prepare_job(trial_dir, self.data_dir, hps, self._source)
+        outcome = run_training_job(
+            trial_dir,
+            container_env(trial_dir, threads, self.feature_cache_dir),
             trial_dir / "train.log",
             on_line=on_line,
             timeout_s=self.trial_timeout_s,
@@ -295,7 +298,7 @@ class LocalTuner:
                 trial.set_user_attr("failure_reason", reason)
                 study.tell(trial, state=TrialState.FAIL)
                 self._say(f"{name}: failed: {reason}")
-                if outcome.returncode == USER_ERROR_EXIT_CODE:
+                if outcome.user_error:
                     self._user_error = reason
             return self._to_result(study.trials[trial.number])
 

@@ -1,0 +1,322 @@
+"""Parity with SageMaker's PyTorch containers: the SageMaker toolkits run model_code here.
+
+A model is trained by the local tuner (one trial, started by `sagemaker-training`), then the same
+requests go through three doors: (a) `sagemaker-pytorch-inference`'s HandlerService in-process
+(with a TorchServe-like context, `dogops.local.serving_toolkit`), (b) the local endpoint through
+boto3 `sagemaker-runtime`, (c) the Lambda handler in front of (b). Their statuses must agree, no
+answer may carry a traceback, and good images get the right label. Nothing is mocked; image URLs
+go to real servers on 127.0.0.1 (allowed through the environment, as an operator would).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from PIL import Image
+
+from dogops.settings import ScalingConfig, Settings, TrainingConfig, TuningConfig
+
+pytestmark = pytest.mark.slow
+
+ENDPOINT = "parity-endpoint"
+LABEL = "002.Synthetic_Collie"
+URL_TIMEOUT_S = 1.0
+# URLs to 127.0.0.1 over http are allowed so the drip server is reachable; every other URL case
+# is still refused (scheme, host list, or address), as the table asserts.
+SERVING_ENV = {
+    "DOGOPS_ALLOWED_URL_SCHEMES": "https,http,s3",
+    "DOGOPS_ALLOWED_URL_HOSTS": "127.0.0.1",
+    "DOGOPS_URL_TIMEOUT_S": str(URL_TIMEOUT_S),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# One trial through the training toolkit
+
+
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from dogops.local.tuner import LocalTuner
+    from model_code.demo_data import generate_demo_dataset
+
+    root = tmp_path_factory.mktemp("parity")
+    data = generate_demo_dataset(root / "data", classes=3, train_per_class=10,
+                                 valid_per_class=3, test_per_class=3, image_size=64)
+    tuning = TuningConfig(max_jobs=1, max_parallel_jobs=1, epochs=3, batch_sizes=[8],
+                          learning_rate_min=0.01, learning_rate_max=0.01, strategy="random")
+    training = TrainingConfig(image_size=64, epochs=3)
+    result = LocalTuner(job_name="parity-job", job_dir=root / "job", data_dir=data,
+                        tuning=tuning, training=training).run()
+    best = result.best
+    assert best is not None and best.model_uri is not None, result.trials
+    trial_dir = Path(best.model_uri.removeprefix("file://")).parent
+    return {"data": data, "dir": trial_dir, "model": trial_dir / "model", "result": best,
+            "tuning": tuning, "training": training, "job_dir": root / "job"}
+
+
+def _env_lines(log: str) -> dict[str, str]:
+    """The environment the toolkit logs for the script it invokes (`NAME=value` lines)."""
+    found = {}
+    for line in log.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("SM_") and name.isupper():
+            found[name] = value
+    return found
+
+
+def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
+    trial: dict[str, Any],
+) -> None:
+    from dogops.aws.tuning import static_hyperparameters
+
+    trial_dir: Path = trial["dir"]
+    source = trial["job_dir"] / "sourcedir.tar.gz"
+    written = json.loads((trial_dir / "input" / "config" / "hyperparameters.json").read_text())
+    # SageMaker writes every value as a JSON-encoded string: "8", not 8.
+    assert all(isinstance(v, str) for v in written.values()), written
+    assert written["batch_size"] == "8" and float(written["learning_rate"]) == 0.01
+    assert written["sagemaker_program"] == "train.py"
+    assert written["sagemaker_submit_directory"] == str(source)
+    # The same strings the aws backend sends the SageMaker tuner as static hyperparameters.
+    settings = Settings(tuning=trial["tuning"], training=trial["training"])
+    sent = static_hyperparameters(settings, "s3://bucket/code/sourcedir.tar.gz")
+    for name, value in sent.items():
+        if name not in ("sagemaker_submit_directory", "sagemaker_region"):
+            assert written[name] == value, name
+    # The toolkit, not dogops, unpacked the code, set SM_* and started train.py.
+    log = (trial_dir / "train.log").read_text()
+    assert "Invoking script with the following command" in log
+    assert "-- train.py --architecture efficientnet_lite0" in log
+    env = _env_lines(log)
+    assert json.loads(env["SM_HPS"]) == {
+        "architecture": "efficientnet_lite0", "augment": False, "batch_size": 8, "epochs": 3,
+        "image_size": 64, "learning_rate": 0.01, "patience": 3, "seed": 42,
+    }
+    assert env["SM_CHANNEL_TRAINING"] == str(trial_dir / "input" / "data" / "training")
+    assert Path(env["SM_CHANNEL_TRAINING"]).resolve() == trial["data"].resolve()
+    assert env["SM_MODEL_DIR"] == str(trial_dir / "model")
+    assert (trial_dir / "code" / "train.py").is_file()  # unpacked from sourcedir.tar.gz
+    assert (trial_dir / "output" / "success").exists()  # written by the toolkit
+    assert "Epoch: 3" in log and trial["result"].state == "Completed"
+
+
+# --------------------------------------------------------------------------------------------
+# The requests
+
+
+def _png(jpeg: bytes, mode: str) -> bytes:
+    out = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).convert(mode).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def drip_url() -> Iterator[str]:
+    """An image server that sends its headers, then one byte every 0.5 s."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/dog.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+def _cases(jpeg: bytes, drip: str) -> list[tuple[str, bytes, str, Any, int]]:
+    """(name, body, content type, the Lambda event carrying the same, expected status)."""
+
+    def url(value: str) -> tuple[bytes, str, Any]:
+        return json.dumps({"url": value}).encode(), "application/json", {"url": value}
+
+    def image(raw: bytes, content_type: str) -> tuple[bytes, str, Any]:
+        return raw, content_type, {"image": base64.b64encode(raw).decode()}
+
+    oversized = jpeg + os.urandom(11 * 1024 * 1024)  # over every limit: 6 MB, 10 MB
+    text_event = {"httpMethod": "POST", "headers": {"content-type": "text/plain"},
+                  "body": "a dog, honestly"}
+    table: list[tuple[str, tuple[bytes, str, Any], int]] = [
+        ("good-jpeg", image(jpeg, "image/jpeg"), 200),
+        ("rgba-png", image(_png(jpeg, "RGBA"), "image/png"), 200),
+        ("greyscale-png", image(_png(jpeg, "L"), "image/png"), 200),
+        ("oversized", image(oversized, "image/jpeg"), 413),
+        ("broken-jpeg", image(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20, "image/jpeg"), 400),
+        ("empty-body", image(b"", "image/jpeg"), 400),
+        ("text-plain", (b"a dog, honestly", "text/plain", text_event), 415),
+        ("json-without-url", (b'{"foo": 1}', "application/json", {"foo": 1}), 400),
+        ("metadata-url", url("http://169.254.169.254/latest/meta-data/iam/"), 400),
+        ("file-url", url("file:///etc/passwd"), 400),
+        ("shared-address-url", url("https://100.64.0.1/dog.jpg"), 400),
+        ("drip-server", url(drip), 400),
+    ]
+    return [(name, *request, status) for name, request, status in table]
+
+
+# --------------------------------------------------------------------------------------------
+# The three doors
+
+
+@pytest.fixture(scope="module")
+def endpoint_url(trial: dict[str, Any],
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from dogops.local.endpoint import start_endpoint, stop_endpoint
+    from dogops.serving_env import serving_environment
+
+    state_dir = tmp_path_factory.mktemp("parity-state")
+    env = {**serving_environment(Settings()), **SERVING_ENV}
+    scaling = ScalingConfig(min_capacity=1, max_capacity=1)
+    info = start_endpoint(ENDPOINT, trial["model"], state_dir, scaling, env=env,
+                          options={"drain_seconds": 0.3})
+    yield str(info.runtime_endpoint_url)
+    stop_endpoint(ENDPOINT, state_dir)
+
+
+def _in_process(trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    for name, value in SERVING_ENV.items():
+        monkeypatch.setenv(name, value)
+    worker = ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))
+
+    def call(body: bytes, content_type: str) -> tuple[int, str]:
+        status, payload, _ = worker.invoke(body, content_type, "application/json")
+        return status, payload.decode(errors="replace")
+
+    return call
+
+
+def _through_endpoint(url: str) -> Any:
+    client = boto3.client(
+        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=30),
+    )
+
+    def call(body: bytes, content_type: str) -> tuple[int, str]:
+        try:
+            response = client.invoke_endpoint(EndpointName=ENDPOINT, Body=body,
+                                              ContentType=content_type,
+                                              Accept="application/json")
+        except ClientError as exc:
+            error = exc.response
+            status = error.get("OriginalStatusCode") or error["ResponseMetadata"][
+                "HTTPStatusCode"]
+            return int(status), json.dumps(error.get("Error", {})) + str(
+                error.get("OriginalMessage", ""))
+        return 200, response["Body"].read().decode()
+
+    return call
+
+
+def _through_lambda(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from dogops.lambda_handler import handler
+
+    monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("SAGEMAKER_RUNTIME_ENDPOINT_URL", url)
+    monkeypatch.setenv("READ_TIMEOUT_S", "30")
+
+    def call(event: Any) -> tuple[int, str]:
+        response = handler.lambda_handler(event, None)
+        return int(response["statusCode"]), str(response["body"])
+
+    return call
+
+
+def test_one_parity_table_three_doors(
+    trial: dict[str, Any], endpoint_url: str, drip_url: str, monkeypatch: pytest.MonkeyPatch,
+    toolkit_in_process: None,
+) -> None:
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    doors = {
+        "handler-service": _in_process(trial, monkeypatch),
+        "endpoint": _through_endpoint(endpoint_url),
+    }
+    via_lambda = _through_lambda(endpoint_url, monkeypatch)
+    rows = []
+    for name, body, content_type, event, expected in _cases(jpeg, drip_url):
+        answers = {}
+        for door, call in doors.items():
+            started = time.monotonic()
+            answers[door] = (*call(body, content_type), time.monotonic() - started)
+        started = time.monotonic()
+        answers["lambda"] = (*via_lambda(event), time.monotonic() - started)
+        rows.append((name, {door: a[0] for door, a in answers.items()}))
+        for door, (status, text, seconds) in answers.items():
+            assert status == expected, (name, door, status, text[:500])
+            assert "Traceback" not in text, (name, door, text[:2000])
+            if name == "drip-server":  # one deadline for the whole fetch, not per byte
+                assert seconds < URL_TIMEOUT_S + 2.0, (door, seconds)
+        if name in ("good-jpeg", "rgba-png"):
+            for door, (_, text, _) in answers.items():
+                assert json.loads(text)["label"] == LABEL, (door, text[:300])
+        elif expected >= 400:
+            # One line, so a caller sees the reason and not the model's insides.
+            assert "\n" not in answers["handler-service"][1].strip(), name
+    print("\n".join(f"{name:20s} {statuses}" for name, statuses in rows))
+
+
+def test_requirements_install_is_skipped_only_when_it_would_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """The container pip-installs requirements.txt before each job; locally that no-op is skipped
+    when every line is an exact pin already installed, and kept otherwise."""
+    from importlib import metadata
+
+    from dogops.local.toolkit_train import requirements_satisfied
+
+    requirements = tmp_path / "requirements.txt"
+    torch_version = metadata.version("torch")
+    requirements.write_text(f"# pinned\ntorch=={torch_version}\n\n")
+    assert requirements_satisfied(requirements)
+    requirements.write_text(f"torch=={torch_version}\nnumpy==0.0.1\n")
+    assert not requirements_satisfied(requirements)
+    requirements.write_text("torch>=2\n")  # not a pin: let pip decide
+    assert not requirements_satisfied(requirements)
+    requirements.write_text("no-such-package-dogops==1.0\n")
+    assert not requirements_satisfied(requirements)
+
+
+def test_project_pins_the_toolkits_of_the_chosen_pytorch_image() -> None:
+    import tomllib
+    from importlib import metadata
+
+    from dogops.aws.tuning import toolkit_versions
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    pins = dict(
+        dep.split("==", 1) for dep in tomllib.loads(pyproject.read_text())["project"]
+        ["dependencies"] if "==" in dep
+    )
+    expected = toolkit_versions(Settings().training)
+    assert {name: pins.get(name) for name in expected} == expected
+    # ... and what runs here is what is pinned.
+    assert {name: metadata.version(name) for name in expected} == expected
