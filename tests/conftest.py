@@ -52,7 +52,7 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture
 def moto(moto_url: str) -> Iterator[str]:
     """A moto server wiped before each test."""
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    requests.post(f"{moto_url}/moto-api/reset", timeout=60).raise_for_status()
     yield moto_url
 
 
