@@ -227,19 +227,15 @@ def put_to_sleep(
     from dogops.aws import autoscaling
     from dogops.aws.clients import AwsClients
     from dogops.aws.endpoint import describe_endpoint
-    from dogops.aws.teardown import _tags, is_ours
+    from dogops.aws.ownership import require_endpoint_ours
 
     clients = clients or AwsClients(settings.aws)
     sm = clients.client("sagemaker")
     described = describe_endpoint(clients, name)
     if described is None:
         return []
-    if not is_ours(_tags(sm, described["EndpointArn"]), settings.project):
-        raise UserInputError(
-            f"endpoint {name} is not tagged project={settings.project}, managed-by=dogops: "
-            "idle-guard deletes only endpoints dogops made. Delete it yourself, or use "
-            "action=scale-to-min."
-        )
+    # The ownership rule: idle-guard deletes only an endpoint tagged as this project's.
+    require_endpoint_ours(sm, described, settings.project)
     if apply:
         autoscaling.deregister_autoscaling(clients, name, VARIANT)
         if described["EndpointStatus"] != "Deleting":

@@ -123,12 +123,14 @@ def test_foreign_endpoint_and_its_scaling_are_left_alone(aws_settings: Any) -> N
     targets = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert [(t["ResourceId"], t["MaxCapacity"]) for t in targets] == [(rid, 4)]
 
-    from dogops.idle import IdleStatus, scale_to_min
+    from dogops.idle import IdleStatus, put_to_sleep, scale_to_min
 
     idle = IdleStatus(endpoint_name="dogops-classifier", backend="aws", exists=True, idle=True,
                       max_idle_hours=1, current_instances=3)
     with pytest.raises(NotOwnedError, match="DOGOPS_ENDPOINT__NAME"):
         scale_to_min(backend.settings, idle, apply=True, clients=backend.clients)
+    with pytest.raises(NotOwnedError, match="DOGOPS_ENDPOINT__NAME"):
+        put_to_sleep(backend.settings, idle, apply=True, clients=backend.clients)
 
     assert backend.teardown(apply=True) == []
     assert sm.describe_endpoint(EndpointName="dogops-classifier")
