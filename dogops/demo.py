@@ -15,18 +15,19 @@ DEMO_TRAINING = {"epochs": 6, "image_size": 128}
 
 
 def run_demo(data_dir: Path | None, state_dir: Path | None) -> None:
-    from dogops.services import prefect_env, start_prefect_server
+    from dogops.services import export_hint, project_prefect
 
     root = (state_dir or Path(os.environ.get("DOGOPS_STATE_DIR", ".dogops"))).resolve()
     started = time.perf_counter()
     typer.secho("1/4 starting (or reusing) the Prefect server on 127.0.0.1:4200 ...", bold=True)
-    if "PREFECT_API_URL" not in os.environ:
-        os.environ.update(prefect_env(root))
-        os.environ["PREFECT_API_URL"] = start_prefect_server(root)
-    api = os.environ["PREFECT_API_URL"]
-    ui = api.removesuffix("/api")
-    typer.echo(f"    Prefect UI: {ui}")
+    with project_prefect(root) as api:
+        ui = api.removesuffix("/api")
+        typer.echo(f"    Prefect UI: {ui}   ({export_hint(api)} for plain prefect commands)")
+        _pipeline(root, data_dir, ui, started)
 
+
+def _pipeline(root: Path, data_dir: Path | None, ui: str, started: float) -> None:
+    """Steps 2-4 of the demo, reporting to the Prefect server at `ui`."""
     if data_dir is None:
         from model_code.demo_data import generate_demo_dataset
 
