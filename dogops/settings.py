@@ -80,6 +80,15 @@ class TrainingConfig(BaseModel):
     reuse_best_trial: bool = Field(
         True, description="Reuse the winning trial's model when it trained on the same budget."
     )
+    spot: bool = Field(
+        False, description="Managed spot training for tuning and final training (up to ~70 % "
+        "cheaper); jobs checkpoint to S3 and resume after an interruption."
+    )
+    spot_max_wait_s: int = Field(
+        6 * 3600, ge=1, le=28 * 24 * 3600,
+        description="MaxWaitTimeInSeconds of a spot job: training plus waiting for capacity; "
+        "at least the job's MaxRuntimeInSeconds (3 h).",
+    )
     training_instance_type: str = "ml.m5.xlarge"
     tuning_instance_type: str = "ml.g4dn.xlarge"
     framework_version: str = "2.5"
