@@ -125,7 +125,11 @@ class ScalingConfig(BaseModel):
     """Application Auto Scaling: the original's numbers by default."""
 
     enabled: bool = True
-    min_capacity: int = Field(1, ge=1)
+    min_capacity: int = Field(
+        1, ge=0, description="0: the local endpoint's workers scale to zero when idle (the first "
+        "request starts one); a SageMaker instance endpoint needs at least 1 (serverless scales "
+        "to zero by itself).",
+    )
     max_capacity: int = Field(2, ge=1)
     target_invocations_per_instance: float = Field(50.0, gt=0)
     scale_in_cooldown_s: int = Field(30, ge=0, le=3600)
