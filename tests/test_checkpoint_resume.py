@@ -183,3 +183,50 @@ def test_local_job_folder_keeps_its_checkpoints_so_a_stopped_job_resumes(
     found = re.search(r"\[train\] resumed from epoch (\d+) ", again.log_text)
     assert found and int(found.group(1)) >= 2, again.log_text[-2000:]
     assert _epochs(again.log_text) == list(range(int(found.group(1)) + 1, EPOCHS + 1))
+
+
+def test_trial_left_running_by_a_crashed_tuning_run_resumes_from_its_checkpoint(
+    demo: Path, tmp_path: Path
+) -> None:
+    """The flow's process died while a trial ran (its journal says RUNNING, its folder has the
+    checkpoint of epoch 2): the re-run tunes that trial's values again, from that checkpoint."""
+    from dogops.hyperparameters import static_hyperparameters
+    from dogops.local.container import (
+        container_env,
+        prepare_job,
+        run_training_job,
+        write_source_archive,
+    )
+    from dogops.local.tuner import LocalTuner, search_space, trial_name
+    from dogops.settings import TrainingConfig, TuningConfig
+
+    tuner = LocalTuner(
+        job_name="crash-job", job_dir=tmp_path / "crash-job", data_dir=demo,
+        tuning=TuningConfig(max_jobs=1, max_parallel_jobs=1, epochs=EPOCHS, batch_sizes=[8],
+                            strategy="random", early_stopping=False),
+        training=TrainingConfig(image_size=64, patience=EPOCHS),
+        feature_cache_dir=tmp_path / "cache",
+    )
+    # What the crashed run left: a RUNNING trial, and its job stopped after epoch 2.
+    study = tuner._study()
+    crashed = study.ask(search_space(tuner.tuning))
+    crashed_dir = tuner.job_dir / "trials" / trial_name(crashed.number, crashed.params)
+    crashed.set_user_attr("trial_dir", str(crashed_dir))
+    hps = {**crashed.params, **static_hyperparameters(tuner.tuning, tuner.training)}
+    prepare_job(crashed_dir, demo, hps, write_source_archive(tuner.job_dir))
+    stopped = run_training_job(crashed_dir, container_env(crashed_dir, 1, tmp_path / "cache"),
+                               crashed_dir / "train.log",
+                               on_line=lambda line: line.startswith("Epoch: 2 "))
+    assert stopped.stopped_early
+
+    lines: list[str] = []
+    tuner.progress = lines.append
+    result = tuner.run()
+    again = [t for t in result.trials if t.state == "Completed"]
+    assert len(again) == 1 and again[0].hyperparameters["learning_rate"] == pytest.approx(
+        crashed.params["learning_rate"])
+    assert any("resuming from the checkpoint of the crashed run's trial" in ln for ln in lines)
+    log = (tuner.job_dir / "trials" / again[0].name / "train.log").read_text()
+    found = re.search(r"\[train\] resumed from epoch (\d+) ", log)
+    assert found and int(found.group(1)) >= 2, log[-2000:]
+    assert _epochs(log) == list(range(int(found.group(1)) + 1, EPOCHS + 1))

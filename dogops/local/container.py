@@ -144,6 +144,18 @@ def prepare_job(
     (base_dir / "model").mkdir(exist_ok=True)
 
 
+def adopt_checkpoints(old_job: Path, new_job: Path) -> bool:
+    """Give `new_job` the checkpoints of `old_job` (the same trial re-run after a crash under a
+    new number) unless it has its own; True when copied. train.py resumes from them only when
+    their fingerprint matches (same hyperparameters and data)."""
+    source, target = old_job / CHECKPOINTS, new_job / CHECKPOINTS
+    if not source.is_dir() or target.exists() or source.resolve() == target.resolve():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
+    return True
+
+
 def container_env(
     base_dir: Path, num_threads: int, feature_cache_dir: Path | None = None
 ) -> dict[str, str]:
