@@ -23,7 +23,10 @@ from dogops.settings import Settings
 PRICES_FILE = Path(__file__).with_name("prices.json")
 SECONDS_PER_HOUR = 3600.0
 
-Period = Literal["this run", "per day", "per month", "so far"]
+Period = Literal["this run", "per day", "per month", "so far", "per 1,000 requests"]
+# A serverless endpoint bills memory x request duration; the duration is an assumption until
+# measured (CloudWatch ModelLatency), and the cost line says so.
+SERVERLESS_REQUEST_S = 0.25
 
 
 class LambdaPrices(BaseModel):
@@ -43,6 +46,9 @@ class Prices(BaseModel):
     hours_per_month: float = Field(730.0, gt=0)
     sagemaker_training_per_hour: dict[str, float]
     sagemaker_hosting_per_hour: dict[str, float]
+    sagemaker_serverless_per_gb_second: float | None = Field(
+        None, ge=0, description="Serverless Inference duration price per GB-second of memory."
+    )
     lambda_: LambdaPrices = Field(alias="lambda")
     checked: list[str] = Field(
         default_factory=list,
@@ -173,34 +179,31 @@ def estimate_cost(
     tuning_s: float = 0.0,
     training_s: float = 0.0,
     prices: Prices | None = None,
+    training_billable_s: float | None = None,
 ) -> CostEstimate:
-    """The cost table for one run of `settings`; see the module docstring for the formulas."""
+    """The cost table for one run of `settings`; see the module docstring for the formulas.
+    `training_billable_s` (SageMaker's BillableTimeInSeconds) prices the final training when
+    given: with managed spot it is less than `training_s`, and the line says by how much."""
     prices = prices or load_prices()
     train_prices = prices.sagemaker_training_per_hour
-    host_prices = prices.sagemaker_hosting_per_hour
     training = settings.training
+    train_note = (f"{training_s:,.0f} instance-seconds" if training_s
+                  else "reused model: no training billed")
+    billed_s = training_s
+    if training_billable_s is not None and training_s:
+        billed_s = training_billable_s
+        train_note = spot_note(training_s, training_billable_s,
+                               train_prices.get(training.training_instance_type))
     lines = [
         _priced("tuning", training.tuning_instance_type, tuning_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.tuning_instance_type), "this run",
                 f"{tuning_s:,.0f} instance-seconds" if tuning_s else "reused or no tuning",
                 prices.is_checked(TRAINING, training.tuning_instance_type)),
-        _priced("training", training.training_instance_type, training_s / SECONDS_PER_HOUR,
+        _priced("training", training.training_instance_type, billed_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.training_instance_type), "this run",
-                f"{training_s:,.0f} instance-seconds" if training_s
-                else "reused model: no training billed",
-                prices.is_checked(TRAINING, training.training_instance_type)),
+                train_note, prices.is_checked(TRAINING, training.training_instance_type)),
     ]
-    scaling = settings.scaling
-    if scaling.enabled:
-        low, high = scaling.min_capacity, scaling.max_capacity
-    else:
-        low = high = settings.endpoint.initial_instance_count
-    instance = settings.endpoint.instance_type
-    for label, count in (("endpoint at min", low), ("endpoint at max", high)):
-        lines.append(_priced(
-            label, instance, 24.0 * count, "instance-hours", host_prices.get(instance), "per day",
-            f"{count} x {instance} x 24 h", prices.is_checked(HOSTING, instance),
-        ))
+    lines += endpoint_lines(settings, prices)
     config = settings.lambda_
     concurrency = config.provisioned_concurrency if config.enabled else 0
     gb_seconds = concurrency * (config.memory_mb / 1024) * prices.hours_per_month * SECONDS_PER_HOUR
@@ -217,6 +220,50 @@ def estimate_cost(
         backend=settings.backend, label=label, currency=prices.currency,
         prices_source=prices.source, prices_as_of=prices.as_of, lines=lines,
     )
+
+
+def endpoint_lines(settings: Settings, prices: Prices) -> list[CostLine]:
+    """Instances per day at the scaling range's ends; serverless: idle costs nothing, and a
+    price per 1,000 requests (memory x an assumed duration)."""
+    endpoint = settings.endpoint
+    if endpoint.mode == "serverless":
+        gb = endpoint.serverless_memory_mb / 1024
+        provisioned = endpoint.serverless_provisioned_concurrency
+        idle = ("serverless, no provisioned concurrency: idle costs nothing" if not provisioned
+                else f"serverless: {provisioned} provisioned concurrency billed while idle, "
+                "not priced here")
+        return [
+            _priced("endpoint at min", "serverless", 0.0, "GB-seconds", 0.0, "per day", idle),
+            _priced("endpoint per 1,000 requests", f"serverless {endpoint.serverless_memory_mb} MB",
+                    1000 * SERVERLESS_REQUEST_S * gb, "GB-seconds",
+                    prices.sagemaker_serverless_per_gb_second, "per 1,000 requests",
+                    f"1,000 x {SERVERLESS_REQUEST_S:g} s (assumed request duration: measure "
+                    f"yours, CloudWatch ModelLatency) x {gb:g} GB",
+                    prices.is_checked("sagemaker_serverless", "per_gb_second")),
+        ]
+    scaling = settings.scaling
+    if scaling.enabled:
+        low, high = scaling.min_capacity, scaling.max_capacity
+    else:
+        low = high = endpoint.initial_instance_count
+    instance = endpoint.instance_type
+    return [
+        _priced(label, instance, 24.0 * count, "instance-hours",
+                prices.sagemaker_hosting_per_hour.get(instance), "per day",
+                f"{count} x {instance} x 24 h", prices.is_checked(HOSTING, instance))
+        for label, count in (("endpoint at min", low), ("endpoint at max", high))
+    ]
+
+
+def spot_note(training_s: float, billable_s: float, price_per_hour: float | None) -> str:
+    """`billed 300 of 1,000 training seconds (managed spot: 70 % saved, 0.16 USD)`."""
+    saved_s = max(training_s - billable_s, 0.0)
+    share = saved_s / training_s if training_s else 0.0
+    money = ("" if price_per_hour is None
+             else f", {saved_s / SECONDS_PER_HOUR * price_per_hour:,.2f}")
+    kind = "managed spot" if billable_s < training_s else "on-demand"
+    return (f"billed {billable_s:,.0f} of {training_s:,.0f} training seconds "
+            f"({kind}: {share:.0%} saved{money})")
 
 
 def hosting_price(instance_type: str, prices: Prices | None = None) -> float | None:

@@ -191,6 +191,8 @@ def scale_to_min(
     target = settings.scaling.min_capacity
     if status.backend == "local":
         return []  # the local server scales its workers in to the minimum by itself
+    if settings.endpoint.mode == "serverless":
+        return []  # no instances: an idle serverless endpoint costs nothing already
     if status.current_instances is not None and status.current_instances <= target:
         return []
     if apply:

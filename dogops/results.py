@@ -72,6 +72,9 @@ class TrainedModel(BaseModel):
     training_seconds: float = Field(
         0.0, description="Instance-seconds this step trained for: 0 when a model was reused."
     )
+    billable_seconds: float | None = Field(
+        None, description="BillableTimeInSeconds of the job (managed spot: less than trained)."
+    )
 
     @classmethod
     def from_metadata(

@@ -80,6 +80,15 @@ class TrainingConfig(BaseModel):
     reuse_best_trial: bool = Field(
         True, description="Reuse the winning trial's model when it trained on the same budget."
     )
+    spot: bool = Field(
+        False, description="Managed spot training for tuning and final training (up to ~70 % "
+        "cheaper); jobs checkpoint to S3 and resume after an interruption."
+    )
+    spot_max_wait_s: int = Field(
+        6 * 3600, ge=1, le=28 * 24 * 3600,
+        description="MaxWaitTimeInSeconds of a spot job: training plus waiting for capacity; "
+        "at least the job's MaxRuntimeInSeconds (3 h).",
+    )
     training_instance_type: str = "ml.m5.xlarge"
     tuning_instance_type: str = "ml.g4dn.xlarge"
     framework_version: str = "2.5"
@@ -94,8 +103,23 @@ class EndpointConfig(BaseModel):
         pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
         description="Stable endpoint name; the Lambda reads it from its environment.",
     )
+    mode: Literal["instance", "serverless"] = Field(
+        "instance", description="instance: always-on instances (auto-scaled); serverless: "
+        "SageMaker Serverless Inference, billed per request duration, idle costs nothing.",
+    )
     instance_type: str = "ml.m5.large"
     initial_instance_count: int = Field(1, ge=1)
+    serverless_memory_mb: int = Field(
+        2048, ge=1024, le=6144, description="Serverless MemorySizeInMB: 1024-6144 in 1 GB steps."
+    )
+    serverless_max_concurrency: int = Field(
+        5, ge=1, le=200, description="Serverless MaxConcurrency: concurrent invocations."
+    )
+    serverless_provisioned_concurrency: int | None = Field(
+        None, ge=1, le=200,
+        description="Serverless ProvisionedConcurrency (kept warm, billed while idle); at most "
+        "serverless_max_concurrency. None: off.",
+    )
     host: str = Field("127.0.0.1", description="Local backend: address the endpoint binds to.")
     port: int = Field(0, ge=0, le=65535, description="Local backend: 0 picks a free port.")
     model_server_workers: int = Field(
@@ -111,12 +135,32 @@ class EndpointConfig(BaseModel):
         description="Buckets whose s3:// image URLs the model may read; empty: aws.bucket only.",
     )
 
+    @model_validator(mode="after")
+    def _check_serverless(self) -> EndpointConfig:
+        if self.serverless_memory_mb % 1024:
+            raise UserInputError(
+                f"endpoint.serverless_memory_mb ({self.serverless_memory_mb}) must be a whole "
+                "number of GB: 1024, 2048, 3072, 4096, 5120 or 6144."
+            )
+        provisioned = self.serverless_provisioned_concurrency
+        if provisioned is not None and provisioned > self.serverless_max_concurrency:
+            raise UserInputError(
+                f"endpoint.serverless_provisioned_concurrency ({provisioned}) is greater than "
+                f"endpoint.serverless_max_concurrency ({self.serverless_max_concurrency}): "
+                "lower it or raise the maximum."
+            )
+        return self
+
 
 class ScalingConfig(BaseModel):
     """Application Auto Scaling: the original's numbers by default."""
 
     enabled: bool = True
-    min_capacity: int = Field(1, ge=1)
+    min_capacity: int = Field(
+        1, ge=0, description="0: the local endpoint's workers scale to zero when idle (the first "
+        "request starts one); a SageMaker instance endpoint needs at least 1 (serverless scales "
+        "to zero by itself).",
+    )
     max_capacity: int = Field(2, ge=1)
     target_invocations_per_instance: float = Field(50.0, gt=0)
     scale_in_cooldown_s: int = Field(30, ge=0, le=3600)

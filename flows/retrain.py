@@ -125,7 +125,7 @@ def retrain(
     report_tuning(tuned)
     candidate = train_best(settings, data, tuned, key)
     evaluate(candidate, tuned)
-    report_cost(settings, tuned, candidate.training_seconds)
+    report_cost(settings, tuned, candidate.training_seconds, candidate.billable_seconds)
 
     decision = decide(
         score_candidate(settings, candidate, test_dir),

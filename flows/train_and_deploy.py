@@ -115,7 +115,7 @@ def train_and_deploy(
     if isinstance(smoke, StepSkipped):
         logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
     entry = record_model(settings, model, data, live, "train-and-deploy", str(data_root))
-    report_cost(settings, tuned, model.training_seconds)
+    report_cost(settings, tuned, model.training_seconds, model.billable_seconds)
     report_summary(
         reporting.summary_markdown(
             settings.backend, data, tuned, model, live, scaled, security, function, smoke

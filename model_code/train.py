@@ -35,8 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 try:
-    from model_code import data, features, metrics, net
+    from model_code import checkpoint, data, features, metrics, net
 except ImportError:  # run as `python train.py` inside model_code/ (how SageMaker starts it)
+    import checkpoint  # type: ignore[no-redef]
     import data  # type: ignore[no-redef]
     import features  # type: ignore[no-redef]
     import metrics  # type: ignore[no-redef]
@@ -126,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("model-dir", type=_str, default=None, help="Default: env SM_MODEL_DIR.")
     add("output-dir", type=_str, default=None,
         help="Default: env SM_OUTPUT_DATA_DIR, else the model dir.")
+    add("checkpoint-dir", type=_str, default=None,
+        help="Checkpoint after every epoch here and resume from it (default: env "
+        "DOGOPS_CHECKPOINT_DIR, else /opt/ml/checkpoints when it exists, else none).")
     return parser
 
 
@@ -159,6 +163,7 @@ class Paths:
     model_dir: Path
     output_dir: Path
     cache_dir: Path | None
+    checkpoint_dir: Path | None = None
 
 
 def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
@@ -172,7 +177,9 @@ def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
         raise UsageError("no model folder: pass --model-dir PATH (or set SM_MODEL_DIR).")
     output_dir = args.output_dir or env.get("SM_OUTPUT_DATA_DIR") or model_dir
     cache = args.feature_cache_dir or env.get("DOGOPS_FEATURE_CACHE_DIR") or None
-    return Paths(Path(data_dir), Path(model_dir), Path(output_dir), Path(cache) if cache else None)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoint.default_dir(env)
+    return Paths(Path(data_dir), Path(model_dir), Path(output_dir), Path(cache) if cache else None,
+                 ckpt)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -433,9 +440,27 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         train_labels = feature_sets["train"].labels.to(device)
 
     best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
-    history = []
-    epoch = 0
-    for epoch in range(1, args.epochs + 1):
+    history: list[dict[str, Any]] = []
+    epoch, stopped, resumed_from = 0, False, 0
+    run_id = checkpoint.fingerprint({
+        "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+        "architecture": args.architecture, "image_size": args.image_size, "seed": args.seed,
+        "augment": args.augment, "skip_corrupt": args.skip_corrupt, "weights": weights_id,
+        "classes": class_names, "sizes": {k: len(v) for k, v in splits.items()}})
+    resume, why = checkpoint.load(paths.checkpoint_dir, run_id)
+    if resume is None:
+        log(f"starting at epoch 1 ({why})")
+    else:
+        head.load_state_dict(resume["head"])
+        optimizer.load_state_dict(resume["optimizer"])
+        checkpoint.restore_rng_states(resume["rng"], generator)
+        epoch, stopped, history = resume["epoch"], resume["stopped"], resume["history"]
+        best_loss, best_epoch, stale = resume["best_loss"], resume["best_epoch"], resume["stale"]
+        best_state = resume["best_head"]
+        resumed_from = epoch
+        log(f"resumed from epoch {epoch} ({why})")
+    first_epoch = epoch + 1
+    for epoch in range(first_epoch, 0 if stopped else args.epochs + 1):
         if augmenter is not None:
             train_loss = augmenter.epoch(optimizer, generator, device)
         else:
@@ -444,7 +469,6 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
                                                      args.batch_size, generator, device)
         with small_op_threads(device):
             result = evaluate(head, valid_feats, valid_labels, 512, device)
-        emit(metrics.epoch_line(epoch, train_loss, result.loss, result.accuracy))
         history.append({"epoch": epoch, "train_loss": train_loss,
                         "validation_loss": result.loss, "validation_accuracy": result.accuracy})
         if result.loss < best_loss:  # NaN never counts as better
@@ -452,10 +476,20 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
             best_state = copy.deepcopy(head.state_dict())
         else:
             stale += 1
-            if stale >= args.patience:
-                log(f"early stopping after epoch {epoch}: no better validation loss for "
-                    f"{stale} epochs")
-                break
+            stopped = stale >= args.patience
+        if paths.checkpoint_dir is not None:
+            checkpoint.save(paths.checkpoint_dir, {
+                "fingerprint": run_id, "epoch": epoch, "stopped": stopped, "history": history,
+                "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                "best_head": best_state, "best_loss": best_loss, "best_epoch": best_epoch,
+                "stale": stale, "rng": checkpoint.rng_states(generator)})
+            log(f"checkpoint after epoch {epoch} saved")
+        # After the checkpoint: whoever sees epoch N's line may stop us and we resume after N.
+        emit(metrics.epoch_line(epoch, train_loss, result.loss, result.accuracy))
+        if stopped:
+            log(f"early stopping after epoch {epoch}: no better validation loss for "
+                f"{stale} epochs")
+            break
     if best_state is not None:
         head.load_state_dict(best_state)
     else:
@@ -500,6 +534,7 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
         "confusion_matrix": confusion,
         "epochs_run": epoch,
         "best_epoch": best_epoch,
+        "resumed_from_epoch": resumed_from,
         "feature_cache_hit": cache_hit,
         "skipped_images": skipped,
         "seconds": round(time.time() - started, 3),

@@ -163,10 +163,13 @@ def request_approval(
 
 @task(name="report-cost")
 def report_cost(
-    settings: Settings, tuning: TuningResult | None, training_s: float
+    settings: Settings, tuning: TuningResult | None, training_s: float,
+    training_billable_s: float | None = None,
 ) -> cost.CostEstimate:
-    """The run's estimated cost as a table artifact (`cost-estimate`) and in the log."""
-    estimate = cost.estimate_cost(settings, cost.tuning_seconds(tuning), training_s)
+    """The run's estimated cost as a table artifact (`cost-estimate`) and in the log; with
+    managed spot the training line shows billable against trained seconds."""
+    estimate = cost.estimate_cost(settings, cost.tuning_seconds(tuning), training_s,
+                                  training_billable_s=training_billable_s)
     create_table_artifact(
         key=COST_KEY, table=estimate.rows(),
         description=f"Estimated cost ({estimate.label}); prices: {estimate.prices_source} "

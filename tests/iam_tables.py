@@ -97,6 +97,12 @@ def sagemaker_tables(
         ("s3:GetObject", f"{objects}/training/dogops-train-1/output/model.tar.gz", {}),
         ("s3:PutObject", f"{objects}/tuning/dogops-hpo-1-abc/output/model.tar.gz", {}),
         ("s3:PutObject", f"{objects}/training/dogops-train-1/output/output.tar.gz", {}),
+        # Managed spot: SageMaker syncs /opt/ml/checkpoints with the job's checkpoint folder
+        # (dogops.aws.spot) both ways, and lists it to restore after an interruption.
+        ("s3:PutObject", f"{objects}/checkpoints/dogops-train-1/checkpoint.pt", {}),
+        ("s3:GetObject", f"{objects}/checkpoints/dogops-train-1/checkpoint.pt", {}),
+        ("s3:PutObject", f"{objects}/checkpoints/dogops-hpo-1-abc/trial-1/checkpoint.pt", {}),
+        ("s3:ListBucket", s3, {"s3:prefix": f"{prefix}/checkpoints/dogops-train-1/"}),
         ("logs:CreateLogGroup", job_logs, {}),
         ("logs:CreateLogStream", f"{job_logs}:log-stream:job/algo-1", {}),
         ("logs:PutLogEvents", f"{job_logs}:log-stream:job/algo-1", {}),
@@ -112,6 +118,9 @@ def sagemaker_tables(
     refuse: list[Row] = [
         ("s3:GetObject", f"arn:{part}:s3:::someone-elses-bucket/{prefix}/data/x.jpg", {}),
         ("s3:PutObject", f"arn:{part}:s3:::someone-elses-bucket/{prefix}/tuning/x", {}),
+        ("s3:PutObject", f"arn:{part}:s3:::someone-elses-bucket/{prefix}/checkpoints/x", {}),
+        ("s3:PutObject", f"{s3}/other-project/checkpoints/x", {}),
+        ("s3:DeleteObject", f"{objects}/checkpoints/dogops-train-1/checkpoint.pt", {}),
         ("s3:GetObject", f"{s3}/other-project/data/x.jpg", {}),
         ("s3:GetObject", f"{objects}/registry.json", {}),
         ("s3:PutObject", f"{objects}/registry.json", {}),

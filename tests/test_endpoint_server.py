@@ -450,3 +450,64 @@ def test_burst_scales_out_to_max_then_back_in(tmp_path: Path) -> None:
     finally:
         stop_endpoint(NAME, state_dir)
 
+
+
+def test_scale_to_zero_policy_and_wake() -> None:
+    clock = FakeClock()
+    policy = ScalingPolicy(0, 2, 50, scale_in_cooldown_s=30, scale_out_cooldown_s=30)
+    assert policy.desired_for(0) == 0 and policy.desired_for(1) == 1
+    scaler = TargetTrackingScaler(policy, clock=clock, current=1)  # one worker to start with
+    clock.now += 29
+    assert scaler.evaluate(0) is None  # the start counts as an activity: cooldown first
+    clock.now += 1
+    event = scaler.evaluate(0)
+    assert event is not None and (event.from_workers, event.to_workers) == (1, 0)
+    assert scaler.wake(0) is not None and scaler.current == 1  # a request: at once, no cooldown
+    assert scaler.wake(0) is None  # already awake
+    clock.now += 29
+    assert scaler.evaluate(0) is None  # the wake-up is an activity too
+    with pytest.raises(ValueError, match="max_capacity at least 1"):
+        ScalingPolicy(0, 0)
+
+
+def test_idle_pool_scales_to_zero_and_the_first_request_starts_a_worker(tmp_path: Path) -> None:
+    """scaling.min_capacity=0: after the scale-in cooldown the endpoint has no worker, stays
+    healthy, and the next request starts one (its cold start shows in the status)."""
+    state_dir = tmp_path / "state"
+    scaling = ScalingConfig(min_capacity=0, max_capacity=2, scale_in_cooldown_s=2,
+                            scale_out_cooldown_s=0)
+    info = start_endpoint(NAME, make_model_dir(tmp_path), state_dir, scaling,
+                          options={**FAST, "metric_window": 2, "scaling_interval": 0.2})
+    url = str(info.runtime_endpoint_url)
+    status_url = f"{url}/dogops/status"
+    try:
+        wait_for(lambda: get_json(status_url)["workers"]["ready"] == 0, 30, "scale to zero")
+        with urllib.request.urlopen(f"{url}/ping", timeout=5) as resp:
+            assert resp.status == 200  # scaled to zero is healthy
+        assert get_json(status_url)["cold_starts"]["count"] == 0
+
+        client = runtime_client(url, read_timeout=120)
+        started = time.monotonic()
+        answer = client.invoke_endpoint(EndpointName=NAME, Body=b"x", ContentType="image/jpeg")
+        took = time.monotonic() - started
+        assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
+        shown = endpoint_status(NAME, state_dir)  # what `dogops status` prints
+        cold = next(v for v in _walk(shown) if isinstance(v, dict) and "cold_starts" in v)
+        assert cold["cold_starts"]["count"] == 1
+        assert 0 < cold["cold_starts"]["last_s"] <= took
+        events = [(e["from_workers"], e["to_workers"]) for e in cold["scaling"]["events"]]
+        assert events == [(1, 0), (0, 1)]
+        assert "cold start" in cold["scaling"]["events"][-1]["reason"]
+        # A warm request does not count as a cold start; idle again, back to zero.
+        client.invoke_endpoint(EndpointName=NAME, Body=b"x", ContentType="image/jpeg")
+        assert get_json(status_url)["cold_starts"]["count"] == 1
+        wait_for(lambda: get_json(status_url)["workers"]["ready"] == 0, 30, "zero again")
+    finally:
+        stop_endpoint(NAME, state_dir)
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _walk(item)

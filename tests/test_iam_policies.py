@@ -76,8 +76,10 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
         ("s3:GetObject", f"{objects}/code/*"),
         ("s3:GetObject", f"{objects}/tuning/*"),
         ("s3:GetObject", f"{objects}/training/*"),
+        ("s3:GetObject", f"{objects}/checkpoints/*"),
         ("s3:PutObject", f"{objects}/tuning/*"),
         ("s3:PutObject", f"{objects}/training/*"),
+        ("s3:PutObject", f"{objects}/checkpoints/*"),
     }
     listing = next(s for s in policy["Statement"] if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dogops", "dogops/*"]}}

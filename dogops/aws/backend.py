@@ -153,6 +153,12 @@ class AwsBackend:
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
         if not self.settings.scaling.enabled:
             raise StepNotSupported("auto-scaling is disabled in the settings (scaling.enabled)")
+        if self.settings.endpoint.mode == "serverless":
+            raise StepNotSupported(
+                "serverless endpoint: SageMaker scales it per request up to "
+                f"{self.settings.endpoint.serverless_max_concurrency} concurrent invocations "
+                "(endpoint.serverless_max_concurrency); Application Auto Scaling does not apply"
+            )
         from dogops.aws.autoscaling import register_autoscaling
 
         return register_autoscaling(

@@ -105,16 +105,29 @@ def model_request(
     return {"ModelName": name, **body, "Tags": naming.tags(settings, run_key, version)}
 
 
+def capacity(settings: Settings) -> dict[str, Any]:
+    """The variant's capacity: instances, or ProductionVariantServerlessConfig."""
+    endpoint = settings.endpoint
+    if endpoint.mode == "instance":
+        return {"InstanceType": endpoint.instance_type,
+                "InitialInstanceCount": endpoint.initial_instance_count}
+    serverless: dict[str, int] = {"MemorySizeInMB": endpoint.serverless_memory_mb,
+                                  "MaxConcurrency": endpoint.serverless_max_concurrency}
+    if endpoint.serverless_provisioned_concurrency is not None:
+        serverless["ProvisionedConcurrency"] = endpoint.serverless_provisioned_concurrency
+    return {"ServerlessConfig": serverless}
+
+
 def config_request(
     settings: Settings, model_name: str, version: str, run_key: str
 ) -> dict[str, Any]:
-    """`CreateEndpointConfig`: one variant, a new name for each model (and instance setting)."""
+    """`CreateEndpointConfig`: one variant, a new name for each model (and instance setting).
+    `endpoint.mode=serverless` gives the variant a ServerlessConfig instead of instances."""
     variants = [
         {
             "VariantName": VARIANT,
             "ModelName": model_name,
-            "InstanceType": settings.endpoint.instance_type,
-            "InitialInstanceCount": settings.endpoint.initial_instance_count,
+            **capacity(settings),
             "InitialVariantWeight": 1.0,
         }
     ]

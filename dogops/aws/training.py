@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dogops.aws import naming
+from dogops.aws import naming, spot
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
 from dogops.aws.tuning import (
@@ -84,8 +84,10 @@ def training_request(
     role_arn: str,
     output_uri: str,
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
+    checkpoint_uri: str = "",
 ) -> dict[str, Any]:
-    """The `CreateTrainingJob` request, named from its own content."""
+    """The `CreateTrainingJob` request, named from its own content; with `training.spot`, a
+    managed spot job checkpointing under `checkpoint_uri`/<job name>."""
     hyperparameters = {
         **static_hyperparameters(settings, source_uri),
         "epochs": hp_value(settings.training.epochs),
@@ -106,10 +108,13 @@ def training_request(
             "InstanceCount": 1,
             "VolumeSizeInGB": 30,
         },
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_s},
+        "StoppingCondition": spot.stopping_condition(settings, max_runtime_s),
+        # Only with spot, so the names (content hashes) of on-demand jobs stay as they were.
+        **({"EnableManagedSpotTraining": True} if settings.training.spot else {}),
     }
     digest = naming.short_hash(body, data.manifest_sha256)
     name = naming.resource_name(f"{naming.sanitize(settings.project)[:8]}-train", run_key, digest)
+    body.update(spot.spot_fields(settings, checkpoint_uri, name))
     return {"TrainingJobName": name, **body, "Tags": naming.tags(settings, run_key)}
 
 
@@ -253,6 +258,7 @@ def train_best(
         ),
         role_arn=role_arn,
         output_uri=f"s3://{bucket}/{prefix}/training",
+        checkpoint_uri=spot.checkpoint_base(bucket, prefix),
     )
     name = request["TrainingJobName"]
     sm = clients.client("sagemaker")
@@ -283,6 +289,9 @@ def train_best(
     model = trained_model(clients, name, uri, hyperparameters, job_metrics, reused)
     if not reused:
         model.training_seconds = float(
-            job.get("BillableTimeInSeconds") or job.get("TrainingTimeInSeconds") or 0
+            job.get("TrainingTimeInSeconds") or job.get("BillableTimeInSeconds") or 0
         )
+        # Managed spot bills less than it trains: the cost artifact shows both.
+        billable = job.get("BillableTimeInSeconds")
+        model.billable_seconds = None if billable is None else float(billable)
     return model

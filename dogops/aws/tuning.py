@@ -42,7 +42,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogops.aws import naming
+from dogops.aws import naming, spot
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
 from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
@@ -236,8 +236,12 @@ def tuning_request(
     role_arn: str,
     output_uri: str,
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
+    checkpoint_uri: str = "",
 ) -> dict[str, Any]:
-    """The full `CreateHyperParameterTuningJob` request, named from its own content."""
+    """The full `CreateHyperParameterTuningJob` request, named from its own content; with
+    `training.spot`, managed spot trials checkpointing under `checkpoint_uri`/<tuning job name>
+    (a checkpoint written with other hyperparameters is never resumed: train.py compares a
+    fingerprint of them)."""
     tuning = settings.tuning
     names = {d["Name"] for d in metric_definitions()}
     if tuning.objective not in names:
@@ -274,12 +278,15 @@ def tuning_request(
             "InstanceCount": 1,
             "VolumeSizeInGB": 30,
         },
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime_s},
+        "StoppingCondition": spot.stopping_condition(settings, max_runtime_s),
+        # Only with spot, so the names (content hashes) of on-demand jobs stay as they were.
+        **({"EnableManagedSpotTraining": True} if settings.training.spot else {}),
     }
     digest = naming.short_hash(config, definition, data.manifest_sha256)
     name = naming.resource_name(
         f"{naming.sanitize(settings.project)[:8]}-hpo", run_key, digest, naming.TUNING_JOB_MAX
     )
+    definition.update(spot.spot_fields(settings, checkpoint_uri, name))
     # The data manifest's hash rides along as a tag: a later warm start compares it with its own
     # to decide between IDENTICAL_DATA_AND_ALGORITHM and TRANSFER_LEARNING.
     manifest = [{"Key": DATA_MANIFEST_TAG, "Value": data.manifest_sha256}]
@@ -541,6 +548,7 @@ def run_tuning(
         ),
         role_arn=role_arn,
         output_uri=f"s3://{bucket}/{prefix}/tuning",
+        checkpoint_uri=spot.checkpoint_base(bucket, prefix),
     )
     name = request["HyperParameterTuningJobName"]
     existing = _describe(clients, name)

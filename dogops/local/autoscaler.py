@@ -39,8 +39,10 @@ class ScalingPolicy:
 
     def __post_init__(self) -> None:
         # ValueError rather than a dogops error: this module stays import-light (see docstring).
-        if self.min_capacity < 1:
-            raise ValueError(f"min_capacity must be at least 1, got {self.min_capacity}.")
+        # 0 is allowed: the pool scales to zero when idle and a request starts a worker.
+        if self.min_capacity < 0 or self.max_capacity < 1:
+            raise ValueError(f"min_capacity must be at least 0 and max_capacity at least 1, got "
+                             f"{self.min_capacity} and {self.max_capacity}.")
         if self.min_capacity > self.max_capacity:
             raise ValueError(
                 f"min_capacity ({self.min_capacity}) is greater than max_capacity "
@@ -127,6 +129,24 @@ class TargetTrackingScaler:
 
     def __post_init__(self) -> None:
         self.current = self.policy.clamp(self.current or self.policy.min_capacity)
+        if self.current > self.policy.min_capacity:
+            # Starting above min (one worker of a scale-to-zero pool, to prove the model loads)
+            # counts as an activity: idle, it scales in after the scale-in cooldown, not at once.
+            self._last_activity = self.clock()
+
+    def wake(self, rate_per_minute: float) -> ScalingEvent | None:
+        """A request found no worker (scaled to zero): go to one worker now, without waiting
+        for the next evaluation or a scale-out cooldown (the first request starts a worker)."""
+        if self.current > 0:
+            return None
+        now = self.clock()
+        event = ScalingEvent(at=now, from_workers=0, to_workers=1,
+                             rate_per_minute=round(rate_per_minute, 3),
+                             reason="scale-out from zero: a request arrived (cold start)")
+        self._last_activity = now
+        self.current = 1
+        self.events.append(event)
+        return event
 
     def evaluate(self, rate_per_minute: float) -> ScalingEvent | None:
         """Apply one evaluation; return the scaling event when the desired count changed."""

@@ -10,6 +10,8 @@ Each job gets an `/opt/ml`-shaped folder, its `SAGEMAKER_BASE_DIR`:
     input/data/training                 the synced data set (a link; SageMaker copies it)
     code/                               the toolkit unpacks sourcedir.tar.gz here
     model/, output/                     SM_MODEL_DIR; SM_OUTPUT_DATA_DIR and success / failure
+    checkpoints/                        train.py's per-epoch checkpoint (/opt/ml/checkpoints),
+                                        kept when the job runs again, so it resumes
 
 `sourcedir.tar.gz` is the archive the aws backend uploads (`dogops.aws.tuning.source_archive`).
 `python -m dogops.local.toolkit_train` (the container's `train` command) then sets `SM_*`, starts
@@ -40,6 +42,7 @@ from dogops.local.store import write_atomic
 
 MODEL_CODE_DIR = Path(next(iter(model_code.__path__))).resolve()
 SOURCE_ARCHIVE = "sourcedir.tar.gz"
+CHECKPOINTS = "checkpoints"
 HOST = "algo-1"
 # train.py exits 2 for the user's mistakes; the toolkit reports it as "ExitCode 2" in
 # output/failure (and exits 1 itself, like the container).
@@ -141,6 +144,18 @@ def prepare_job(
     (base_dir / "model").mkdir(exist_ok=True)
 
 
+def adopt_checkpoints(old_job: Path, new_job: Path) -> bool:
+    """Give `new_job` the checkpoints of `old_job` (the same trial re-run after a crash under a
+    new number) unless it has its own; True when copied. train.py resumes from them only when
+    their fingerprint matches (same hyperparameters and data)."""
+    source, target = old_job / CHECKPOINTS, new_job / CHECKPOINTS
+    if not source.is_dir() or target.exists() or source.resolve() == target.resolve():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target)
+    return True
+
+
 def container_env(
     base_dir: Path, num_threads: int, feature_cache_dir: Path | None = None
 ) -> dict[str, str]:
@@ -158,6 +173,9 @@ def container_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # The job's checkpoint folder (SageMaker's /opt/ml/checkpoints): kept across re-runs of the
+    # job, so a killed trial resumes after its last finished epoch (train.py, checkpoint.py).
+    env["DOGOPS_CHECKPOINT_DIR"] = str((base_dir / CHECKPOINTS).resolve())
     if feature_cache_dir is not None:
         env["DOGOPS_FEATURE_CACHE_DIR"] = str(feature_cache_dir)
     return env

@@ -253,7 +253,8 @@ def start_endpoint(
             state_file=str(run_dir / f"server-{stamp}.json"),
             model_version=version,
             min_workers=scaling.min_capacity,
-            max_workers=scaling.max_capacity if scaling.enabled else scaling.min_capacity,
+            max_workers=(scaling.max_capacity if scaling.enabled
+                         else max(1, scaling.min_capacity)),
             target_invocations=scaling.target_invocations_per_instance,
             scale_in_cooldown=scaling.scale_in_cooldown_s,
             scale_out_cooldown=scaling.scale_out_cooldown_s,

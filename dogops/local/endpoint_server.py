@@ -397,7 +397,9 @@ class EndpointState:
         self.options = options
         self.pool = WorkerPool(options.model_dir, options.code_dir, options.model_load_timeout)
         self.counter = InvocationCounter(window_s=options.metric_window)
-        self.scaler = TargetTrackingScaler(options.policy())
+        # A scale-to-zero pool (min 0) starts with one worker, to prove the model loads.
+        self.scaler = TargetTrackingScaler(options.policy(), current=max(1, options.min_workers))
+        self.cold_starts: list[float] = []  # seconds from arrival to a loaded worker
         self.started = time.time()
         self.status = "Creating"
         self.draining = False
@@ -428,12 +430,28 @@ class EndpointState:
         with self._lock:
             return self._in_flight
 
+    def wake(self) -> bool:
+        """Start a worker for a request that found the pool scaled to zero; True if it did."""
+        with self._lock:
+            event = self.scaler.wake(self.counter.rate_per_minute())
+            if event is None:
+                return False
+            log.info("%s -> 1 worker", event.reason)
+            self.pool.scale_to(1)
+            return True
+
     def scaling_tick(self) -> None:
         rate = self.counter.rate_per_minute()
-        event = self.scaler.evaluate(rate)
-        if event is not None:
-            log.info("%s -> %d workers", event.reason, event.to_workers)
-            self.pool.scale_to(event.to_workers)
+        if rate == 0 and self.in_flight():
+            # A request still waiting for a cold worker is traffic the window has not counted
+            # yet: never scale the pool away under it.
+            self.pool.reconcile()
+            return
+        with self._lock:  # one decision at a time: a request may be waking the pool
+            event = self.scaler.evaluate(rate)
+            if event is not None:
+                log.info("%s -> %d workers", event.reason, event.to_workers)
+                self.pool.scale_to(event.to_workers)
         self.pool.reconcile()
 
     def status_document(self) -> dict[str, Any]:
@@ -455,6 +473,11 @@ class EndpointState:
             },
             "rate_per_minute": round(rate, 3),
             "per_worker_rate_per_minute": round(rate / max(1, workers["ready"]), 3),
+            "cold_starts": {
+                "count": len(self.cold_starts),
+                "last_s": round(self.cold_starts[-1], 3) if self.cold_starts else None,
+                "max_s": round(max(self.cold_starts), 3) if self.cold_starts else None,
+            },
             "scaling": {
                 "policy": asdict(o.policy()),
                 "metric_window_s": o.metric_window,
@@ -487,7 +510,9 @@ def _make_handler(state: EndpointState) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             path = self.path.split("?", 1)[0]
             if path == "/ping":
-                healthy = state.status == "InService" and state.pool.ready_count() > 0
+                # Scaled to zero is healthy: the next request starts a worker.
+                healthy = state.status == "InService" and (
+                    state.pool.ready_count() > 0 or options.min_workers == 0)
                 self._send(200 if healthy else 503, b"", "application/json")
             elif path == "/dogops/status":
                 self._json(200, state.status_document())
@@ -537,7 +562,11 @@ def _make_handler(state: EndpointState) -> type[BaseHTTPRequestHandler]:
             content_type = self.headers.get("Content-Type") or "application/octet-stream"
             # No Accept or */* means the default accept type: the toolkit applies that rule.
             accept = self.headers.get("Accept") or ""
+            cold, waited = state.wake(), time.monotonic()
             worker = state.pool.acquire(options.queue_timeout)
+            if cold and worker is not None:
+                state.cold_starts.append(time.monotonic() - waited)
+                log.info("cold start: a worker answered after %.2f s", state.cold_starts[-1])
             if worker is None:
                 self._aws_error(
                     503, "ServiceUnavailable",
@@ -704,7 +733,7 @@ def serve(options: ServerOptions) -> int:
              options.name, host, port, options.model_version or "?")
     _write_state_file(options, server, "Creating")
 
-    state.pool.scale_to(options.min_workers)
+    state.pool.scale_to(state.scaler.current)  # min, or 1 for a scale-to-zero pool
     while not state.pool.ready.is_set():
         if stop.wait(0.1):
             break

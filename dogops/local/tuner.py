@@ -33,6 +33,7 @@ from dogops.backends.base import ProgressFn, TrialWrapper
 from dogops.errors import UserInputError
 from dogops.hyperparameters import static_hyperparameters
 from dogops.local.container import (
+    adopt_checkpoints,
     container_env,
     prepare_job,
     run_training_job,
@@ -186,6 +187,10 @@ class LocalTuner:
         for trial in study.trials:
             if trial.state == TrialState.RUNNING:  # left behind by a crashed run
                 study.tell(trial.number, state=TrialState.FAIL)
+                # Run it again with the same values, resuming from its last checkpoint.
+                if trial.user_attrs.get("trial_dir"):
+                    study.enqueue_trial(trial.params,
+                                        user_attrs={"resume_from": trial.user_attrs["trial_dir"]})
         own = [t for t in study.trials if "warm_start_from" not in t.user_attrs]
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in own)
         remaining = max(0, self.tuning.max_jobs - done)
@@ -265,6 +270,9 @@ class LocalTuner:
             return prune
 
         assert self._source is not None
+        crashed = trial.user_attrs.get("resume_from")
+        if crashed and adopt_checkpoints(Path(crashed), trial_dir):
+            self._say(f"{name}: resuming from the checkpoint of the crashed run's trial")
         prepare_job(trial_dir, self.data_dir, hps, self._source)
         outcome = run_training_job(
             trial_dir,
