@@ -271,7 +271,7 @@ def test_aws_sleep_deletes_the_endpoint_and_wake_recreates_it(
 
 def test_aws_sleep_refuses_an_endpoint_dogops_did_not_make(aws_settings: Settings) -> None:
     from dogops.aws.clients import AwsClients
-    from dogops.errors import UserInputError
+    from dogops.errors import NotOwnedError
     from dogops.idle import idle_status, put_to_sleep
 
     clients = AwsClients(aws_settings.aws)
@@ -284,7 +284,7 @@ def test_aws_sleep_refuses_an_endpoint_dogops_did_not_make(aws_settings: Setting
     sm.create_endpoint(EndpointName=aws_settings.endpoint.name, EndpointConfigName="theirs")
     status = idle_status(aws_settings, 0, clients=clients)
     assert status.idle
-    with pytest.raises(UserInputError, match="not tagged"):
+    with pytest.raises(NotOwnedError, match="is not dogops's.*DOGOPS_ENDPOINT__NAME"):
         put_to_sleep(aws_settings, status, apply=True, clients=clients)
     assert sm.list_endpoints()["Endpoints"]
 

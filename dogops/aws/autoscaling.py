@@ -101,18 +101,10 @@ def _describe_target(client: Any, rid: str) -> dict[str, Any] | None:
 
 
 def _describe_policies(client: Any, rid: str) -> list[dict[str, Any]]:
-    policies: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {
-        "ServiceNamespace": NAMESPACE,
-        "ResourceId": rid,
-        "ScalableDimension": DIMENSION,
-    }
-    while True:
-        page = client.describe_scaling_policies(**kwargs)
-        policies.extend(page.get("ScalingPolicies", []))
-        if not page.get("NextToken"):
-            return policies
-        kwargs["NextToken"] = page["NextToken"]
+    pages = client.get_paginator("describe_scaling_policies").paginate(
+        ServiceNamespace=NAMESPACE, ResourceId=rid, ScalableDimension=DIMENSION
+    )
+    return [policy for page in pages for policy in page.get("ScalingPolicies", [])]
 
 
 def _require_endpoint_ours(clients: AwsClients, endpoint_name: str, project: str) -> None:

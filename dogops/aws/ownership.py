@@ -59,14 +59,8 @@ def require_ours(tags: Tags | None, project: str, what: str, setting: str) -> No
 
 def sagemaker_tags(sm: Any, arn: str) -> list[dict[str, str]]:
     """All tags of a SageMaker resource (ListTags pages)."""
-    tags: list[dict[str, str]] = []
-    kwargs: dict[str, Any] = {"ResourceArn": arn}
-    while True:
-        page = sm.list_tags(**kwargs)
-        tags.extend(page.get("Tags", []))
-        if not page.get("NextToken"):
-            return tags
-        kwargs["NextToken"] = page["NextToken"]
+    pages = sm.get_paginator("list_tags").paginate(ResourceArn=arn)
+    return [tag for page in pages for tag in page.get("Tags", [])]
 
 
 def endpoint_owned(sm: Any, described: Mapping[str, Any], project: str) -> bool:
