@@ -58,10 +58,13 @@ def local_path(uri: str) -> Path:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """(bucket, prefix without slashes) of the registry's data URI, refusing anything else."""
+    from dogops.aws.training import split_s3_uri
+
+    bucket, key = split_s3_uri(uri) if uri.startswith("s3://") else ("", "")
+    if not bucket:
         raise UserInputError(f"{uri} is not an s3://bucket/prefix URI.")
-    return parsed.netloc, parsed.path.strip("/")
+    return bucket, key.strip("/")
 
 
 def _report(uri: str, files: dict[str, dict[str, Any]], started: float) -> SyncReport:
