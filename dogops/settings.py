@@ -134,6 +134,12 @@ class EndpointConfig(BaseModel):
         default_factory=list,
         description="Buckets whose s3:// image URLs the model may read; empty: aws.bucket only.",
     )
+    capture_percent: int = Field(
+        0, ge=0, le=100,
+        description="Data capture: the share of requests (0-100 %) whose request and response "
+        "the endpoint stores under <prefix>/captures/ in SageMaker's capture format "
+        "(DataCaptureConfig on AWS); 0 turns capture off. The `monitor` flow reads them.",
+    )
 
     @model_validator(mode="after")
     def _check_serverless(self) -> EndpointConfig:
@@ -213,11 +219,25 @@ class AwsConfig(BaseModel):
     max_attempts: int = Field(5, ge=1, le=20)
 
 
+class MonitorConfig(BaseModel):
+    """The `monitor` flow: what it reads of the captures and what counts as unsure."""
+
+    low_confidence_threshold: float = Field(
+        0.5, gt=0, lt=1,
+        description="A prediction whose top-1 probability is under this counts as unsure; the "
+        "monitor reports the share of such predictions.",
+    )
+    lookback_days: int = Field(
+        7, ge=1, le=366, description="Days of captures (UTC, today included) the monitor reads."
+    )
+
+
 class ScheduleConfig(BaseModel):
     """When the scheduled deployments run (`deployments/serve.py`); cron in `timezone`."""
 
     retrain_cron: str = Field("0 3 * * 1", description="Retrain: default Mondays 03:00.")
     idle_guard_cron: str = Field("0 * * * *", description="Idle guard: default hourly.")
+    monitor_cron: str = Field("0 6 * * *", description="Monitor: default daily at 06:00.")
     timezone: str = "UTC"
 
 
@@ -246,6 +266,7 @@ class Settings(BaseSettings):
     lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
     aws: AwsConfig = Field(default_factory=AwsConfig)
     schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def merged(self, **overrides: Any) -> Settings:
         """A copy with flow parameters applied; `None` means "keep the setting"."""
@@ -272,6 +293,7 @@ DEFAULT_TRAINING = TrainingConfig()
 DEFAULT_ENDPOINT = EndpointConfig()
 DEFAULT_SCALING = ScalingConfig()
 DEFAULT_LAMBDA = LambdaConfig()
+DEFAULT_MONITOR = MonitorConfig()
 
 
 def load_settings(**overrides: Any) -> Settings:
