@@ -176,6 +176,9 @@ DATA_FOLDER = "data"
 CODE_FOLDER = "code"
 CHECKPOINT_FOLDER = "checkpoints"  # managed spot jobs' CheckpointConfig (dogops.aws.spot)
 OUTPUT_FOLDERS = ("tuning", "training", CHECKPOINT_FOLDER)
+# Endpoint data capture (DataCaptureConfig, dogops.capture): SageMaker writes the captures with
+# this role; it never reads them back (the monitor flow reads with the flow's credentials).
+CAPTURE_FOLDER = "captures"
 
 _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
@@ -235,6 +238,12 @@ def sagemaker_execution_policy(
                 "Effect": "Allow",
                 "Action": "s3:PutObject",
                 "Resource": outputs,
+            },
+            {
+                "Sid": "WriteEndpointCaptures",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"{objects}/{CAPTURE_FOLDER}/*",
             },
             {
                 "Sid": "SageMakerLogs",

@@ -80,6 +80,7 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
         ("s3:PutObject", f"{objects}/tuning/*"),
         ("s3:PutObject", f"{objects}/training/*"),
         ("s3:PutObject", f"{objects}/checkpoints/*"),
+        ("s3:PutObject", f"{objects}/captures/*"),
     }
     listing = next(s for s in policy["Statement"] if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dogops", "dogops/*"]}}

@@ -31,6 +31,7 @@ from dogops.aws import naming, ownership
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
 from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
+from dogops.capture import JSON_CONTENT_TYPES, capture_s3_uri
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
@@ -131,11 +132,34 @@ def config_request(
             "InitialVariantWeight": 1.0,
         }
     ]
-    name = child_name(settings.endpoint.name, "c", variants)
-    return {
+    capture = data_capture_config(settings)
+    # The capture settings join the name only when capture is on, so configs made before
+    # data capture existed keep their names (re-runs still find them).
+    name = child_name(settings.endpoint.name, "c", variants, *([capture] if capture else []))
+    request: dict[str, Any] = {
         "EndpointConfigName": name,
         "ProductionVariants": variants,
         "Tags": naming.tags(settings, run_key, version),
+    }
+    if capture:
+        request["DataCaptureConfig"] = capture
+    return request
+
+
+def data_capture_config(settings: Settings) -> dict[str, Any] | None:
+    """`DataCaptureConfig` when `endpoint.capture_percent` > 0: requests and responses of that
+    share of invocations go to `s3://<bucket>/<prefix>/captures/<endpoint>/AllTraffic/...`
+    (the execution role may write there and nowhere else); JSON responses are stored as text,
+    images as base64 (`dogops.capture`)."""
+    percent = settings.endpoint.capture_percent
+    if percent <= 0:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": percent,
+        "DestinationS3Uri": capture_s3_uri(settings),
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {"JsonContentTypes": list(JSON_CONTENT_TYPES)},
     }
 
 

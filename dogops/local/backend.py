@@ -19,6 +19,7 @@ import boto3
 from botocore.config import Config
 
 from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
+from dogops.capture import local_capture_root
 from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.local.store import sync_folder, write_atomic
@@ -127,7 +128,10 @@ class LocalBackend:
         if not (model_dir / "metadata.json").exists():
             extract_model_archive(archive, model_dir)
         current = local_endpoint.read_endpoint(self.settings.endpoint.name, self.root)
-        if current is not None and current.model_name == model.version:
+        record = local_endpoint.read_endpoint_record(self.settings.endpoint.name, self.root)
+        capture_percent = self.settings.endpoint.capture_percent
+        same_capture = record is not None and record.get("capture_percent", 0) == capture_percent
+        if current is not None and current.model_name == model.version and same_capture:
             if progress:
                 progress(f"endpoint {current.name} already serves model {model.version}")
             return current
@@ -143,6 +147,10 @@ class LocalBackend:
             port=self.settings.endpoint.port,
             env=serving_environment(self.settings),
             model_version=model.version,
+            # Data capture as SageMaker's DataCaptureConfig does it, into the local store.
+            options={"capture_percent": capture_percent,
+                     "capture_dir": str(local_capture_root(self.settings))}
+            if capture_percent else None,
         )
 
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
