@@ -13,7 +13,8 @@ The only wildcards are the ones AWS leaves no way around:
 * the SageMaker role's log groups under `/aws/sagemaker/*` (one per job or endpoint, named by
   SageMaker) and the objects under the project's own S3 folders (`bucket/prefix/data/*` and
   `code/*` to read, `tuning/*` and `training/*`, the job outputs, and `checkpoints/*`, which
-  SageMaker syncs with a spot job's /opt/ml/checkpoints, to read and write);
+  SageMaker syncs with a spot job's /opt/ml/checkpoints, to read and write; `captures/*`, the
+  endpoint's data capture, to write only);
 * actions that support no resource-level permissions (`ecr:GetAuthorizationToken`,
   `cloudwatch:PutMetricData`): `Resource: "*"`, the latter narrowed by a namespace condition.
 """

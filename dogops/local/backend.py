@@ -3,6 +3,7 @@
 Everything lives under `settings.state_dir`:
 
     store/<bucket>/<prefix>/data/      the synced data set (same keys as S3) + _manifest.json
+    store/<bucket>/<prefix>/captures/  the endpoint's data capture (SageMaker's layout and format)
     feature-cache/                     backbone features shared by trials on the same data
     jobs/tuning/<job>/                 one tuning job: optuna journal, trials/, result.json
     jobs/training/<job>/               the final estimator: model/, model.tar.gz

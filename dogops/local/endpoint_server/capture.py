@@ -6,9 +6,9 @@ reads both backends' captures the same way.
 
 The request path only decides the sample and puts a reference on a bounded queue
 (`offer`, which never blocks): a background thread builds the lines (base64 of the image
-included) and writes one file per batch and UTC hour, temp file + rename, so a reader never sees
-half a file. A full queue drops the capture and counts it; a failed write is logged (never its
-content) and counted. Neither can touch the request's answer.
+included) and writes one file per batch (what arrived within a second) and UTC hour, temp file
++ rename, so a reader never sees half a file. A full queue drops the capture and counts it; a
+failed write is logged (never its content) and counted. Neither can touch the request's answer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import queue
 import random
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ log = logging.getLogger("dogops.endpoint")
 
 QUEUE_SIZE = 1000  # captures waiting for the writer; beyond this they are dropped, not waited on
 BATCH_MAX = 500
+LINGER_S = 1.0  # longest a capture waits for others to share its file
 
 
 @dataclass
@@ -111,22 +113,21 @@ class CaptureWriter:
         stopping = False
         while not stopping:
             first = self._queue.get()
-            batch: list[_Capture] = []
             if first is None:
-                stopping = True
-            else:
-                batch.append(first)
+                break
+            # Gather what arrives within LINGER_S into one file (SageMaker also batches), so a
+            # steady trickle of requests does not become one file per request.
+            batch, deadline = [first], time.monotonic() + LINGER_S
             while len(batch) < BATCH_MAX:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
                     break
                 batch.append(item)
-            if batch:
-                self._write(batch)
+            self._write(batch)
 
     def _write(self, batch: list[_Capture]) -> None:
         by_hour: dict[str, list[_Capture]] = {}
