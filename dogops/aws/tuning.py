@@ -398,6 +398,7 @@ def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialRe
     epochs = int(metrics.get("epoch", 0))
     uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     complete = job.get("TrainingJobStatus") == "Completed"
+    billable = job.get("BillableTimeInSeconds")
     return trial.model_copy(
         update={
             "metrics": metrics,
@@ -406,8 +407,29 @@ def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialRe
             "seconds": trial.seconds or _seconds(
                 job.get("TrainingStartTime"), job.get("TrainingEndTime")
             ),
+            "billable_seconds": float(billable) if billable is not None else None,
         }
     )
+
+
+def with_billable_seconds(clients: AwsClients, trials: list[TrialResult]) -> list[TrialResult]:
+    """Each managed spot trial's BillableTimeInSeconds (one DescribeTrainingJob per trial: the
+    tuning job's trial summaries do not carry it), so the cost prices what spot billed."""
+    sm = clients.client("sagemaker")
+    out: list[TrialResult] = []
+    for trial in trials:
+        if trial.billable_seconds is not None:
+            out.append(trial)
+            continue
+        try:
+            billable = sm.describe_training_job(TrainingJobName=trial.name).get(
+                "BillableTimeInSeconds")
+        except ClientError as exc:
+            logger.warning("could not describe training job %s: %s", trial.name, exc)
+            billable = None
+        out.append(trial.model_copy(update={
+            "billable_seconds": float(billable) if billable is not None else None}))
+    return out
 
 
 def tuning_result(
@@ -431,6 +453,8 @@ def tuning_result(
         trials = [best] if best else []
     elif best:
         trials = [best if t.name == best.name else t for t in trials]
+    if definition.get("EnableManagedSpotTraining") and not reused:
+        trials = with_billable_seconds(clients, trials)
     warm = described.get("WarmStartConfig") or {}
     parents = [p["HyperParameterTuningJobName"]
                for p in warm.get("ParentHyperParameterTuningJobs", [])]
