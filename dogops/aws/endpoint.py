@@ -31,7 +31,7 @@ from dogops.aws import naming, ownership
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
-from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
+from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import poll, wait_with_waiter
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress

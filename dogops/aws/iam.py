@@ -273,7 +273,7 @@ def ensure_lambda_role(
 def execution_images(settings: Settings) -> list[str]:
     """The images the execution role must pull: tuning, final training and hosting, from the
     same lookup that puts them in the requests (so the registry account is the image's own)."""
-    from dogops.aws.tuning import framework_image
+    from dogops.aws.sagemaker_job import framework_image
 
     region, training = settings.aws.region, settings.training
     return sorted({

@@ -22,14 +22,13 @@ from dogops.aws import naming, spot
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
-from dogops.aws.tuning import (
+from dogops.aws.sagemaker_job import (
     DEFAULT_MAX_RUNTIME_S,
     DEFAULT_POLL_S,
     DEFAULT_TIMEOUT_S,
     TUNED_NAMES,
     data_channel,
     framework_image,
-    hp_value,
     metric_definitions,
     parse_hyperparameters,
     static_hyperparameters,
@@ -37,6 +36,7 @@ from dogops.aws.tuning import (
 )
 from dogops.aws.waiting import poll
 from dogops.errors import OperationFailedError
+from dogops.hyperparameters import hp_value
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
 from dogops.settings import Settings
