@@ -60,6 +60,7 @@ from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part
     warm_start_config,
 )
 from dogops.errors import OperationFailedError, UserInputError
+from dogops.hyperparameters import search_space
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrialResult, TuningResult
 from dogops.settings import Settings
@@ -72,19 +73,19 @@ TERMINAL = ("Completed", "Stopped", "Failed")
 
 
 def parameter_ranges(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    tuning = settings.tuning
+    """`dogops.hyperparameters.search_space` in SageMaker's ParameterRanges shape."""
+    space = search_space(settings.tuning)
     return {
         "ContinuousParameterRanges": [
             {
                 "Name": "learning_rate",
-                "MinValue": str(tuning.learning_rate_min),
-                "MaxValue": str(tuning.learning_rate_max),
-                # Settings require min > 0; a log scale spends trials evenly across 0.001..0.1.
-                "ScalingType": "Logarithmic",
+                "MinValue": str(space.learning_rate_min),
+                "MaxValue": str(space.learning_rate_max),
+                "ScalingType": "Logarithmic" if space.learning_rate_log else "Linear",
             }
         ],
         "CategoricalParameterRanges": [
-            {"Name": "batch_size", "Values": [str(b) for b in tuning.batch_sizes]}
+            {"Name": "batch_size", "Values": [str(b) for b in space.batch_sizes]}
         ],
         "IntegerParameterRanges": [],
     }
