@@ -39,6 +39,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.errors import DataLayoutError, TransientError, UserInputError
 from dogops.hash_cache import HashCache
@@ -142,7 +143,7 @@ def ensure_bucket(clients: AwsClients, bucket: str, *, create: bool) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code"))
+        code = error_code(exc)
         if code in ("403", "AccessDenied", "Forbidden"):
             raise UserInputError(
                 f"S3 bucket {bucket!r} exists but these credentials cannot use it (403): pick "
@@ -162,7 +163,7 @@ def ensure_bucket(clients: AwsClients, bucket: str, *, create: bool) -> bool:
             s3.create_bucket(**kwargs)
             created = True
         except ClientError as create_exc:
-            create_code = create_exc.response.get("Error", {}).get("Code")
+            create_code = error_code(create_exc)
             if create_code == "BucketAlreadyExists":
                 raise UserInputError(
                     f"S3 bucket name {bucket!r} is taken by another account: bucket names are "
@@ -184,7 +185,7 @@ def _ensure_bucket_protection(s3: Any, bucket: str) -> None:
     try:
         s3.get_bucket_encryption(Bucket=bucket)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != (
+        if error_code(exc) != (
             "ServerSideEncryptionConfigurationNotFoundError"
         ):
             raise
@@ -197,7 +198,7 @@ def _ensure_bucket_protection(s3: Any, bucket: str) -> None:
     try:
         s3.get_public_access_block(Bucket=bucket)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchPublicAccessBlockConfiguration":
+        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
             raise
         s3.put_public_access_block(
             Bucket=bucket,
@@ -221,7 +222,7 @@ def read_manifest_bytes(clients: AwsClients, bucket: str, prefix: str) -> bytes 
             Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME)
         )["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if error_code(exc) in ("NoSuchKey", "404"):
             return None
         raise
     return bytes(body)

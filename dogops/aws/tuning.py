@@ -43,8 +43,10 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops.aws import naming, spot
+from dogops.aws.client_errors import error_code, http_status
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
+from dogops.aws.waiting import poll
 from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
     DATA_MANIFEST_TAG,
     latest_completed_job,
@@ -170,7 +172,7 @@ def upload_source(clients: AwsClients, source_dir: Path, bucket: str, prefix: st
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
             raise
         s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip")
     return f"s3://{bucket}/{key}"
@@ -355,9 +357,10 @@ def trial_from_summary(summary: dict[str, Any], static: dict[str, Any]) -> Trial
 
 def _cannot_list(exc: ClientError) -> bool:
     """The service has no ListTrainingJobsForHyperParameterTuningJob (moto answers HTTP 500)."""
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code in ("NotImplemented", "UnknownOperationException", "InvalidAction") or status >= 500
+    code = error_code(exc)
+    return code in ("NotImplemented", "UnknownOperationException", "InvalidAction") or (
+        http_status(exc) >= 500
+    )
 
 
 def list_trials(
@@ -375,8 +378,7 @@ def list_trials(
             raise
         why = (
             f"could not list the training jobs of {job_name} "
-            f"({exc.response.get('Error', {}).get('Code')}, HTTP "
-            f"{exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')}): the trials table "
+            f"({error_code(exc)}, HTTP {http_status(exc)}): the trials table "
             "shows the best training job only"
         )
         logger.warning(why)
@@ -475,10 +477,11 @@ def wait_for_tuning(
 ) -> dict[str, Any]:
     """Poll until the job ends; progress on every change; `OperationFailedError` on timeout."""
     sm = clients.client("sagemaker")
-    deadline = time.monotonic() + timeout_s
     last = ""
     tracker: Progress | None = None
-    while True:
+
+    def look() -> dict[str, Any] | None:
+        nonlocal last, tracker
         described: dict[str, Any] = sm.describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=job_name
         )
@@ -496,13 +499,16 @@ def wait_for_tuning(
         if described["HyperParameterTuningJobStatus"] in TERMINAL:
             tracker.finish()
             return described
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(
-                f"tuning job {job_name} did not finish within {timeout_s:.0f} s. It keeps running "
-                "on SageMaker: re-run the flow to attach to it, or stop it with `aws sagemaker "
-                f"stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {job_name}`."
-            )
-        sleep(poll_s)
+        return None
+
+    return poll(
+        look, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep,
+        timed_out=lambda: OperationFailedError(
+            f"tuning job {job_name} did not finish within {timeout_s:.0f} s. It keeps running "
+            "on SageMaker: re-run the flow to attach to it, or stop it with `aws sagemaker "
+            f"stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {job_name}`."
+        ),
+    )
 
 
 def _describe(clients: AwsClients, job_name: str) -> dict[str, Any] | None:
@@ -513,7 +519,7 @@ def _describe(clients: AwsClients, job_name: str) -> dict[str, Any] | None:
             )
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+        if error_code(exc) in ("ResourceNotFound", "ValidationException"):
             return None
         raise
 
