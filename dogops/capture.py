@@ -16,7 +16,7 @@ request (SageMaker Model Monitor developer guide, "Capture data"):
 for everything else (images). dogops lists `application/json` as JSON, so the predictions are
 readable text and the images stay base64. The local endpoint writes the same lines to the local
 object store (`<state>/store/<bucket>/<prefix>/captures/...`, the S3 layout), so one reader serves
-both.
+both (`dogops.backends.objects`).
 
 Captured images are request data: they live next to the data set under the project prefix and are
 kept or deleted with it. The reader never decodes or returns the input (`CapturedEvent` has no
@@ -29,13 +29,14 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from dogops.backends.objects import ObjectReader
 from dogops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -163,79 +164,11 @@ def parse_line(line: str) -> CapturedEvent:
     return event
 
 
-# -- the stores ------------------------------------------------------------------------------------
-
-
-class ObjectReader(Protocol):
-    """Read-only view of an object store under one root (a bucket, or its local folder)."""
-
-    uri: str
-
-    def keys(self, prefix: str) -> Iterator[str]: ...
-
-    def read(self, key: str) -> bytes | None: ...
-
-
-class LocalObjects:
-    """The local object store: `<state>/store/<bucket>/` with S3's keys as paths."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.uri = self.root.resolve().as_uri()
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        base = self.root / prefix
-        if not base.is_dir():
-            return
-        for path in sorted(base.rglob("*")):
-            # Dot-files are writers' temp files (renamed when complete).
-            if path.is_file() and not path.name.startswith("."):
-                yield path.relative_to(self.root).as_posix()
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return (self.root / key).read_bytes()
-        except FileNotFoundError:
-            return None
-
-
-class S3Objects:
-    """A bucket through the flow's own credentials (the monitor reads with them)."""
-
-    def __init__(self, s3: Any, bucket: str) -> None:
-        self.s3, self.bucket = s3, bucket
-        self.uri = f"s3://{bucket}"
-
-    def keys(self, prefix: str) -> Iterator[str]:
-        paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                yield str(item["Key"])
-
-    def read(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise
-
-
-def objects_for(settings: Settings) -> ObjectReader:
-    """The bucket of `settings.backend`: S3, or its folder in the local object store."""
-    if settings.backend == "aws":
-        from dogops.aws.clients import AwsClients
-
-        return S3Objects(AwsClients(settings.aws).client("s3"), settings.aws.bucket)
-    return LocalObjects(settings.state_dir.expanduser().resolve() / "store" / settings.aws.bucket)
-
-
 # -- reading ---------------------------------------------------------------------------------------
 
 
 class CaptureRead(BaseModel):
+    uri: str = Field(description="Where the captures were read: <bucket URI>/<prefix>/captures.")
     events: list[CapturedEvent]
     files: int
     bad_lines: int
@@ -274,4 +207,4 @@ def read_captures(
     if bad:
         logger.warning("%d capture lines of %s could not be read", bad, endpoint)
     events.sort(key=lambda e: e.inference_time)
-    return CaptureRead(events=events, files=files, bad_lines=bad)
+    return CaptureRead(uri=f"{store.uri}/{key_prefix}", events=events, files=files, bad_lines=bad)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from dogops import capture, monitor
+from dogops import monitor
 from dogops.settings import (
     DEFAULT_ENDPOINT,
     DEFAULT_MONITOR,
@@ -37,10 +37,8 @@ def monitor_flow(
     since, until = window(settings.monitor.lookback_days)
     read = read_captures(settings, since, until)
     test_counts = read_test_split(settings)
-    where = (capture.capture_s3_uri(settings) if settings.backend == "aws"
-             else capture.local_capture_root(settings).as_uri())
     report = monitor.build_report(
-        settings.endpoint.name, since, until, where, read.events, read.files, read.bad_lines,
+        settings.endpoint.name, since, until, read.uri, read.events, read.files, read.bad_lines,
         test_counts, settings.monitor.low_confidence_threshold,
     )
     report_monitor(report, settings.endpoint.capture_percent)

@@ -127,7 +127,7 @@ def test_tuning_cost_prices_the_trials_billable_seconds(aws_settings):
               TrialResult(name="t2", hyperparameters={}, seconds=500.0),
               TrialResult(name="t3", hyperparameters={}, seconds=200.0, billable_seconds=50.0)]
     with stub:
-        billed = tuning.with_billable_seconds(Clients(), trials)  # type: ignore[arg-type]
+        billed = spot.with_billable_seconds(Clients(), trials)  # type: ignore[arg-type]
         stub.assert_no_pending_responses()
     assert [t.billable_seconds for t in billed] == [300.0, None, 50.0]
 

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from dogops import capture, monitor
-from dogops.capture import LocalObjects, capture_record, jsonl, parse_line, read_captures
+from dogops.backends.objects import objects_for
+from dogops.capture import capture_record, jsonl, parse_line, read_captures
 from dogops.errors import UserInputError
+from dogops.local.objects import LocalObjects
 from dogops.settings import Settings, load_settings
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg-bytes\x00\x01"
@@ -97,6 +99,7 @@ def test_reader_and_figures_on_handmade_captures(tmp_path: Path) -> None:
     read = read_captures(LocalObjects(tmp_path), "dogops/captures", "ep",
                          date(2026, 11, 29), date(2026, 12, 1))
     assert read.files == 3 and read.bad_lines == 1
+    assert read.uri == f"{tmp_path.resolve().as_uri()}/dogops/captures"
     assert [e.label for e in read.events] == ["a", "b", "a", "a"]
 
     manifest = json.dumps({"version": 1, "files": {
@@ -141,12 +144,15 @@ def test_the_same_reader_reads_captures_in_s3(moto: str, aws_settings: Settings)
     key = f"{capture.capture_key_prefix(aws_settings)}/{capture.hour_folder('ep', when)}/f.jsonl"
     s3.put_object(Bucket=aws_settings.aws.bucket, Key=key,
                   Body=jsonl([line("a", 0.8, when), line("b", 0.2, when)]))
-    store = capture.objects_for(aws_settings)
-    assert isinstance(store, capture.S3Objects)
+    from dogops.aws.objects import S3Objects
+
+    store = objects_for(aws_settings)
+    assert isinstance(store, S3Objects)
     read = read_captures(store, capture.capture_key_prefix(aws_settings), "ep",
                          date(2026, 12, 1), date(2026, 12, 1))
     assert [(e.label, e.probability) for e in read.events] == [("a", 0.8), ("b", 0.2)]
-    assert capture.capture_s3_uri(aws_settings) == f"s3://{aws_settings.aws.bucket}/dogops/captures"
+    assert read.uri == capture.capture_s3_uri(aws_settings) == (
+        f"s3://{aws_settings.aws.bucket}/dogops/captures")
 
 
 # -- the local endpoint's writer, driven directly ----------------------------------------------

@@ -30,10 +30,10 @@ from botocore.exceptions import ClientError
 from dogops.aws import naming, ownership
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
+from dogops.aws.data_capture import data_capture_config
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import poll, wait_with_waiter
-from dogops.capture import JSON_CONTENT_TYPES, capture_s3_uri
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
@@ -146,23 +146,6 @@ def config_request(
     if capture:
         request["DataCaptureConfig"] = capture
     return request
-
-
-def data_capture_config(settings: Settings) -> dict[str, Any] | None:
-    """`DataCaptureConfig` when `endpoint.capture_percent` > 0: requests and responses of that
-    share of invocations go to `s3://<bucket>/<prefix>/captures/<endpoint>/AllTraffic/...`
-    (the execution role may write there and nowhere else); JSON responses are stored as text,
-    images as base64 (`dogops.capture`)."""
-    percent = settings.endpoint.capture_percent
-    if percent <= 0:
-        return None
-    return {
-        "EnableCapture": True,
-        "InitialSamplingPercentage": percent,
-        "DestinationS3Uri": capture_s3_uri(settings),
-        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-        "CaptureContentTypeHeader": {"JsonContentTypes": list(JSON_CONTENT_TYPES)},
-    }
 
 
 def _ensure(

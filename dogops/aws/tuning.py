@@ -252,26 +252,6 @@ def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialRe
     )
 
 
-def with_billable_seconds(clients: AwsClients, trials: list[TrialResult]) -> list[TrialResult]:
-    """Each managed spot trial's BillableTimeInSeconds (one DescribeTrainingJob per trial: the
-    tuning job's trial summaries do not carry it), so the cost prices what spot billed."""
-    sm = clients.client("sagemaker")
-    out: list[TrialResult] = []
-    for trial in trials:
-        if trial.billable_seconds is not None:
-            out.append(trial)
-            continue
-        try:
-            billable = sm.describe_training_job(TrainingJobName=trial.name).get(
-                "BillableTimeInSeconds")
-        except ClientError as exc:
-            logger.warning("could not describe training job %s: %s", trial.name, exc)
-            billable = None
-        out.append(trial.model_copy(update={
-            "billable_seconds": float(billable) if billable is not None else None}))
-    return out
-
-
 def tuning_result(
     clients: AwsClients,
     described: dict[str, Any],
@@ -294,7 +274,7 @@ def tuning_result(
     elif best:
         trials = [best if t.name == best.name else t for t in trials]
     if definition.get("EnableManagedSpotTraining") and not reused:
-        trials = with_billable_seconds(clients, trials)
+        trials = spot.with_billable_seconds(clients, trials)
     warm = described.get("WarmStartConfig") or {}
     parents = [p["HyperParameterTuningJobName"]
                for p in warm.get("ParentHyperParameterTuningJobs", [])]
