@@ -155,3 +155,23 @@ def test_only_the_backends_choose_a_backend() -> None:
     gone = {k for k, v in KNOWN_BACKEND_CHOICES.items() if found.get(k, 0) < v}
     assert gone == set(), f"fewer choices left here now: lower KNOWN_BACKEND_CHOICES for {gone}"
 
+
+# Top to bottom; a package imports only the packages below it (entrypoints and deployments are
+# both entry points, above the flows).
+LAYERS = (("entrypoints", "deployments"), ("flows",), ("tasks",), ("dogops",), ("model_code",))
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    return next(i for i, layer in enumerate(LAYERS) if top in layer)
+
+
+def test_each_layer_imports_only_the_layers_below() -> None:
+    upward = sorted(
+        f"{source} -> {target}"
+        for source, targets in _import_graph(_modules()).items()
+        for target in targets
+        if _layer(target) < _layer(source)
+        or (_layer(target) == _layer(source) and target.split(".")[0] != source.split(".")[0])
+    )
+    assert upward == []
