@@ -27,15 +27,10 @@ KNOWN_LONG: set[str] = set()
 # Backend choices still made outside the backends (file -> how many): to be moved behind the
 # backend protocols.
 KNOWN_BACKEND_CHOICES: dict[str, int] = {
-    "dogops/cost.py": 2,
     "dogops/data_source.py": 3,
-    "dogops/evaluation.py": 1,
     "dogops/idle.py": 3,
-    "dogops/registry.py": 1,
     "entrypoints/cli.py": 1,
-    "flows/iam_audit.py": 1,
     "flows/idle_guard.py": 1,
-    "tasks/reporting.py": 1,
 }
 
 _BACKEND_CHOICE = re.compile(
