@@ -16,7 +16,7 @@ request (SageMaker Model Monitor developer guide, "Capture data"):
 for everything else (images). dogops lists `application/json` as JSON, so the predictions are
 readable text and the images stay base64. The local endpoint writes the same lines to the local
 object store (`<state>/store/<bucket>/<prefix>/captures/...`, the S3 layout), so one reader serves
-both (`dogops.backends.objects`).
+both (`Store.objects`, `dogops.backends`).
 
 Captured images are request data: they live next to the data set under the project prefix and are
 kept or deleted with it. The reader never decodes or returns the input (`CapturedEvent` has no
@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from dogops.backends.objects import ObjectReader
+from dogops.backends.base import ObjectReader
 from dogops.settings import Settings
 
 logger = logging.getLogger(__name__)

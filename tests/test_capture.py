@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dogops import capture, monitor
-from dogops.backends.objects import objects_for
+from dogops.backends import store_for
 from dogops.capture import capture_record, jsonl, parse_line, read_captures
 from dogops.errors import UserInputError
 from dogops.local.objects import LocalObjects
@@ -146,7 +146,7 @@ def test_the_same_reader_reads_captures_in_s3(moto: str, aws_settings: Settings)
                   Body=jsonl([line("a", 0.8, when), line("b", 0.2, when)]))
     from dogops.aws.objects import S3Objects
 
-    store = objects_for(aws_settings)
+    store = store_for(aws_settings).objects(aws_settings.aws.bucket)
     assert isinstance(store, S3Objects)
     read = read_captures(store, capture.capture_key_prefix(aws_settings), "ep",
                          date(2026, 12, 1), date(2026, 12, 1))

@@ -9,7 +9,7 @@ from dogops.aws.client_errors import error_code
 
 
 class S3Objects:
-    """`dogops.backends.objects.ObjectReader` over an S3 bucket."""
+    """`dogops.backends.ObjectReader` over an S3 bucket."""
 
     def __init__(self, s3: Any, bucket: str) -> None:
         self.s3, self.bucket = s3, bucket

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class LocalObjects:
-    """`dogops.backends.objects.ObjectReader` over the local object store's bucket folder."""
+    """`dogops.backends.ObjectReader` over the local object store's bucket folder."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
