@@ -134,6 +134,16 @@ class EndpointConfig(BaseModel):
         default_factory=list,
         description="Buckets whose s3:// image URLs the model may read; empty: aws.bucket only.",
     )
+    batch_size: int = Field(
+        16, ge=1, le=256,
+        description="Dynamic batching: most concurrent requests one forward pass serves "
+        "(the local endpoint's batcher; SAGEMAKER_TS_BATCH_SIZE on AWS). 1 turns it off.",
+    )
+    max_batch_delay_ms: int = Field(
+        5, ge=0, le=10_000,
+        description="Dynamic batching: most milliseconds a request waits for others to join its "
+        "batch (SAGEMAKER_TS_MAX_BATCH_DELAY on AWS). Locally a lone client never waits.",
+    )
 
     @model_validator(mode="after")
     def _check_serverless(self) -> EndpointConfig:

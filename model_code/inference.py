@@ -257,15 +257,29 @@ class Prediction:
 
 def predict_fn(input_object: ImageRequest | RequestError,
                model: LoadedModel) -> Prediction | RequestError:
-    """Preprocess like validation, run the network, softmax."""
-    if isinstance(input_object, RequestError):
-        return input_object
-    tensor = model.transform(input_object.image).unsqueeze(0).to(model.device)
-    with torch.no_grad():
-        logits = model.module(tensor)[0].float().cpu()
-    probabilities = torch.softmax(logits, dim=0)
-    return Prediction(logits.tolist(), probabilities.tolist(), model.class_names,
-                      min(input_object.top_k, len(model.class_names)), input_object.logits)
+    """Preprocess like validation, run the network, softmax (one request)."""
+    return batch_predict_fn([input_object], model)[0]
+
+
+def batch_predict_fn(inputs: list[ImageRequest | RequestError],
+                     model: LoadedModel) -> list[Prediction | RequestError]:
+    """Many decoded requests, one forward pass: one answer per input, in order. A RequestError
+    from input_fn is passed on in its place, so a bad request fails alone. The local endpoint's
+    batcher calls this; SageMaker's toolkit (sagemaker-inference 1.10.1) calls predict_fn per
+    request, even in a TorchServe batch."""
+    answers: list[Prediction | RequestError | None] = [
+        x if isinstance(x, RequestError) else None for x in inputs]
+    good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, ImageRequest)]
+    if good:
+        tensor = torch.stack([model.transform(x.image) for _, x in good]).to(model.device)
+        with torch.no_grad():
+            logits = model.module(tensor).float().cpu()
+        probabilities = torch.softmax(logits, dim=1)
+    for row, (i, request) in enumerate(good):
+        answers[i] = Prediction(logits[row].tolist(), probabilities[row].tolist(),
+                                model.class_names, min(request.top_k, len(model.class_names)),
+                                request.logits)
+    return [a for a in answers if a is not None]
 
 
 def response_content_type(accept: str | None, prediction: Prediction | None = None) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,6 +283,84 @@ def test_one_parity_table_three_doors(
             # One line, so a caller sees the reason and not the model's insides.
             assert "\n" not in answers["handler-service"][1].strip(), name
     print("\n".join(f"{name:20s} {statuses}" for name, statuses in rows))
+
+
+def test_the_whole_table_as_one_batch_answers_each_request_alone(
+    trial: dict[str, Any], drip_url: str, monkeypatch: pytest.MonkeyPatch,
+    toolkit_in_process: None,
+) -> None:
+    """The worker's batch path (what the endpoint's batcher sends): every row of the parity table
+    in one batch, good and bad mixed. Each request gets the status it gets alone, the good ones
+    the same answer as alone, and the good images go through the network in one forward pass."""
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    for name, value in SERVING_ENV.items():
+        monkeypatch.setenv(name, value)
+    worker = ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))
+    assert worker.batch_predict_fn is not None
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    cases = _cases(jpeg, drip_url)
+    requests = [(body, content_type, "application/json") for _, body, content_type, _, _ in cases]
+    forwards: list[int] = []
+    module = worker.service._service._model.module
+    hook = module.register_forward_hook(lambda _m, args, _o: forwards.append(len(args[0])))
+    try:
+        answers = worker.invoke_batch(requests)
+    finally:
+        hook.remove()
+    good = [name for name, *_, expected in cases if expected == 200]
+    assert forwards == [len(good)], forwards  # one pass, every good image in it
+    for (name, body, content_type, _, expected), (status, payload, out_type) in zip(
+            cases, answers, strict=True):
+        text = payload.decode(errors="replace")
+        assert status == expected, (name, status, text[:300])
+        assert "Traceback" not in text, (name, text[:2000])
+        if expected == 200:
+            alone = worker.invoke(body, content_type, "application/json")
+            assert out_type == alone[2] == "application/json"
+            batched, single = json.loads(text), json.loads(alone[1])
+            assert batched["label"] == single["label"], name
+            assert abs(batched["probability"] - single["probability"]) < 1e-4, name
+        else:
+            assert "\n" not in text.strip() and out_type == "text/plain", (name, text[:300])
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    trial: dict[str, Any], endpoint_url: str,
+) -> None:
+    """Through boto3 and the endpoint's batcher: 12 clients at once, every third one sending a
+    broken image. Each good one gets its label, each bad one its own 400, and the front served
+    them in fewer batches than requests."""
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
+    call = _through_endpoint(endpoint_url)
+    status_url = endpoint_url.rstrip("/") + "/dogops/status"
+
+    def batches() -> int:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+        with opener.open(status_url, timeout=10) as response:
+            return int(json.loads(response.read())["batching"]["batches"])
+
+    before = batches()
+    results: dict[int, tuple[int, str]] = {}
+    start = threading.Barrier(12)
+
+    def client(n: int) -> None:
+        start.wait()
+        results[n] = call(broken if n % 3 == 2 else jpeg, "image/jpeg")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for n in range(12):
+        status, text = results[n]
+        if n % 3 == 2:
+            assert status == 400 and "cannot decode the image" in text, (n, status, text[:300])
+        else:
+            assert status == 200 and json.loads(text)["label"] == LABEL, (n, status, text[:300])
+    assert batches() - before < 12
 
 
 def test_requirements_install_is_skipped_only_when_it_would_change_nothing(

@@ -143,6 +143,8 @@ class LocalBackend:
             port=self.settings.endpoint.port,
             env=serving_environment(self.settings),
             model_version=model.version,
+            options={"batch_size": self.settings.endpoint.batch_size,
+                     "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms},
         )
 
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:

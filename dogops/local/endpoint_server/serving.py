@@ -89,6 +89,7 @@ def serve(options: ServerOptions) -> int:
     deadline = time.monotonic() + options.invocation_timeout
     while state.in_flight() and time.monotonic() < deadline:
         time.sleep(0.05)
+    state.batcher.close()
     state.pool.close(timeout=5)
     _write_state_file(options, server, "Deleted")
     log.info("endpoint %s stopped", options.name)
