@@ -15,7 +15,8 @@
   flow's wall time. Its peer is Prefect's floor: an empty flow calling 20 empty tasks gives the
   cost of a flow run (its wall time minus its function's) and of a task run (the median call);
   one flow run plus the flow's number of task runs at that price is what no code of ours can
-  remove. The older figure (wall time minus the backend calls, data check and reports) is in the details.
+  remove. The older figure (wall time minus the backend calls, data check and reports) is in the
+  details.
 - Memory: peak RSS of one tuning trial (`train.py` started by the training toolkit, measured by the
   kernel via wait4) against a process that only imports torch and torchvision; and of the flow's
   endpoint (server + worker, VmHWM after 30 requests) against a bare process that loads the same

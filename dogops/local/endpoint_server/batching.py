@@ -3,9 +3,10 @@
 What TorchServe does in the SageMaker PyTorch container with `SAGEMAKER_TS_BATCH_SIZE` and
 `SAGEMAKER_TS_MAX_BATCH_DELAY` (the aws backend sets both from the same settings): requests wait
 in one queue; when a worker is free, it takes up to `batch_size` of them, waiting at most
-`max_delay_s` (counted from the oldest request's arrival) for more to join. One difference, so a
-lone client pays nothing: the wait happens only while traffic is concurrent, i.e. when one of the
-last few batches held more than one request; a request that has no company in sight goes at once.
+`max_delay_s` (counted from the moment the worker is free, as TorchServe's maxBatchDelay) for more
+to join. One difference, so a lone client pays nothing: the wait happens only while traffic is
+concurrent, i.e. when one of the last few batches held more than one request; a request with no
+company in sight and an idle worker is answered in its own thread at once.
 
 Each request gets its own answer; the worker decodes a batch's requests in parallel and runs one
 forward pass (`dogops.local.serving_toolkit.ToolkitWorker.invoke_batch`), and a request that fails
@@ -90,7 +91,16 @@ class Batcher:
     def call(self, body: bytes, content_type: str, accept: str) -> Answer:
         """(status, payload, content type) of this request; raises NoWorker, WorkerTimeout or
         WorkerGone like the pool's own calls."""
-        pending = _Pending((body, content_type, accept))
+        request = (body, content_type, accept)
+        if self._alone():
+            # No traffic to batch with and a worker idle: answer in this thread (no hand-offs
+            # between threads, which a lone client would pay for on every request).
+            worker = self.pool.acquire(0)
+            if worker is not None:
+                with self._cond:
+                    self._count(1)
+                return self._run(worker, [request])[0]
+        pending = _Pending(request)
         with self._cond:
             self._queue.append(pending)
             self._cond.notify_all()
@@ -133,7 +143,16 @@ class Batcher:
             if not batch:
                 self.pool.release(worker)
                 continue
-            threading.Thread(target=self._run, args=(worker, batch), daemon=True).start()
+            threading.Thread(target=self._answer, args=(worker, batch), daemon=True).start()
+
+    def _alone(self) -> bool:
+        with self._cond:
+            return not self._queue and max(self._recent, default=1) <= 1
+
+    def _count(self, size: int) -> None:
+        self._recent.append(size)
+        self.batches += 1
+        self.batched_requests += size
 
     def _expire(self) -> None:
         """Fail the requests that waited longer than the queue timeout for a worker."""
@@ -144,10 +163,11 @@ class Batcher:
 
     def _take_batch(self) -> list[_Pending]:
         with self._cond:
-            # Wait for company only while traffic is concurrent, and up to the oldest request's
-            # arrival + the delay: no request waits longer than max_delay_s for its batch.
+            # Wait for company only while traffic is concurrent (one of the last batches held
+            # more than one request), at most max_delay_s from the moment a worker is free, as
+            # TorchServe's maxBatchDelay: the clients just answered are sending again.
             expected = min(self.batch_size, max(self._recent, default=1))
-            deadline = self._queue[0].arrived + self.max_delay_s if self._queue else 0.0
+            deadline = time.monotonic() + self.max_delay_s
             while len(self._queue) < expected and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -156,26 +176,34 @@ class Batcher:
             size = min(self.batch_size, len(self._queue))
             batch = [self._queue.popleft() for _ in range(size)]
             if batch:
-                self._recent.append(len(batch))
-                self.batches += 1
-                self.batched_requests += len(batch)
+                self._count(len(batch))
         return batch
 
-    def _run(self, worker: WorkerHandle, batch: list[_Pending]) -> None:
-        if self._on_dispatch is not None:
-            self._on_dispatch(len(batch))
+    def _answer(self, worker: WorkerHandle, batch: list[_Pending]) -> None:
         try:
-            if len(batch) == 1:
-                answers = [worker.call(*batch[0].request, self.invocation_timeout)]
-            else:
-                answers = call_batch(worker, [p.request for p in batch], self.invocation_timeout)
+            answers = self._run(worker, [p.request for p in batch])
         except (WorkerTimeout, WorkerGone) as exc:
-            what = "timed out" if isinstance(exc, WorkerTimeout) else "died during a request"
-            log.error("worker %s %s (batch of %d); replacing it", worker.pid, what, len(batch))
-            self.pool.discard(worker)
             for pending in batch:
                 pending.finish(error=exc)
             return
-        self.pool.release(worker)
         for pending, answer in zip(batch, answers, strict=True):
-            pending.finish(answer=tuple(answer))  # type: ignore[arg-type]
+            pending.finish(answer=answer)
+
+    def _run(self, worker: WorkerHandle, requests: list[tuple[bytes, str, str]]) -> list[Answer]:
+        """The worker's answers; a worker that times out or dies is replaced, and raises."""
+        if self._on_dispatch is not None:
+            self._on_dispatch(len(requests))
+        try:
+            if len(requests) == 1:
+                answers = [tuple(worker.call(*requests[0], self.invocation_timeout))]
+            else:
+                answers = [tuple(a) for a in call_batch(worker, requests,
+                                                        self.invocation_timeout)]
+        except (WorkerTimeout, WorkerGone) as exc:
+            what = "timed out" if isinstance(exc, WorkerTimeout) else "died during a request"
+            log.error("worker %s %s (batch of %d); replacing it", worker.pid, what,
+                      len(requests))
+            self.pool.discard(worker)
+            raise
+        self.pool.release(worker)
+        return answers  # type: ignore[return-value]
