@@ -325,6 +325,69 @@ def test_the_whole_table_as_one_batch_answers_each_request_alone(
             assert "\n" not in text.strip() and out_type == "text/plain", (name, text[:300])
 
 
+class _TorchServeBatchContext:
+    """TorchServe's `ts.context.Context` during a batch, as far as the toolkits use it: one header
+    holder per request, a status and a content type per index; one object per worker, whose
+    `request_processor` TorchServe replaces for every batch."""
+
+    def __init__(self, model_dir: str) -> None:
+        from dogops.local.serving_toolkit import _RequestProcessor
+
+        self._holder = _RequestProcessor
+        self.system_properties = {"model_dir": model_dir, "gpu_id": None}
+        self.request_processor: list[Any] = []
+        self.statuses: dict[int, int] = {}
+        self.types: dict[int, str] = {}
+
+    def batch(self, headers: list[dict[str, str]]) -> None:
+        self.request_processor = [self._holder(h) for h in headers]
+        self.statuses, self.types = {}, {}
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = code
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.types[idx] = value
+
+    def get_response_content_type(self, idx: int = 0) -> str | None:
+        return self.types.get(idx)
+
+
+def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_own_status(
+    trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
+) -> None:
+    """On a real endpoint with SAGEMAKER_TS_BATCH_SIZE > 1, sagemaker-inference's Transformer
+    runs a batch one request at a time with the first request's headers and no index.
+    inference.py still reads each request with its own Content-Type and Accept and sets a bad
+    request's status on its own index, so a bad request fails alone, batch after batch."""
+    from sagemaker_pytorch_serving_container.handler_service import HandlerService
+
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))  # env and sys.path
+    context = _TorchServeBatchContext(str(trial["model"]))
+    service = HandlerService()
+    service.initialize(context)
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    as_json = json.dumps({"image": base64.b64encode(jpeg).decode(), "logits": True}).encode()
+    broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
+    for _ in range(2):  # a second batch starts counting again
+        context.batch([{"Content-Type": "image/jpeg", "Accept": "application/json"},
+                       {"Content-Type": "image/jpeg", "Accept": "application/json"},
+                       {"Content-Type": "application/json", "Accept": "application/json"},
+                       {"Content-Type": "image/jpeg", "Accept": "application/x-logits+json"}])
+        answers = service.handle([{"body": bytearray(b)} for b in (jpeg, broken, as_json, jpeg)],
+                                 context)
+        assert len(answers) == 4
+        assert {i: context.statuses.get(i, 200) for i in range(4)} == {0: 200, 1: 400, 2: 200,
+                                                                       3: 200}
+        assert json.loads(answers[0])["label"] == LABEL
+        assert "cannot decode the image" in answers[1]
+        assert isinstance(json.loads(answers[2]), list)  # its own "logits": true
+        assert isinstance(json.loads(answers[3]), list)  # its own Accept
+        assert context.types[3] == "application/x-logits+json"
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     trial: dict[str, Any], endpoint_url: str,
 ) -> None:
