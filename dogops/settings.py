@@ -144,6 +144,14 @@ class EndpointConfig(BaseModel):
         description="Dynamic batching: most milliseconds a request waits for others to join its "
         "batch (SAGEMAKER_TS_MAX_BATCH_DELAY on AWS). Locally a lone client never waits.",
     )
+    container_batching: bool = Field(
+        False,
+        description="Also batch in the SageMaker PyTorch container on aws (SAGEMAKER_TS_BATCH_SIZE"
+        " / _MAX_BATCH_DELAY from batch_size / max_batch_delay_ms). Off by default: the pinned "
+        "sagemaker-inference 1.10.1 runs a batch one request at a time (no speed-up) and decodes "
+        "every body with the first request's content type, so a JSON request ({\"url\": ...}, as "
+        "the Lambda sends) and an image in one batch fail together with 500.",
+    )
 
     @model_validator(mode="after")
     def _check_serverless(self) -> EndpointConfig:
