@@ -3,9 +3,11 @@
     python -m bench.run_all [--quick] [--only s3_sync,endpoint]
 
 Each benchmark runs in its own process (so memory figures and environment settings of one do not
-leak into the next) and writes bench/results/<name>.json; this script merges them into
-bench/results/latest.json and prints the table. A benchmark that fails is reported and the others
-still run; the exit code is then 1.
+leak into the next) and writes bench/results/<name>.json; this script merges them, with the
+machine's description (cores, CPU model, memory, load average before and after, versions), into
+bench/results/<UTC time>-<host>.json and a copy bench/results/latest.json, and prints the table.
+A benchmark that fails is reported and the others still run; the exit code is then 1. The
+reference run the README quotes is committed as bench/results/reference-2core.json.
 """
 
 from __future__ import annotations
@@ -52,27 +54,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="Smaller runs of every benchmark.")
     p.add_argument("--only", default="", help="Comma-separated names: s3_sync, endpoint, ...")
     p.add_argument("--timeout", type=float, default=600, help="Seconds allowed per benchmark.")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="Where to write the merged JSON (default bench/results/<time>-<host>"
+                   ".json, copied to bench/results/latest.json).")
     args = p.parse_args(argv)
     wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+    before = machine()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS_DIR / f"{stamp}-{before['host'] or 'host'}.json"
     started = time.perf_counter()
     results = [run_bench(module, name, args.quick, args.timeout) for module, name in BENCHES
                if not wanted or name in wanted]
     rows = [(r["bench"], Figure.from_dict(f)) for r in results for f in r["figures"]]
+    after = machine()
     document: dict[str, Any] = {
-        "command": "python -m bench.run_all" + (" --quick" if args.quick else ""),
-        "machine": machine(),
+        "command": "python -m bench.run_all" + " ".join(
+            [""] + (["--quick"] if args.quick else []) + ([f"--only {args.only}"] if wanted
+                                                         else [])),
+        "started_utc": stamp,
+        "machine": {**after, "load_average_1_5_15_before": before["load_average_1_5_15"]},
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, default=str))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2, default=str)
+    out.write_text(text)
+    if args.out is None:
+        (RESULTS_DIR / "latest.json").write_text(text)
     print()
     print(table(rows))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"FAILED: {r['bench']}: {r['error']}")
-    print(f"wrote {args.out} ({document['seconds']:.0f} s; load average "
+    print(f"wrote {out} ({document['seconds']:.0f} s; load average "
           f"{document['machine']['load_average_1_5_15']})")
     return 1 if failed else 0
 

@@ -134,6 +134,24 @@ class EndpointConfig(BaseModel):
         default_factory=list,
         description="Buckets whose s3:// image URLs the model may read; empty: aws.bucket only.",
     )
+    batch_size: int = Field(
+        16, ge=1, le=256,
+        description="Dynamic batching: most concurrent requests one forward pass serves "
+        "(the local endpoint's batcher; SAGEMAKER_TS_BATCH_SIZE on AWS). 1 turns it off.",
+    )
+    max_batch_delay_ms: int = Field(
+        5, ge=0, le=10_000,
+        description="Dynamic batching: most milliseconds a request waits for others to join its "
+        "batch (SAGEMAKER_TS_MAX_BATCH_DELAY on AWS). Locally a lone client never waits.",
+    )
+    container_batching: bool = Field(
+        False,
+        description="Also batch in the SageMaker PyTorch container on aws (SAGEMAKER_TS_BATCH_SIZE"
+        " / _MAX_BATCH_DELAY from batch_size / max_batch_delay_ms). Off by default: the pinned "
+        "sagemaker-inference 1.10.1 runs a batch one request at a time (no speed-up) and decodes "
+        "every body with the first request's content type, so a JSON request ({\"url\": ...}, as "
+        "the Lambda sends) and an image in one batch fail together with 500.",
+    )
     capture_percent: int = Field(
         0, ge=0, le=100,
         description="Data capture: the share of requests (0-100 %) whose request and response "

@@ -30,6 +30,7 @@ import binascii
 import io
 import json
 import os
+import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -65,6 +66,7 @@ class RequestError(BaseInferenceToolkitError, ValueError):
 
     def __init__(self, message: str, status_code: int = 400) -> None:
         super().__init__(status_code, message, HTTPStatus(status_code).phrase)
+        self.position = 0  # this request's index in a TorchServe batch
 
     def __str__(self) -> str:
         return str(self.message)
@@ -135,6 +137,8 @@ class ImageRequest:
     image: Image.Image
     top_k: int
     logits: bool = False
+    position: int = 0  # this request's index in a TorchServe batch
+
 
 
 def _media_type(value: str | None) -> str:
@@ -214,15 +218,56 @@ def parse_json_request(body: bytes) -> ImageRequest:
     return ImageRequest(load_image_bytes(raw), top_k, logits)
 
 
+class _BatchPosition:
+    """Which request of a TorchServe batch the toolkit is on.
+
+    With SAGEMAKER_TS_BATCH_SIZE > 1, sagemaker-inference 1.10.1 runs a batch's requests through
+    input_fn / predict_fn / output_fn one after another, passing the first request's Content-Type
+    and Accept for all and never the index; TorchServe replaces `context.request_processor` (one
+    header holder per request) for every batch. Counting input_fn calls per request_processor
+    list gives the index, so each request is read with its own headers and answered with its own
+    status. (The list is held, so its identity cannot be reused by a new one.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batch: Any = None
+        self._index = -1
+
+    def advance(self, context: Any) -> tuple[int, dict[str, str]]:
+        processors = getattr(context, "request_processor", None) or []
+        with self._lock:
+            if processors is not self._batch:
+                self._batch, self._index = processors, -1
+            self._index += 1
+            index = self._index
+        if index >= len(processors):
+            return 0, {}
+        headers = processors[index].get_request_properties() or {}
+        return index, {k.lower(): v for k, v in headers.items()}
+
+
+_POSITION = _BatchPosition()
+
+
 def input_fn(request_body: Any, request_content_type: str | None,
              context: Any = None) -> ImageRequest | RequestError:
     """Decode a request body of one of the accepted content types. Under the toolkit (`context`
-    given) a RequestError is returned, passed on by predict_fn and answered by output_fn."""
+    given) a RequestError is returned, passed on by predict_fn and answered by output_fn, and the
+    request's own Content-Type is read from the context (in a batch, the toolkit passes the
+    first request's)."""
+    position = 0
+    if context is not None:
+        position, headers = _POSITION.advance(context)
+        request_content_type = headers.get("content-type") or request_content_type
     try:
-        return _decode(request_body, request_content_type)
+        request = _decode(request_body, request_content_type)
+        request.position = position
+        return request
     except RequestError as exc:
         if context is None:
             raise
+        exc.position = position
         return exc
 
 
@@ -253,19 +298,34 @@ class Prediction:
     class_names: list[str]
     top_k: int
     want_logits: bool = False
+    position: int = 0
 
 
 def predict_fn(input_object: ImageRequest | RequestError,
                model: LoadedModel) -> Prediction | RequestError:
-    """Preprocess like validation, run the network, softmax."""
-    if isinstance(input_object, RequestError):
-        return input_object
-    tensor = model.transform(input_object.image).unsqueeze(0).to(model.device)
-    with torch.no_grad():
-        logits = model.module(tensor)[0].float().cpu()
-    probabilities = torch.softmax(logits, dim=0)
-    return Prediction(logits.tolist(), probabilities.tolist(), model.class_names,
-                      min(input_object.top_k, len(model.class_names)), input_object.logits)
+    """Preprocess like validation, run the network, softmax (one request)."""
+    return batch_predict_fn([input_object], model)[0]
+
+
+def batch_predict_fn(inputs: list[ImageRequest | RequestError],
+                     model: LoadedModel) -> list[Prediction | RequestError]:
+    """Many decoded requests, one forward pass: one answer per input, in order. A RequestError
+    from input_fn is passed on in its place, so a bad request fails alone. The local endpoint's
+    batcher calls this; SageMaker's toolkit (sagemaker-inference 1.10.1) calls predict_fn per
+    request, even in a TorchServe batch."""
+    answers: list[Prediction | RequestError | None] = [
+        x if isinstance(x, RequestError) else None for x in inputs]
+    good = [(i, x) for i, x in enumerate(inputs) if isinstance(x, ImageRequest)]
+    if good:
+        tensor = torch.stack([model.transform(x.image) for _, x in good]).to(model.device)
+        with torch.no_grad():
+            logits = model.module(tensor).float().cpu()
+        probabilities = torch.softmax(logits, dim=1)
+    for row, (i, request) in enumerate(good):
+        answers[i] = Prediction(logits[row].tolist(), probabilities[row].tolist(),
+                                model.class_names, min(request.top_k, len(model.class_names)),
+                                request.logits, request.position)
+    return [a for a in answers if a is not None]
 
 
 def response_content_type(accept: str | None, prediction: Prediction | None = None) -> str:
@@ -289,12 +349,22 @@ def output_fn(prediction: Prediction | RequestError, accept: str | None,
         if isinstance(prediction, RequestError):
             raise prediction
         return _render(prediction, accept)
+    # In a TorchServe batch: this request's own Accept, status and content type (see
+    # _BatchPosition); a lone request is index 0.
+    position = prediction.position
+    processors = getattr(context, "request_processor", None) or []
+    if 0 < position < len(processors):
+        headers = {k.lower(): v for k, v in processors[position].get_request_properties().items()}
+        accept = headers.get("accept") or accept
     try:
         if isinstance(prediction, RequestError):
             raise prediction
-        return _render(prediction, accept), response_content_type(accept, prediction)
+        out_type = response_content_type(accept, prediction)
+        if position:
+            context.set_response_content_type(position, out_type)
+        return _render(prediction, accept), out_type
     except RequestError as exc:
-        context.set_response_status(code=exc.status_code, phrase=exc.phrase)
+        context.set_response_status(code=exc.status_code, phrase=exc.phrase, idx=position)
         return exc.message, "text/plain"
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("dogops", "flows", "tasks", "model_code", "deployments", "entrypoints")
+PACKAGES = ("dogops", "flows", "tasks", "model_code", "deployments", "dogops_cli")
 MAX_LINES = 450
 BACKEND_HOMES = ("dogops/local/", "dogops/aws/", "dogops/backends/")
 
@@ -29,7 +29,7 @@ KNOWN_LONG: set[str] = set()
 KNOWN_BACKEND_CHOICES: dict[str, int] = {
     "dogops/data_source.py": 3,
     "dogops/idle.py": 3,
-    "entrypoints/cli.py": 1,
+    "dogops_cli/cli.py": 1,
     "flows/idle_guard.py": 1,
 }
 
@@ -151,9 +151,9 @@ def test_only_the_backends_choose_a_backend() -> None:
     assert gone == set(), f"fewer choices left here now: lower KNOWN_BACKEND_CHOICES for {gone}"
 
 
-# Top to bottom; a package imports only the packages below it (entrypoints and deployments are
+# Top to bottom; a package imports only the packages below it (dogops_cli and deployments are
 # both entry points, above the flows).
-LAYERS = (("entrypoints", "deployments"), ("flows",), ("tasks",), ("dogops",), ("model_code",))
+LAYERS = (("dogops_cli", "deployments"), ("flows",), ("tasks",), ("dogops",), ("model_code",))
 
 
 def _layer(module: str) -> int:

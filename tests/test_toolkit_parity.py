@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,6 +283,147 @@ def test_one_parity_table_three_doors(
             # One line, so a caller sees the reason and not the model's insides.
             assert "\n" not in answers["handler-service"][1].strip(), name
     print("\n".join(f"{name:20s} {statuses}" for name, statuses in rows))
+
+
+def test_the_whole_table_as_one_batch_answers_each_request_alone(
+    trial: dict[str, Any], drip_url: str, monkeypatch: pytest.MonkeyPatch,
+    toolkit_in_process: None,
+) -> None:
+    """The worker's batch path (what the endpoint's batcher sends): every row of the parity table
+    in one batch, good and bad mixed. Each request gets the status it gets alone, the good ones
+    the same answer as alone, and the good images go through the network in one forward pass."""
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    for name, value in SERVING_ENV.items():
+        monkeypatch.setenv(name, value)
+    worker = ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))
+    assert worker.batch_predict_fn is not None
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    cases = _cases(jpeg, drip_url)
+    requests = [(body, content_type, "application/json") for _, body, content_type, _, _ in cases]
+    forwards: list[int] = []
+    module = worker.service._service._model.module
+    hook = module.register_forward_hook(lambda _m, args, _o: forwards.append(len(args[0])))
+    try:
+        answers = worker.invoke_batch(requests)
+    finally:
+        hook.remove()
+    good = [name for name, *_, expected in cases if expected == 200]
+    assert forwards == [len(good)], forwards  # one pass, every good image in it
+    for (name, body, content_type, _, expected), (status, payload, out_type) in zip(
+            cases, answers, strict=True):
+        text = payload.decode(errors="replace")
+        assert status == expected, (name, status, text[:300])
+        assert "Traceback" not in text, (name, text[:2000])
+        if expected == 200:
+            alone = worker.invoke(body, content_type, "application/json")
+            assert out_type == alone[2] == "application/json"
+            batched, single = json.loads(text), json.loads(alone[1])
+            assert batched["label"] == single["label"], name
+            assert abs(batched["probability"] - single["probability"]) < 1e-4, name
+        else:
+            assert "\n" not in text.strip() and out_type == "text/plain", (name, text[:300])
+
+
+class _TorchServeBatchContext:
+    """TorchServe's `ts.context.Context` during a batch, as far as the toolkits use it: one header
+    holder per request, a status and a content type per index; one object per worker, whose
+    `request_processor` TorchServe replaces for every batch."""
+
+    def __init__(self, model_dir: str) -> None:
+        from dogops.local.serving_toolkit import _RequestProcessor
+
+        self._holder = _RequestProcessor
+        self.system_properties = {"model_dir": model_dir, "gpu_id": None}
+        self.request_processor: list[Any] = []
+        self.statuses: dict[int, int] = {}
+        self.types: dict[int, str] = {}
+
+    def batch(self, headers: list[dict[str, str]]) -> None:
+        self.request_processor = [self._holder(h) for h in headers]
+        self.statuses, self.types = {}, {}
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = code
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.types[idx] = value
+
+    def get_response_content_type(self, idx: int = 0) -> str | None:
+        return self.types.get(idx)
+
+
+def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_own_status(
+    trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
+) -> None:
+    """On a real endpoint with SAGEMAKER_TS_BATCH_SIZE > 1, sagemaker-inference's Transformer
+    runs a batch one request at a time with the first request's headers and no index.
+    inference.py still reads each request with its own Content-Type and Accept and sets a bad
+    request's status on its own index, so a bad request fails alone, batch after batch."""
+    from sagemaker_pytorch_serving_container.handler_service import HandlerService
+
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))  # env and sys.path
+    context = _TorchServeBatchContext(str(trial["model"]))
+    service = HandlerService()
+    service.initialize(context)
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    as_json = json.dumps({"image": base64.b64encode(jpeg).decode(), "logits": True}).encode()
+    broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
+    for _ in range(2):  # a second batch starts counting again
+        context.batch([{"Content-Type": "image/jpeg", "Accept": "application/json"},
+                       {"Content-Type": "image/jpeg", "Accept": "application/json"},
+                       {"Content-Type": "application/json", "Accept": "application/json"},
+                       {"Content-Type": "image/jpeg", "Accept": "application/x-logits+json"}])
+        answers = service.handle([{"body": bytearray(b)} for b in (jpeg, broken, as_json, jpeg)],
+                                 context)
+        assert len(answers) == 4
+        assert {i: context.statuses.get(i, 200) for i in range(4)} == {0: 200, 1: 400, 2: 200,
+                                                                       3: 200}
+        assert json.loads(answers[0])["label"] == LABEL
+        assert "cannot decode the image" in answers[1]
+        assert isinstance(json.loads(answers[2]), list)  # its own "logits": true
+        assert isinstance(json.loads(answers[3]), list)  # its own Accept
+        assert context.types[3] == "application/x-logits+json"
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    trial: dict[str, Any], endpoint_url: str,
+) -> None:
+    """Through boto3 and the endpoint's batcher: 12 clients at once, every third one sending a
+    broken image. Each good one gets its label, each bad one its own 400, and the front served
+    them in fewer batches than requests."""
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
+    call = _through_endpoint(endpoint_url)
+    status_url = endpoint_url.rstrip("/") + "/dogops/status"
+
+    def batches() -> int:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+        with opener.open(status_url, timeout=10) as response:
+            return int(json.loads(response.read())["batching"]["batches"])
+
+    before = batches()
+    results: dict[int, tuple[int, str]] = {}
+    start = threading.Barrier(12)
+
+    def client(n: int) -> None:
+        start.wait()
+        results[n] = call(broken if n % 3 == 2 else jpeg, "image/jpeg")
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for n in range(12):
+        status, text = results[n]
+        if n % 3 == 2:
+            assert status == 400 and "cannot decode the image" in text, (n, status, text[:300])
+        else:
+            assert status == 200 and json.loads(text)["label"] == LABEL, (n, status, text[:300])
+    assert batches() - before < 12
 
 
 def test_requirements_install_is_skipped_only_when_it_would_change_nothing(

@@ -148,10 +148,13 @@ class LocalBackend:
             port=self.settings.endpoint.port,
             env=serving_environment(self.settings),
             model_version=model.version,
-            # Data capture as SageMaker's DataCaptureConfig does it, into the local store.
-            options={"capture_percent": capture_percent,
-                     "capture_dir": str(local_capture_root(self.settings))}
-            if capture_percent else None,
+            options={"batch_size": self.settings.endpoint.batch_size,
+                     "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms,
+                     # Data capture as SageMaker's DataCaptureConfig does it, into the local
+                     # store (off at 0).
+                     **({"capture_percent": capture_percent,
+                         "capture_dir": str(local_capture_root(self.settings))}
+                        if capture_percent else {})},
         )
 
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:

@@ -11,6 +11,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from dogops.local.endpoint_server.batching import NoWorker
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerTimeout
 from dogops.local.endpoint_server.state import EndpointState
@@ -96,25 +97,16 @@ class EndpointHandler(BaseHTTPRequestHandler):
         # No Accept or */* means the default accept type: the toolkit applies that rule.
         accept = self.headers.get("Accept") or ""
         cold, waited = self.state.wake(), time.monotonic()
-        worker = self.state.pool.acquire(self.options.queue_timeout)
-        if cold and worker is not None:
-            self.state.cold_starts.append(time.monotonic() - waited)
-            log.info("cold start: a worker answered after %.2f s", self.state.cold_starts[-1])
-        if worker is None:
+        try:
+            status, payload, out_type = self.state.batcher.call(body, content_type, accept)
+        except NoWorker:
             self._aws_error(
                 503, "ServiceUnavailable",
                 f"No worker of endpoint {self.options.name} became free within "
                 f"{self.options.queue_timeout:g} s; retry later.",
             )
             return False
-        self.state.counter.record()
-        try:
-            status, payload, out_type = worker.call(
-                body, content_type, accept, self.options.invocation_timeout
-            )
         except WorkerTimeout:
-            log.error("worker %s timed out; replacing it", worker.pid)
-            self.state.pool.discard(worker)
             message = (
                 f"Your invocation timed out while waiting for a response from the model "
                 f"(limit {self.options.invocation_timeout:g} s)."
@@ -122,11 +114,11 @@ class EndpointHandler(BaseHTTPRequestHandler):
             self._model_error(runtime_api, 504, message)
             return False
         except WorkerGone:
-            log.error("worker %s died during a request; replacing it", worker.pid)
-            self.state.pool.discard(worker)
             self._aws_error(500, "InternalFailure", "The model worker exited unexpectedly.")
             return False
-        self.state.pool.release(worker)
+        if cold:
+            self.state.cold_starts.append(time.monotonic() - waited)
+            log.info("cold start: a worker answered after %.2f s", self.state.cold_starts[-1])
         if status == 200:
             self._send(200, payload, out_type)
             if self.state.capture is not None:  # after the answer went out; never blocks

@@ -37,6 +37,10 @@ class ServerOptions:
     scaling_interval: float = 1.0
     drain_seconds: float = 2.0
     model_load_timeout: float = 300.0
+    # Dynamic batching (dogops.local.endpoint_server.batching): most requests per forward pass,
+    # and most milliseconds a request waits for company. 1 turns batching off.
+    batch_size: int = 16
+    max_batch_delay_ms: float = 5.0
     # Data capture (DataCaptureConfig): share of answered requests written to `capture_dir`,
     # the local store's copy of the capture prefix; 0 is off.
     capture_percent: int = 0

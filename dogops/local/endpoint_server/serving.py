@@ -89,6 +89,7 @@ def serve(options: ServerOptions) -> int:
     deadline = time.monotonic() + options.invocation_timeout
     while state.in_flight() and time.monotonic() < deadline:
         time.sleep(0.05)
+    state.batcher.close()
     state.pool.close(timeout=5)
     if state.capture is not None:
         state.capture.close()  # the captures still queued are written before the process ends

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from dogops.local.autoscaler import InvocationCounter, TargetTrackingScaler
+from dogops.local.endpoint_server.batching import Batcher
 from dogops.local.endpoint_server.capture import writer_for
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerPool
@@ -21,6 +22,12 @@ class EndpointState:
         self.options = options
         self.pool = WorkerPool(options.model_dir, options.code_dir, options.model_load_timeout)
         self.counter = InvocationCounter(window_s=options.metric_window)
+        self.batcher = Batcher(
+            self.pool, batch_size=options.batch_size,
+            max_delay_s=options.max_batch_delay_ms / 1000.0,
+            invocation_timeout=options.invocation_timeout, queue_timeout=options.queue_timeout,
+            on_dispatch=self.counter.record,  # counted when a worker takes them, as before
+        )
         # A scale-to-zero pool (min 0) starts with one worker, to prove the model loads.
         self.scaler = TargetTrackingScaler(options.policy(), current=max(1, options.min_workers))
         self.cold_starts: list[float] = []  # seconds from arrival to a loaded worker
@@ -113,6 +120,7 @@ class EndpointState:
                 "max_in_flight": self.capacity,
                 "invocation_timeout_s": o.invocation_timeout,
             },
+            "batching": self.batcher.stats(),
             "capture": self.capture.status() if self.capture else {"percent": 0},
             "uptime_s": round(time.time() - self.started, 3),
         }

@@ -1,7 +1,8 @@
 """The worker process: load `inference.py` through the serving toolkits, then answer invocations.
 
 The front sends `("invoke", body, content_type, accept)` over a pipe and gets back
-`(status, payload, content_type)`; `("stop",)` ends the process.
+`(status, payload, content_type)`, or `("invoke_batch", [(body, content_type, accept), ...])`
+and gets one such answer per request, in order; `("stop",)` ends the process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
+from typing import Any
 
 
 def worker_main(conn: Connection, model_dir: str, code_dir: str) -> None:
@@ -35,15 +37,24 @@ def worker_main(conn: Connection, model_dir: str, code_dir: str) -> None:
             message = conn.recv()
         except (EOFError, OSError):  # the front process is gone: so are we
             return
-        if message[0] != "invoke":
+        if message[0] == "invoke":
+            _, body, content_type, accept = message
+            reply: object = _public(worker.invoke(body, content_type, accept), public_error)
+        elif message[0] == "invoke_batch":
+            reply = [_public(answer, public_error) for answer in worker.invoke_batch(message[1])]
+        else:
             return
-        _, body, content_type, accept = message
-        status, payload, out_type = worker.invoke(body, content_type, accept)
-        if status >= 500:
-            print(payload.decode(errors="replace"), file=sys.stderr, flush=True)
-            payload, out_type = public_error(status, payload), "text/plain"
         try:
-            conn.send((status, payload, out_type))
+            conn.send(reply)
         except OSError:
             return
+
+
+def _public(answer: tuple[int, bytes, str], public_error: Any) -> tuple[int, bytes, str]:
+    """A 5xx body (the toolkit's traceback) goes to the log; the caller gets one line."""
+    status, payload, out_type = answer
+    if status >= 500:
+        print(payload.decode(errors="replace"), file=sys.stderr, flush=True)
+        return status, public_error(status, payload), "text/plain"
+    return status, payload, out_type
 

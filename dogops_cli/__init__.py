@@ -2,4 +2,6 @@
 `demo.py` (`dogops demo`). They import the flows (and, below those, tasks and the `dogops`
 library); nothing below imports them. `deployments/serve.py` (`make serve`) is the third entry
 point, beside the deployments it serves.
+
+(Named `dogops_cli`, not `entrypoints`: a top-level `entrypoints` module already exists on PyPI.)
 """
