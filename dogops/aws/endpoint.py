@@ -155,17 +155,11 @@ def config_request(
         }
     ]
     capture = data_capture_config(settings)
-    # The capture settings join the name only when capture is on, so configs made before
-    # data capture existed keep their names (re-runs still find them).
+    # Capture joins the name's hash only when on: configs made before it keep their names.
     name = child_name(settings.endpoint.name, "c", variants, *([capture] if capture else []))
-    request: dict[str, Any] = {
-        "EndpointConfigName": name,
-        "ProductionVariants": variants,
-        "Tags": naming.tags(settings, run_key, version),
-    }
-    if capture:
-        request["DataCaptureConfig"] = capture
-    return request
+    return {"EndpointConfigName": name, "ProductionVariants": variants,
+            "Tags": naming.tags(settings, run_key, version),
+            **({"DataCaptureConfig": capture} if capture else {})}
 
 
 def _ensure(
