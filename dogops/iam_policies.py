@@ -215,75 +215,96 @@ def sagemaker_execution_policy(
     if not images:
         raise UserInputError("no container image given: the role must be able to pull one.")
     part = partition(region)
-    logs = f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/sagemaker/*"
-    objects = f"arn:{part}:s3:::{bucket}/{key_prefix}"
-    outputs = [f"{objects}/{folder}/*" for folder in OUTPUT_FOLDERS]
     return {
         "Version": POLICY_VERSION,
         "Statement": [
-            {
-                "Sid": "ListProjectPrefix",
-                "Effect": "Allow",
-                "Action": "s3:ListBucket",
-                "Resource": f"arn:{part}:s3:::{bucket}",
-                "Condition": {"StringLike": {"s3:prefix": [key_prefix, f"{key_prefix}/*"]}},
-            },
-            {
-                "Sid": "ReadDataCodeAndOutputs",
-                "Effect": "Allow",
-                "Action": "s3:GetObject",
-                "Resource": [f"{objects}/{DATA_FOLDER}/*", f"{objects}/{CODE_FOLDER}/*", *outputs],
-            },
-            {
-                "Sid": "WriteJobOutputs",
-                "Effect": "Allow",
-                "Action": "s3:PutObject",
-                "Resource": outputs,
-            },
-            {
-                "Sid": "WriteEndpointCaptures",
-                "Effect": "Allow",
-                "Action": "s3:PutObject",
-                "Resource": f"{objects}/{CAPTURE_FOLDER}/*",
-            },
-            {
-                "Sid": "SageMakerLogs",
-                "Effect": "Allow",
-                "Action": [
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                "Resource": [logs, f"{logs}:log-stream:*"],
-            },
-            {
-                "Sid": "SageMakerMetrics",
-                "Effect": "Allow",
-                "Action": "cloudwatch:PutMetricData",
-                # PutMetricData has no resource-level permissions; the namespace condition
-                # keeps it to SageMaker's own namespaces.
-                "Resource": "*",
-                "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-            },
-            {
-                "Sid": "EcrLogin",
-                "Effect": "Allow",
-                "Action": "ecr:GetAuthorizationToken",
-                "Resource": "*",  # GetAuthorizationToken has no resource-level permissions.
-            },
-            {
-                "Sid": "EcrPullChosenImages",
-                "Effect": "Allow",
-                "Action": [
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                "Resource": sorted({ecr_repository_arn(image) for image in images}),
-            },
+            *_sagemaker_s3_statements(part, bucket, key_prefix),
+            *_sagemaker_log_statements(part, region, account_id),
+            *_sagemaker_ecr_statements(images),
         ],
     }
+
+
+def _sagemaker_s3_statements(part: str, bucket: str, key_prefix: str) -> list[dict[str, Any]]:
+    """List the project prefix, read the data, code and outputs, write the outputs and captures."""
+    objects = f"arn:{part}:s3:::{bucket}/{key_prefix}"
+    outputs = [f"{objects}/{folder}/*" for folder in OUTPUT_FOLDERS]
+    return [
+        {
+            "Sid": "ListProjectPrefix",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:{part}:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": [key_prefix, f"{key_prefix}/*"]}},
+        },
+        {
+            "Sid": "ReadDataCodeAndOutputs",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": [f"{objects}/{DATA_FOLDER}/*", f"{objects}/{CODE_FOLDER}/*", *outputs],
+        },
+        {
+            "Sid": "WriteJobOutputs",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": outputs,
+        },
+        {
+            "Sid": "WriteEndpointCaptures",
+            "Effect": "Allow",
+            "Action": "s3:PutObject",
+            "Resource": f"{objects}/{CAPTURE_FOLDER}/*",
+        },
+    ]
+
+
+def _sagemaker_log_statements(part: str, region: str, account_id: str) -> list[dict[str, Any]]:
+    """Write the jobs' and endpoints' logs under /aws/sagemaker and SageMaker's own metrics."""
+    logs = f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/sagemaker/*"
+    return [
+        {
+            "Sid": "SageMakerLogs",
+            "Effect": "Allow",
+            "Action": [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogStreams",
+            ],
+            "Resource": [logs, f"{logs}:log-stream:*"],
+        },
+        {
+            "Sid": "SageMakerMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            # PutMetricData has no resource-level permissions; the namespace condition
+            # keeps it to SageMaker's own namespaces.
+            "Resource": "*",
+            "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+        },
+    ]
+
+
+def _sagemaker_ecr_statements(images: list[str]) -> list[dict[str, Any]]:
+    """Log in to ECR and pull the chosen images only, from their own registries."""
+    return [
+        {
+            "Sid": "EcrLogin",
+            "Effect": "Allow",
+            "Action": "ecr:GetAuthorizationToken",
+            "Resource": "*",  # GetAuthorizationToken has no resource-level permissions.
+        },
+        {
+            "Sid": "EcrPullChosenImages",
+            "Effect": "Allow",
+            "Action": [
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            "Resource": sorted({ecr_repository_arn(image) for image in images}),
+        },
+    ]
 
 
 def ecs_task_trust_policy() -> dict[str, Any]:
@@ -309,62 +330,90 @@ def ecs_flow_task_policy(
     part = partition(region)
     sm = f"arn:{part}:sagemaker:{region}:{account_id}"
     ep = endpoint_arn(region, account_id, endpoint_name).rsplit("/", 1)[1]
-    jobs = project.lower()[:8]
-    function = f"arn:{part}:lambda:{region}:{account_id}:function:{function_name}"
     iam = f"arn:{part}:iam::{account_id}"
-
-    def allow(sid: str, actions: list[str], resources: list[str] | str,
-              condition: dict[str, Any] | None = None) -> dict[str, Any]:
-        statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
-        return {**statement, "Condition": condition} if condition else statement
-
     return {
         "Version": POLICY_VERSION,
         "Statement": [
-            # ListBucket unconditioned: HeadBucket (the sync's bucket check) needs it without
-            # a prefix. Creating and protecting the bucket is the sync's first-run set-up.
-            allow("ProjectBucket", ["s3:CreateBucket", "s3:ListBucket",
-                                    "s3:GetBucketPublicAccessBlock",
-                                    "s3:PutBucketPublicAccessBlock",
-                                    "s3:GetEncryptionConfiguration",
-                                    "s3:PutEncryptionConfiguration"],
-                  f"arn:{part}:s3:::{bucket}"),
-            allow("ProjectObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                  f"arn:{part}:s3:::{bucket}/{key}/*"),
-            allow("OwnJobs", ["sagemaker:CreateHyperParameterTuningJob",
-                              "sagemaker:DescribeHyperParameterTuningJob",
-                              "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
-                              "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-                              "sagemaker:AddTags", "sagemaker:ListTags"],
-                  [f"{sm}:hyper-parameter-tuning-job/{jobs}-hpo-*",
-                   f"{sm}:training-job/{jobs}-hpo-*", f"{sm}:training-job/{jobs}-train-*"]),
-            allow("OwnEndpoint", ["sagemaker:CreateModel", "sagemaker:DescribeModel",
-                                  "sagemaker:DeleteModel", "sagemaker:CreateEndpointConfig",
-                                  "sagemaker:DescribeEndpointConfig",
-                                  "sagemaker:DeleteEndpointConfig", "sagemaker:CreateEndpoint",
-                                  "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint",
-                                  "sagemaker:DeleteEndpoint", "sagemaker:InvokeEndpoint",
-                                  "sagemaker:UpdateEndpointWeightsAndCapacities",
-                                  "sagemaker:AddTags", "sagemaker:ListTags"],
-                  [f"{sm}:endpoint/{ep}", f"{sm}:endpoint-config/{ep}-c-*",
-                   f"{sm}:model/{ep}-m-*"]),
-            # List calls, Application Auto Scaling and GetMetricStatistics have no resource-level
-            # permissions: "*" is the only resource AWS accepts for them.
-            allow("ListsAndMetrics", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
-                                      "cloudwatch:GetMetricStatistics"], "*"),
-            allow("EndpointScaling", ["application-autoscaling:RegisterScalableTarget",
-                                      "application-autoscaling:DeregisterScalableTarget",
-                                      "application-autoscaling:DescribeScalableTargets",
-                                      "application-autoscaling:PutScalingPolicy",
-                                      "application-autoscaling:DeleteScalingPolicy",
-                                      "application-autoscaling:DescribeScalingPolicies"], "*",
-                  {"StringEquals": {"application-autoscaling:service-namespace": "sagemaker"}}),
-            allow("ScalingServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
-                  f"{iam}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
-                  "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
-                  {"StringEquals": {"iam:AWSServiceName":
-                                    "sagemaker.application-autoscaling.amazonaws.com"}}),
-            allow("OwnFunction", ["lambda:CreateFunction", "lambda:GetFunction",
+            *_ecs_s3_statements(part, bucket, key),
+            *_ecs_sagemaker_statements(sm, ep, jobs=project.lower()[:8]),
+            *_ecs_scaling_statements(iam),
+            _ecs_function_statement(f"arn:{part}:lambda:{region}:{account_id}", function_name),
+            *_ecs_iam_statements(iam, project),
+        ],
+    }
+
+
+def _allow(sid: str, actions: list[str], resources: list[str] | str,
+           condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    return {**statement, "Condition": condition} if condition else statement
+
+
+def _ecs_s3_statements(part: str, bucket: str, key: str) -> list[dict[str, Any]]:
+    """Set up and check the project bucket; read, write and delete under the project prefix."""
+    return [
+        # ListBucket unconditioned: HeadBucket (the sync's bucket check) needs it without
+        # a prefix. Creating and protecting the bucket is the sync's first-run set-up.
+        _allow("ProjectBucket", ["s3:CreateBucket", "s3:ListBucket",
+                                 "s3:GetBucketPublicAccessBlock",
+                                 "s3:PutBucketPublicAccessBlock",
+                                 "s3:GetEncryptionConfiguration",
+                                 "s3:PutEncryptionConfiguration"],
+               f"arn:{part}:s3:::{bucket}"),
+        _allow("ProjectObjects", ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+               f"arn:{part}:s3:::{bucket}/{key}/*"),
+    ]
+
+
+def _ecs_sagemaker_statements(sm: str, ep: str, jobs: str) -> list[dict[str, Any]]:
+    """The project's own jobs, its endpoint with its models and configs, and list calls."""
+    return [
+        _allow("OwnJobs", ["sagemaker:CreateHyperParameterTuningJob",
+                           "sagemaker:DescribeHyperParameterTuningJob",
+                           "sagemaker:ListTrainingJobsForHyperParameterTuningJob",
+                           "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+                           "sagemaker:AddTags", "sagemaker:ListTags"],
+               [f"{sm}:hyper-parameter-tuning-job/{jobs}-hpo-*",
+                f"{sm}:training-job/{jobs}-hpo-*", f"{sm}:training-job/{jobs}-train-*"]),
+        _allow("OwnEndpoint", ["sagemaker:CreateModel", "sagemaker:DescribeModel",
+                               "sagemaker:DeleteModel", "sagemaker:CreateEndpointConfig",
+                               "sagemaker:DescribeEndpointConfig",
+                               "sagemaker:DeleteEndpointConfig", "sagemaker:CreateEndpoint",
+                               "sagemaker:DescribeEndpoint", "sagemaker:UpdateEndpoint",
+                               "sagemaker:DeleteEndpoint", "sagemaker:InvokeEndpoint",
+                               "sagemaker:UpdateEndpointWeightsAndCapacities",
+                               "sagemaker:AddTags", "sagemaker:ListTags"],
+               [f"{sm}:endpoint/{ep}", f"{sm}:endpoint-config/{ep}-c-*",
+                f"{sm}:model/{ep}-m-*"]),
+        # List calls, Application Auto Scaling and GetMetricStatistics have no resource-level
+        # permissions: "*" is the only resource AWS accepts for them.
+        _allow("ListsAndMetrics", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
+                                   "cloudwatch:GetMetricStatistics"], "*"),
+    ]
+
+
+def _ecs_scaling_statements(iam: str) -> list[dict[str, Any]]:
+    """The endpoint's scaling (SageMaker's namespace only) and its service-linked role."""
+    return [
+        _allow("EndpointScaling", ["application-autoscaling:RegisterScalableTarget",
+                                   "application-autoscaling:DeregisterScalableTarget",
+                                   "application-autoscaling:DescribeScalableTargets",
+                                   "application-autoscaling:PutScalingPolicy",
+                                   "application-autoscaling:DeleteScalingPolicy",
+                                   "application-autoscaling:DescribeScalingPolicies"], "*",
+               {"StringEquals": {"application-autoscaling:service-namespace": "sagemaker"}}),
+        _allow("ScalingServiceLinkedRole", ["iam:CreateServiceLinkedRole"],
+               f"{iam}:role/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+               "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+               {"StringEquals": {"iam:AWSServiceName":
+                                 "sagemaker.application-autoscaling.amazonaws.com"}}),
+    ]
+
+
+def _ecs_function_statement(lambdas: str, function_name: str) -> dict[str, Any]:
+    """The project's own Lambda function, its versions and aliases."""
+    function = f"{lambdas}:function:{function_name}"
+    return _allow("OwnFunction", ["lambda:CreateFunction", "lambda:GetFunction",
                                   "lambda:GetFunctionConfiguration", "lambda:UpdateFunctionCode",
                                   "lambda:UpdateFunctionConfiguration", "lambda:PublishVersion",
                                   "lambda:ListVersionsByFunction", "lambda:CreateAlias",
@@ -375,23 +424,27 @@ def ecs_flow_task_policy(
                                   "lambda:PutFunctionConcurrency", "lambda:GetFunctionConcurrency",
                                   "lambda:DeleteFunction", "lambda:TagResource",
                                   "lambda:ListTags"],
-                  [function, f"{function}:*"]),
-            allow("OwnRolesAndPolicies", ["iam:CreateRole", "iam:GetRole", "iam:TagRole",
-                                          "iam:ListRoleTags", "iam:UpdateAssumeRolePolicy",
-                                          "iam:AttachRolePolicy", "iam:DetachRolePolicy",
-                                          "iam:ListAttachedRolePolicies", "iam:ListRolePolicies",
-                                          "iam:DeleteRolePolicy",
-                                          "iam:DeleteRole", "iam:CreatePolicy", "iam:GetPolicy",
-                                          "iam:GetPolicyVersion", "iam:CreatePolicyVersion",
-                                          "iam:DeletePolicyVersion", "iam:ListPolicyVersions",
-                                          "iam:TagPolicy", "iam:ListPolicyTags",
-                                          "iam:DeletePolicy", "iam:ListEntitiesForPolicy"],
-                  [f"{iam}:role/{project}-*", f"{iam}:policy/{project}-*"]),
-            allow("PassOwnRoles", ["iam:PassRole"], f"{iam}:role/{project}-*",
-                  {"StringEquals": {"iam:PassedToService": ["sagemaker.amazonaws.com",
-                                                            "lambda.amazonaws.com"]}}),
-            allow("AuditReadOnly", ["iam:ListRoles", "iam:ListPolicies",
-                                    "iam:GenerateServiceLastAccessedDetails",
-                                    "iam:GetServiceLastAccessedDetails"], "*"),
-        ],
-    }
+                  [function, f"{function}:*"])
+
+
+def _ecs_iam_statements(iam: str, project: str) -> list[dict[str, Any]]:
+    """Own roles and policies (passed to SageMaker and Lambda only), audit read-only calls."""
+    return [
+        _allow("OwnRolesAndPolicies", ["iam:CreateRole", "iam:GetRole", "iam:TagRole",
+                                       "iam:ListRoleTags", "iam:UpdateAssumeRolePolicy",
+                                       "iam:AttachRolePolicy", "iam:DetachRolePolicy",
+                                       "iam:ListAttachedRolePolicies", "iam:ListRolePolicies",
+                                       "iam:DeleteRolePolicy",
+                                       "iam:DeleteRole", "iam:CreatePolicy", "iam:GetPolicy",
+                                       "iam:GetPolicyVersion", "iam:CreatePolicyVersion",
+                                       "iam:DeletePolicyVersion", "iam:ListPolicyVersions",
+                                       "iam:TagPolicy", "iam:ListPolicyTags",
+                                       "iam:DeletePolicy", "iam:ListEntitiesForPolicy"],
+               [f"{iam}:role/{project}-*", f"{iam}:policy/{project}-*"]),
+        _allow("PassOwnRoles", ["iam:PassRole"], f"{iam}:role/{project}-*",
+               {"StringEquals": {"iam:PassedToService": ["sagemaker.amazonaws.com",
+                                                         "lambda.amazonaws.com"]}}),
+        _allow("AuditReadOnly", ["iam:ListRoles", "iam:ListPolicies",
+                                 "iam:GenerateServiceLastAccessedDetails",
+                                 "iam:GetServiceLastAccessedDetails"], "*"),
+    ]
