@@ -233,47 +233,14 @@ def start_endpoint(
     run_dir.mkdir(parents=True, exist_ok=True)
 
     with _name_lock(name, state_dir):
-        old = read_endpoint_record(name, state_dir)
-        if old and not _is_our_server(int(old["pid"]), name):
-            old = None
-        if old and port and int(old["port"]) == port:
-            # The old server holds the fixed port until the new one is healthy: take a free
-            # port now, so there is no gap; the record tells callers where to go.
-            log.warning("port %s is held by the running %s; the new server takes a free port",
-                        port, name)
-            port = 0
-
+        old, port = _running_server(name, state_dir, port)
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
-        server = ServerOptions(
-            name=name,
-            model_dir=str(model_dir),
-            code_dir=str(code_dir),
-            host=host,
-            port=port,
-            state_file=str(run_dir / f"server-{stamp}.json"),
-            model_version=version,
-            min_workers=scaling.min_capacity,
-            max_workers=(scaling.max_capacity if scaling.enabled
-                         else max(1, scaling.min_capacity)),
-            target_invocations=scaling.target_invocations_per_instance,
-            scale_in_cooldown=scaling.scale_in_cooldown_s,
-            scale_out_cooldown=scaling.scale_out_cooldown_s,
-            **(options or {}),
+        server = _server_options(
+            name, model_dir, code_dir, host, port, run_dir / f"server-{stamp}.json", version,
+            scaling, options,
         )
         log_file = run_dir / f"server-{stamp}.log"
-        process = _launch(server, log_file, env)
-        try:
-            address = _wait_healthy(process, server, timeout_s)
-        except OperationFailedError as exc:
-            _stop_pid(process.pid, name, timeout_s=10)
-            with contextlib.suppress(ChildProcessError, OSError):
-                process.wait(timeout=1)
-            keep = f" The previous server ({old['model_version']}) keeps serving." if old else ""
-            raise OperationFailedError(
-                f"Endpoint {name}: the new server for model {version} failed its health check: "
-                f"{exc}.{keep} Last lines of {log_file}:\n{_log_tail(log_file)}"
-            ) from None
-
+        process, address = _start_healthy(server, log_file, env, timeout_s, old)
         record = {
             "name": name,
             "pid": process.pid,
@@ -288,13 +255,77 @@ def start_endpoint(
             "scaling": scaling.model_dump(),
             "capture_percent": server.capture_percent,
         }
-        _write_record(name, state_dir, record)
-        if old:
-            log.info("endpoint %s: switched to %s; stopping the old server (pid %s)",
-                     name, version, old["pid"])
-            _stop_pid(int(old["pid"]), name, timeout_s=server.drain_seconds + 30)
+        _switch_to(record, old, state_dir, server.drain_seconds)
         _prune_run_files(run_dir)
         return _info(record, updated=old is not None)
+
+
+def _running_server(name: str, state_dir: Path, port: int) -> tuple[dict[str, Any] | None, int]:
+    """The record of the endpoint's server still running (if any), and the port to ask for."""
+    old = read_endpoint_record(name, state_dir)
+    if old and not _is_our_server(int(old["pid"]), name):
+        old = None
+    if old and port and int(old["port"]) == port:
+        # The old server holds the fixed port until the new one is healthy: take a free
+        # port now, so there is no gap; the record tells callers where to go.
+        log.warning("port %s is held by the running %s; the new server takes a free port",
+                    port, name)
+        port = 0
+    return old, port
+
+
+def _server_options(
+    name: str, model_dir: Path, code_dir: Path, host: str, port: int, state_file: Path,
+    version: str, scaling: ScalingConfig, options: dict[str, Any] | None,
+) -> ServerOptions:
+    """The new server's options: the scaling settings in the server's terms, then `options`."""
+    return ServerOptions(
+        name=name,
+        model_dir=str(model_dir),
+        code_dir=str(code_dir),
+        host=host,
+        port=port,
+        state_file=str(state_file),
+        model_version=version,
+        min_workers=scaling.min_capacity,
+        max_workers=(scaling.max_capacity if scaling.enabled
+                     else max(1, scaling.min_capacity)),
+        target_invocations=scaling.target_invocations_per_instance,
+        scale_in_cooldown=scaling.scale_in_cooldown_s,
+        scale_out_cooldown=scaling.scale_out_cooldown_s,
+        **(options or {}),
+    )
+
+
+def _start_healthy(
+    server: ServerOptions, log_file: Path, env: dict[str, str] | None, timeout_s: float,
+    old: dict[str, Any] | None,
+) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    """Launch the new server and wait for /ping; if it fails, stop it and say why (the old
+    server, if any, is left serving)."""
+    process = _launch(server, log_file, env)
+    try:
+        return process, _wait_healthy(process, server, timeout_s)
+    except OperationFailedError as exc:
+        _stop_pid(process.pid, server.name, timeout_s=10)
+        with contextlib.suppress(ChildProcessError, OSError):
+            process.wait(timeout=1)
+        keep = f" The previous server ({old['model_version']}) keeps serving." if old else ""
+        raise OperationFailedError(
+            f"Endpoint {server.name}: the new server for model {server.model_version} failed its "
+            f"health check: {exc}.{keep} Last lines of {log_file}:\n{_log_tail(log_file)}"
+        ) from None
+
+
+def _switch_to(
+    record: dict[str, Any], old: dict[str, Any] | None, state_dir: Path, drain_seconds: float
+) -> None:
+    """Point the record at the new server, then stop the old one (it drains its requests)."""
+    _write_record(record["name"], state_dir, record)
+    if old:
+        log.info("endpoint %s: switched to %s; stopping the old server (pid %s)",
+                 record["name"], record["model_version"], old["pid"])
+        _stop_pid(int(old["pid"]), record["name"], timeout_s=drain_seconds + 30)
 
 
 def _prune_run_files(run_dir: Path, keep: int = 10) -> None:
