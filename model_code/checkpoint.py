@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,16 @@ def load(folder: Path | None, expected_fingerprint: str) -> tuple[dict[str, Any]
     if state.get("fingerprint") != expected_fingerprint:
         return None, f"ignoring checkpoint {path}: written with other settings or data"
     return state, f"checkpoint of epoch {state['epoch']} in {folder}"
+
+
+@dataclass
+class Progress:
+    """Where train.py's epoch loop stands: what a checkpoint saves and a resume restores."""
+    epoch: int = 0
+    stopped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict[str, Any] | None = None
+    stale: int = 0
+    resumed_from: int = 0

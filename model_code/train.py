@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +44,7 @@ try:
         EXIT_USER_ERROR,
         Paths,
         UsageError,
+        hyperparameters,
         log,
         parse_args,
         resolve_paths,
@@ -57,13 +54,24 @@ except ImportError:  # run as `python train.py` inside model_code/
         EXIT_USER_ERROR,
         Paths,
         UsageError,
+        hyperparameters,
         log,
         parse_args,
         resolve_paths,
     )
 
-SERVING_FILES = ("inference.py", "net.py", "url_fetch.py", "requirements.txt")
-
+try:
+    from model_code.train_outputs import (
+        per_class_report,
+        save_model,
+        write_json_atomic,
+    )
+except ImportError:  # run as `python train.py` inside model_code/
+    from train_outputs import (  # type: ignore[no-redef]
+        per_class_report,
+        save_model,
+        write_json_atomic,
+    )
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -208,52 +216,6 @@ class AugmentedTrainer:
         return total / max(count, 1)
 
 
-# --- outputs -----------------------------------------------------------------------------------
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def save_model(model_dir: Path, model: net.Classifier, metadata: dict[str, Any]) -> None:
-    """model.pth, metadata.json and code/ (serving code), each written under a temporary name
-    and renamed, so a failed run never leaves a half-written model behind."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    here = Path(__file__).resolve().parent
-    tmp_model = model_dir / ".model.pth.tmp"
-    tmp_code = Path(tempfile.mkdtemp(dir=model_dir, prefix=".code."))
-    try:
-        torch.save(model.state_dict(), tmp_model)
-        for name in SERVING_FILES:
-            shutil.copy2(here / name, tmp_code / name)
-        tmp_code.chmod(0o755)
-        code_dir = model_dir / "code"
-        if code_dir.exists():
-            shutil.rmtree(code_dir)
-        os.replace(tmp_code, code_dir)
-        os.replace(tmp_model, model_dir / "model.pth")
-        _write_json_atomic(model_dir / "metadata.json", metadata)
-    finally:
-        tmp_model.unlink(missing_ok=True)
-        shutil.rmtree(tmp_code, ignore_errors=True)
-
-
-def per_class_report(predictions: torch.Tensor, labels: torch.Tensor,
-                     class_names: Sequence[str]) -> tuple[dict[str, float], list[list[int]]]:
-    """Test accuracy per class name and the confusion matrix (rows: true, columns: predicted)."""
-    n = len(class_names)
-    matrix = torch.zeros(n, n, dtype=torch.long)
-    for true, pred in zip(labels.tolist(), predictions.tolist(), strict=True):
-        matrix[true, pred] += 1
-    per_class = {}
-    for i, name in enumerate(class_names):
-        row_total = int(matrix[i].sum())
-        per_class[name] = float(matrix[i, i]) / row_total if row_total else 0.0
-    return per_class, matrix.tolist()
-
-
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -276,6 +238,69 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     model = net.build_model(args.architecture, len(class_names), image_size=args.image_size,
                             pretrained=True, weights=args.weights).to(device)
     weights_id = net.weights_identity(args.architecture, args.weights)
+    feature_sets, cache_hit = _split_features(args, paths, splits, model, device, weights_id)
+
+    # Re-seed so training does not depend on whether the features came from the cache
+    # (computing them draws from the global RNG through the DataLoader).
+    generator = seed_everything(args.seed)
+    head = model.head
+    optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate)
+    augmenter = None
+    if args.augment:
+        augmenter = AugmentedTrainer(
+            model, data.ImageDataset(splits["train"],
+                                     net.train_transform(args.image_size, True), args.image_size),
+            args.batch_size, num_workers, args.skip_corrupt)
+    valid = feature_sets["valid"]
+    valid_feats, valid_labels = valid.features.to(device), valid.labels.to(device)
+    train = None
+    if not args.augment:
+        train = (feature_sets["train"].features.to(device),
+                 feature_sets["train"].labels.to(device))
+
+    run_id = _run_id(args, weights_id, class_names, splits)
+    progress = _resume(paths, run_id, head, optimizer, generator)
+    _train_epochs(args, paths, run_id, progress, head, optimizer, generator, device, augmenter,
+                  train, (valid_feats, valid_labels))
+
+    metric_values, per_class, confusion = _final_metrics(
+        head, device, (valid_feats, valid_labels), feature_sets["test"], class_names, progress)
+    skipped = sorted({str(splits[n].root / r) for n, fs in feature_sets.items()
+                      for r in fs.skipped} | (augmenter.skipped if augmenter else set()))
+    if skipped:
+        log(f"WARNING: skipped {len(skipped)} unreadable image(s) (--skip-corrupt)")
+    metadata = {
+        "architecture": args.architecture,
+        "image_size": args.image_size,
+        "class_names": class_names,
+        "num_classes": len(class_names),
+        "hyperparameters": hyperparameters(args),
+        "metrics": metric_values,
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion,
+        "epochs_run": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        "resumed_from_epoch": progress.resumed_from,
+        "feature_cache_hit": cache_hit,
+        "skipped_images": skipped,
+        "seconds": round(time.time() - started, 3),
+        "device": device.type,
+    }
+    save_model(paths.model_dir, model.cpu(), metadata)
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(paths.output_dir / "metrics.json",
+                      {"metrics": metric_values, "history": progress.history,
+                       "best_epoch": progress.best_epoch, "epochs_run": progress.epoch,
+                       "feature_cache_hit": cache_hit})
+    log(f"saved {paths.model_dir / 'model.pth'} in {metadata['seconds']:.1f} s")
+    return metadata
+
+
+def _split_features(args: argparse.Namespace, paths: Paths, splits: dict[str, Any],
+                    model: net.Classifier, device: torch.device,
+                    weights_id: str) -> tuple[dict[str, features.FeatureSet], bool]:
+    """The frozen backbone's features of the splits the run uses (from the cache when it has
+    them; not train's when augmenting), and whether the cache had them all."""
     eval_tf = net.eval_transform(args.image_size)
     extract_batch = 128 if device.type == "cuda" else 16  # CPU: bounds activation memory
 
@@ -300,133 +325,104 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
     for name in used:
         feature_sets[name], hit = split_features(name)
         hits.append(hit)
-    cache_hit = paths.cache_dir is not None and all(hits)
+    return feature_sets, paths.cache_dir is not None and all(hits)
 
-    # Re-seed so training does not depend on whether the features came from the cache
-    # (computing them draws from the global RNG through the DataLoader).
-    generator = seed_everything(args.seed)
-    head = model.head
-    optimizer = torch.optim.Adam(head.parameters(), lr=args.learning_rate)
-    augmenter = None
-    if args.augment:
-        augmenter = AugmentedTrainer(
-            model, data.ImageDataset(splits["train"],
-                                     net.train_transform(args.image_size, True), args.image_size),
-            args.batch_size, num_workers, args.skip_corrupt)
-    valid = feature_sets["valid"]
-    valid_feats, valid_labels = valid.features.to(device), valid.labels.to(device)
-    if not args.augment:
-        train_feats = feature_sets["train"].features.to(device)
-        train_labels = feature_sets["train"].labels.to(device)
 
-    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
-    history: list[dict[str, Any]] = []
-    epoch, stopped, resumed_from = 0, False, 0
-    run_id = checkpoint.fingerprint({
+def _run_id(args: argparse.Namespace, weights_id: str, class_names: list[str],
+            splits: dict[str, Any]) -> str:
+    """What a checkpoint must match to be resumed: the settings and data that shape training."""
+    return checkpoint.fingerprint({
         "learning_rate": args.learning_rate, "batch_size": args.batch_size,
         "architecture": args.architecture, "image_size": args.image_size, "seed": args.seed,
         "augment": args.augment, "skip_corrupt": args.skip_corrupt, "weights": weights_id,
         "classes": class_names, "sizes": {k: len(v) for k, v in splits.items()}})
+
+
+def _resume(paths: Paths, run_id: str, head: nn.Module, optimizer: torch.optim.Optimizer,
+            generator: torch.Generator) -> checkpoint.Progress:
+    """A fresh start, or the state of the last checkpoint of this same run (`run_id`)."""
     resume, why = checkpoint.load(paths.checkpoint_dir, run_id)
     if resume is None:
         log(f"starting at epoch 1 ({why})")
-    else:
-        head.load_state_dict(resume["head"])
-        optimizer.load_state_dict(resume["optimizer"])
-        checkpoint.restore_rng_states(resume["rng"], generator)
-        epoch, stopped, history = resume["epoch"], resume["stopped"], resume["history"]
-        best_loss, best_epoch, stale = resume["best_loss"], resume["best_epoch"], resume["stale"]
-        best_state = resume["best_head"]
-        resumed_from = epoch
-        log(f"resumed from epoch {epoch} ({why})")
-    first_epoch = epoch + 1
-    for epoch in range(first_epoch, 0 if stopped else args.epochs + 1):
+        return checkpoint.Progress()
+    head.load_state_dict(resume["head"])
+    optimizer.load_state_dict(resume["optimizer"])
+    checkpoint.restore_rng_states(resume["rng"], generator)
+    log(f"resumed from epoch {resume['epoch']} ({why})")
+    return checkpoint.Progress(
+        epoch=resume["epoch"], stopped=resume["stopped"], history=resume["history"],
+        best_loss=resume["best_loss"], best_epoch=resume["best_epoch"],
+        best_state=resume["best_head"], stale=resume["stale"], resumed_from=resume["epoch"])
+
+
+def _train_epochs(args: argparse.Namespace, paths: Paths, run_id: str, p: checkpoint.Progress,
+                  head: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                  device: torch.device, augmenter: AugmentedTrainer | None,
+                  train: tuple[torch.Tensor, torch.Tensor] | None,
+                  valid: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The epochs left after `p`, with early stopping and a checkpoint after each; then the head
+    gets the best epoch's weights."""
+    for epoch in range(p.epoch + 1, 0 if p.stopped else args.epochs + 1):
+        p.epoch = epoch
         if augmenter is not None:
             train_loss = augmenter.epoch(optimizer, generator, device)
         else:
+            assert train is not None
             with small_op_threads(device):
-                train_loss = train_epoch_on_features(head, train_feats, train_labels, optimizer,
+                train_loss = train_epoch_on_features(head, *train, optimizer,
                                                      args.batch_size, generator, device)
         with small_op_threads(device):
-            result = evaluate(head, valid_feats, valid_labels, 512, device)
-        history.append({"epoch": epoch, "train_loss": train_loss,
-                        "validation_loss": result.loss, "validation_accuracy": result.accuracy})
-        if result.loss < best_loss:  # NaN never counts as better
-            best_loss, best_epoch, stale = result.loss, epoch, 0
-            best_state = copy.deepcopy(head.state_dict())
+            result = evaluate(head, *valid, 512, device)
+        p.history.append({"epoch": epoch, "train_loss": train_loss,
+                          "validation_loss": result.loss, "validation_accuracy": result.accuracy})
+        if result.loss < p.best_loss:  # NaN never counts as better
+            p.best_loss, p.best_epoch, p.stale = result.loss, epoch, 0
+            p.best_state = copy.deepcopy(head.state_dict())
         else:
-            stale += 1
-            stopped = stale >= args.patience
+            p.stale += 1
+            p.stopped = p.stale >= args.patience
         if paths.checkpoint_dir is not None:
             checkpoint.save(paths.checkpoint_dir, {
-                "fingerprint": run_id, "epoch": epoch, "stopped": stopped, "history": history,
+                "fingerprint": run_id, "epoch": epoch, "stopped": p.stopped, "history": p.history,
                 "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                "best_head": best_state, "best_loss": best_loss, "best_epoch": best_epoch,
-                "stale": stale, "rng": checkpoint.rng_states(generator)})
+                "best_head": p.best_state, "best_loss": p.best_loss, "best_epoch": p.best_epoch,
+                "stale": p.stale, "rng": checkpoint.rng_states(generator)})
             log(f"checkpoint after epoch {epoch} saved")
         # After the checkpoint: whoever sees epoch N's line may stop us and we resume after N.
         emit(metrics.epoch_line(epoch, train_loss, result.loss, result.accuracy))
-        if stopped:
+        if p.stopped:
             log(f"early stopping after epoch {epoch}: no better validation loss for "
-                f"{stale} epochs")
+                f"{p.stale} epochs")
             break
-    if best_state is not None:
-        head.load_state_dict(best_state)
+    if p.best_state is not None:
+        head.load_state_dict(p.best_state)
     else:
-        best_epoch = epoch
-    log(f"selected epoch {best_epoch} of {epoch}")
+        p.best_epoch = p.epoch
+    log(f"selected epoch {p.best_epoch} of {p.epoch}")
 
-    final_valid = evaluate(head, valid_feats, valid_labels, 512, device)
+
+def _final_metrics(
+    head: nn.Module, device: torch.device, valid: tuple[torch.Tensor, torch.Tensor],
+    test: features.FeatureSet, class_names: list[str], p: checkpoint.Progress,
+) -> tuple[dict[str, float], dict[str, float], list[list[int]]]:
+    """The selected head on valid and test: the metric lines the tuner reads, the metric values,
+    the per-class test accuracy and the confusion matrix."""
+    final_valid = evaluate(head, *valid, 512, device)
     emit(metrics.validation_line(final_valid.loss, final_valid.accuracy))
-    test = feature_sets["test"]
     test_result = evaluate(head, test.features.to(device), test.labels.to(device), 512, device)
     for line in metrics.test_lines(test_result.loss, test_result.accuracy,
                                    test_result.top5_accuracy):
         emit(line)
     per_class, confusion = per_class_report(test_result.predictions, test.labels, class_names)
-
-    skipped = sorted({str(splits[n].root / r) for n, fs in feature_sets.items()
-                      for r in fs.skipped} | (augmenter.skipped if augmenter else set()))
-    if skipped:
-        log(f"WARNING: skipped {len(skipped)} unreadable image(s) (--skip-corrupt)")
     metric_values = {
         "validation:loss": final_valid.loss,
         "validation:accuracy": final_valid.accuracy,
         "test:loss": test_result.loss,
         "test:accuracy": test_result.accuracy,
         "test:top5_accuracy": test_result.top5_accuracy,
-        "train:loss": history[best_epoch - 1]["train_loss"],
+        "train:loss": p.history[p.best_epoch - 1]["train_loss"],
     }
-    hyperparameters = {
-        "learning_rate": args.learning_rate, "batch_size": args.batch_size,
-        "epochs": args.epochs, "patience": args.patience, "architecture": args.architecture,
-        "image_size": args.image_size, "seed": args.seed, "augment": args.augment,
-        "skip_corrupt": args.skip_corrupt,
-    }
-    metadata = {
-        "architecture": args.architecture,
-        "image_size": args.image_size,
-        "class_names": class_names,
-        "num_classes": len(class_names),
-        "hyperparameters": hyperparameters,
-        "metrics": metric_values,
-        "per_class_accuracy": per_class,
-        "confusion_matrix": confusion,
-        "epochs_run": epoch,
-        "best_epoch": best_epoch,
-        "resumed_from_epoch": resumed_from,
-        "feature_cache_hit": cache_hit,
-        "skipped_images": skipped,
-        "seconds": round(time.time() - started, 3),
-        "device": device.type,
-    }
-    save_model(paths.model_dir, model.cpu(), metadata)
-    paths.output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(paths.output_dir / "metrics.json",
-                       {"metrics": metric_values, "history": history, "best_epoch": best_epoch,
-                        "epochs_run": epoch, "feature_cache_hit": cache_hit})
-    log(f"saved {paths.model_dir / 'model.pth'} in {metadata['seconds']:.1f} s")
-    return metadata
+    return metric_values, per_class, confusion
 
 
 def main(argv: Sequence[str] | None = None) -> int:

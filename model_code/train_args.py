@@ -167,3 +167,13 @@ def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
 def log(message: str) -> None:
     """Progress for people; flushed so a parent process reading our stdout sees it at once."""
     print(f"[train] {message}", flush=True)
+
+
+def hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's hyperparameters, as metadata.json records them."""
+    return {
+        "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+        "epochs": args.epochs, "patience": args.patience, "architecture": args.architecture,
+        "image_size": args.image_size, "seed": args.seed, "augment": args.augment,
+        "skip_corrupt": args.skip_corrupt,
+    }
