@@ -1,0 +1,82 @@
+"""Every knob of the endpoint server, as a dataclass and as the command line that carries it."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+from dogops.local.autoscaler import ScalingPolicy
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Every knob of the server; `to_args()` / `parse_args()` make it a command line and back."""
+
+    name: str
+    model_dir: str
+    code_dir: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_file: str | None = None
+    model_version: str = ""
+    min_workers: int = 1
+    max_workers: int = 2
+    target_invocations: float = 50.0
+    scale_in_cooldown: float = 30.0
+    scale_out_cooldown: float = 30.0
+    # SageMaker real-time endpoints accept payloads up to 6 MB.
+    max_body_bytes: int = 6 * 1024 * 1024
+    # Requests allowed to wait for a worker beyond those being served; more get 503 at once.
+    max_queue: int = 16
+    # SageMaker gives a container 60 s per invocation.
+    invocation_timeout: float = 60.0
+    # How long a queued request waits for a free worker before 503.
+    queue_timeout: float = 30.0
+    # Window over which invocations are counted for the per-minute rate (60 = CloudWatch minute).
+    metric_window: float = 60.0
+    scaling_interval: float = 1.0
+    drain_seconds: float = 2.0
+    model_load_timeout: float = 300.0
+
+    def policy(self) -> ScalingPolicy:
+        return ScalingPolicy(
+            min_capacity=self.min_workers,
+            max_capacity=self.max_workers,
+            target_per_worker_per_minute=self.target_invocations,
+            scale_in_cooldown_s=self.scale_in_cooldown,
+            scale_out_cooldown_s=self.scale_out_cooldown,
+        )
+
+    def to_args(self) -> list[str]:
+        args: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            args += [f"--{f.name.replace('_', '-')}", str(value)]
+        return args
+
+
+def parse_args(argv: list[str] | None = None) -> ServerOptions:
+    parser = argparse.ArgumentParser(
+        prog="python -m dogops.local.endpoint_server",
+        description="Serve a SageMaker-style inference.py over the container and runtime APIs.",
+    )
+    casts = {"int": int, "float": float, "str": str, "str | None": str}
+    for f in fields(ServerOptions):
+        required = f.name in ("name", "model_dir", "code_dir")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=casts[str(f.type)],
+            required=required,
+            default=None if required else f.default,
+        )
+    ns = parser.parse_args(argv)
+    options = ServerOptions(**vars(ns))
+    options.policy()  # validates min/max/target/cooldowns before anything starts
+    return options
+
+
+#----------------------------------------------------------------------------------------
+# Worker side: load the model code and answer one invocation at a time

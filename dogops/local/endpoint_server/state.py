@@ -1,0 +1,115 @@
+"""What the front process knows: pool, admission, counters, autoscaler, status page."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from dogops.local.autoscaler import InvocationCounter, TargetTrackingScaler
+from dogops.local.endpoint_server.options import ServerOptions
+from dogops.local.endpoint_server.pool import WorkerPool
+
+log = logging.getLogger("dogops.endpoint")
+
+class EndpointState:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.pool = WorkerPool(options.model_dir, options.code_dir, options.model_load_timeout)
+        self.counter = InvocationCounter(window_s=options.metric_window)
+        # A scale-to-zero pool (min 0) starts with one worker, to prove the model loads.
+        self.scaler = TargetTrackingScaler(options.policy(), current=max(1, options.min_workers))
+        self.cold_starts: list[float] = []  # seconds from arrival to a loaded worker
+        self.started = time.time()
+        self.status = "Creating"
+        self.draining = False
+        self.errors = 0
+        self.rejected = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self.options.max_workers + self.options.max_queue
+
+    def admit(self) -> bool:
+        with self._lock:
+            if self._in_flight >= self.capacity:
+                self.rejected += 1
+                return False
+            self._in_flight += 1
+            return True
+
+    def done(self, ok: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if not ok:
+                self.errors += 1
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def wake(self) -> bool:
+        """Start a worker for a request that found the pool scaled to zero; True if it did."""
+        with self._lock:
+            event = self.scaler.wake(self.counter.rate_per_minute())
+            if event is None:
+                return False
+            log.info("%s -> 1 worker", event.reason)
+            self.pool.scale_to(1)
+            return True
+
+    def scaling_tick(self) -> None:
+        rate = self.counter.rate_per_minute()
+        if rate == 0 and self.in_flight():
+            # A request still waiting for a cold worker is traffic the window has not counted
+            # yet: never scale the pool away under it.
+            self.pool.reconcile()
+            return
+        with self._lock:  # one decision at a time: a request may be waking the pool
+            event = self.scaler.evaluate(rate)
+            if event is not None:
+                log.info("%s -> %d workers", event.reason, event.to_workers)
+                self.pool.scale_to(event.to_workers)
+        self.pool.reconcile()
+
+    def status_document(self) -> dict[str, Any]:
+        o = self.options
+        workers = self.pool.snapshot()
+        rate = self.counter.rate_per_minute()
+        return {
+            "name": o.name,
+            "status": self.status,
+            "pid": os.getpid(),
+            "model": {"version": o.model_version, "model_dir": o.model_dir, "code_dir": o.code_dir},
+            "workers": workers,
+            "invocations": {
+                "total": self.counter.total,
+                "in_window": self.counter.count(),
+                "errors": self.errors,
+                "rejected": self.rejected,
+                "in_flight": self.in_flight(),
+            },
+            "rate_per_minute": round(rate, 3),
+            "per_worker_rate_per_minute": round(rate / max(1, workers["ready"]), 3),
+            "cold_starts": {
+                "count": len(self.cold_starts),
+                "last_s": round(self.cold_starts[-1], 3) if self.cold_starts else None,
+                "max_s": round(max(self.cold_starts), 3) if self.cold_starts else None,
+            },
+            "scaling": {
+                "policy": asdict(o.policy()),
+                "metric_window_s": o.metric_window,
+                "events": [e.to_dict() for e in self.scaler.events[-50:]],
+            },
+            "limits": {
+                "max_body_bytes": o.max_body_bytes,
+                "max_in_flight": self.capacity,
+                "invocation_timeout_s": o.invocation_timeout,
+            },
+            "uptime_s": round(time.time() - self.started, 3),
+        }
