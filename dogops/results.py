@@ -6,6 +6,7 @@ local backend writes to disk to resume after a crash.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -114,6 +115,19 @@ class RolloutOutcome(BaseModel):
     @property
     def promoted(self) -> bool:
         return self.decision == "promoted"
+
+
+class RolledBack(BaseModel):
+    """A candidate a guarded rollout took off the endpoint again, and why; never live."""
+
+    at: datetime
+    endpoint_name: str
+    model_version: str
+    model_uri: str
+    reason: str
+    figures: dict[str, Any] = Field(default_factory=dict, description="What it was judged on.")
+    source: str = ""
+    flow_run_id: str | None = None
 
 
 class EndpointInfo(BaseModel):
