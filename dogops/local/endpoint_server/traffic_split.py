@@ -125,16 +125,29 @@ class TrafficSplit:
             self.canary.reconcile()
 
     def acquire(self, timeout: float) -> RoutedWorker | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            pool, stats = self._choose()
+            worker = pool.acquire(max(0.0, deadline - time.monotonic()))
+            if worker is not None:
+                return RoutedWorker(worker, pool, stats)
+            with self._lock:
+                left = pool is not self.primary and pool is not self.canary
+            # A request waiting on a pool that a promotion or rollback just closed is not
+            # dropped: it goes to the pool that serves now.
+            if not left or time.monotonic() >= deadline:
+                return None
+
+    def _choose(self) -> tuple[WorkerPool, ArmStats]:
         with self._lock:
             to_canary = False
             if self.canary is not None and self.percent and self.canary.ready_count():
                 n = self._count
                 self._count += 1
                 to_canary = (n + 1) * self.percent // 100 != n * self.percent // 100
-            pool, stats = ((self.canary, self.canary_stats) if to_canary and self.canary
-                           else (self.primary, self.baseline_stats))
-        worker = pool.acquire(timeout)
-        return None if worker is None else RoutedWorker(worker, pool, stats)
+            if to_canary and self.canary is not None:
+                return self.canary, self.canary_stats
+            return self.primary, self.baseline_stats
 
     def release(self, worker: RoutedWorker) -> None:
         worker.pool.release(worker.inner)
