@@ -13,12 +13,15 @@
     └── OperationFailedError  a job or endpoint ended in a failed state: retrying will not help.
 
 Tasks pass `retry_condition_fn=is_transient` so that only `TransientError` (and botocore's
-transient errors, see `dogops.aws.clients.is_transient_aws_error`) are retried.
+transient errors, see `dogops.aws.client_errors.is_transient_aws_error`, which imports
+botocore only) are retried.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from dogops.aws.client_errors import is_transient_aws_error
 
 
 class DogopsError(Exception):
@@ -58,10 +61,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
     if isinstance(exc, (UserInputError, OperationFailedError)):
-        return False
-    try:
-        from dogops.aws.clients import is_transient_aws_error
-    except ImportError:  # pragma: no cover - aws extras always installed
         return False
     return is_transient_aws_error(exc)
 

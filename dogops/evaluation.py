@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dogops.aws.client_errors import error_code
 from dogops.dataset import IMAGE_SUFFIXES
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.settings import Settings
@@ -292,7 +293,7 @@ def _download_s3_archive(model_uri: str, dest: Path, settings: Settings) -> Path
     try:
         s3.download_file(bucket, key, str(archive))
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = error_code(exc)
         if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
             return None
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dogops.settings import TrainingConfig, TuningConfig
@@ -36,3 +37,28 @@ def static_hyperparameters(tuning: TuningConfig, training: TrainingConfig) -> di
         "seed": training.seed,
         "augment": training.augment,
     }
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What tuning searches, for both backends: the local tuner (Optuna) and SageMaker's tuner.
+
+    The learning rate is drawn on a log scale whenever the range is a range: 0.001..0.1 spans two
+    decades, and a uniform draw would spend 90% of the budget above 0.01 (SageMaker's Auto scaling
+    type picks logarithmic here too). A one-point range (min == max) is drawn linearly.
+    """
+
+    learning_rate_min: float
+    learning_rate_max: float
+    learning_rate_log: bool
+    batch_sizes: tuple[int, ...]
+
+
+def search_space(tuning: TuningConfig) -> SearchSpace:
+    """The one search-space definition (settings bound it: min > 0, min <= max)."""
+    return SearchSpace(
+        learning_rate_min=tuning.learning_rate_min,
+        learning_rate_max=tuning.learning_rate_max,
+        learning_rate_log=tuning.learning_rate_max > tuning.learning_rate_min,
+        batch_sizes=tuple(tuning.batch_sizes),
+    )

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from dogops.aws.client_errors import error_code
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.results import RolledBack, SyncReport, TrainedModel
 from dogops.settings import Settings
@@ -166,7 +167,7 @@ class S3RegistryStore:
         try:
             return bytes(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "NoSuchBucket", "404"):
+            if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
                 return None
             raise
 
@@ -178,7 +179,7 @@ class S3RegistryStore:
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            if error_code(exc) == "NoSuchBucket":
                 raise UserInputError(
                     f"bucket {self.bucket} does not exist, so the registry cannot be written to "
                     f"{self.uri}: run train-and-deploy first (it creates the bucket) or set "

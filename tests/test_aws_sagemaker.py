@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from dogops.aws import naming, tuning
+from dogops.aws import naming, sagemaker_job, tuning
 from dogops.aws.clients import AwsClients
 from dogops.aws.endpoint import delete_endpoint_resources, deploy_endpoint
 from dogops.aws.training import train_best
@@ -235,7 +235,7 @@ def test_objective_type(objective: str, kind: str):
      ('"resnet50"', "resnet50"), ("efficientnet_lite0", "efficientnet_lite0")],
 )
 def test_parse_quoted_hyperparameters(raw: str, parsed: Any):
-    assert tuning.parse_hp(raw) == parsed
+    assert sagemaker_job.parse_hp(raw) == parsed
 
 
 def test_trials_listed_with_stubber():

@@ -11,7 +11,7 @@ import test_aws_sagemaker as base
 from test_aws_sagemaker import BUCKET, DATA, ROLE, calls, no_sleep, tune, tuning_with_best
 
 from dogops import cost
-from dogops.aws import spot, tuning
+from dogops.aws import sagemaker_job, spot
 from dogops.aws.training import train_best
 from dogops.errors import UserInputError
 
@@ -26,7 +26,7 @@ def _spot_fields(definition: dict, job_name: str) -> None:
         "LocalPath": "/opt/ml/checkpoints",
     }
     stop = definition["StoppingCondition"]
-    assert stop["MaxRuntimeInSeconds"] == tuning.DEFAULT_MAX_RUNTIME_S
+    assert stop["MaxRuntimeInSeconds"] == sagemaker_job.DEFAULT_MAX_RUNTIME_S
     assert stop["MaxWaitTimeInSeconds"] == 6 * 3600 >= stop["MaxRuntimeInSeconds"]
 
 
@@ -68,7 +68,7 @@ def test_spot_final_training_request_as_moto_stores_it(clients, aws_settings, so
 def test_max_wait_shorter_than_the_runtime_is_refused_naming_the_setting(aws_settings):
     settings = aws_settings.merged(training={"spot": True, "spot_max_wait_s": 600})
     with pytest.raises(UserInputError, match="DOGOPS_TRAINING__SPOT_MAX_WAIT_S=10800"):
-        spot.stopping_condition(settings, tuning.DEFAULT_MAX_RUNTIME_S)
+        spot.stopping_condition(settings, sagemaker_job.DEFAULT_MAX_RUNTIME_S)
 
 
 def test_cost_shows_what_spot_saved(aws_settings):

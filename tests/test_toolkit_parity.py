@@ -80,7 +80,7 @@ def _env_lines(log: str) -> dict[str, str]:
 def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
     trial: dict[str, Any],
 ) -> None:
-    from dogops.aws.tuning import static_hyperparameters
+    from dogops.aws.sagemaker_job import static_hyperparameters
 
     trial_dir: Path = trial["dir"]
     source = trial["job_dir"] / "sourcedir.tar.gz"
@@ -309,7 +309,7 @@ def test_project_pins_the_toolkits_of_the_chosen_pytorch_image() -> None:
     import tomllib
     from importlib import metadata
 
-    from dogops.aws.tuning import toolkit_versions
+    from dogops.aws.sagemaker_job import toolkit_versions
 
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     pins = dict(

@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops.aws import ownership
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.errors import UserInputError
 from dogops.results import ScalingInfo
@@ -114,7 +115,7 @@ def _require_endpoint_ours(clients: AwsClients, endpoint_name: str, project: str
     try:
         described = sm.describe_endpoint(EndpointName=endpoint_name)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ValidationException", "ResourceNotFound"):
+        if error_code(exc) in ("ValidationException", "ResourceNotFound"):
             return
         raise
     ownership.require_endpoint_ours(sm, described, project)
@@ -186,7 +187,7 @@ def register_autoscaling(
 
 
 def _ignore_missing(exc: ClientError) -> None:
-    if exc.response.get("Error", {}).get("Code") != "ObjectNotFoundException":
+    if error_code(exc) != "ObjectNotFoundException":
         raise exc
 
 

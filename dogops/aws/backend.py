@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from dogops.aws import endpoint as endpoint_mod
-from dogops.aws import s3_sync, training
+from dogops.aws import s3_sync, sagemaker_job, training
 from dogops.aws import tuning as tuning_mod
 from dogops.aws.clients import AwsClients
 from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
@@ -56,8 +56,8 @@ class AwsBackend:
         *,
         clients: AwsClients | None = None,
         model_code_dir: Path | None = None,
-        poll_s: float = tuning_mod.DEFAULT_POLL_S,
-        timeout_s: float = tuning_mod.DEFAULT_TIMEOUT_S,
+        poll_s: float = sagemaker_job.DEFAULT_POLL_S,
+        timeout_s: float = sagemaker_job.DEFAULT_TIMEOUT_S,
         endpoint_timeout_s: float = endpoint_mod.DEFAULT_ENDPOINT_TIMEOUT_S,
     ) -> None:
         self.settings = settings

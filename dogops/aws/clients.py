@@ -12,56 +12,11 @@ from typing import Any, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 
-from dogops.aws.propagation import is_role_not_assumable
+from dogops.aws.client_errors import TRANSIENT_ERROR_CODES, is_transient_aws_error
 from dogops.settings import AwsConfig
 
-TRANSIENT_ERROR_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "InternalError",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "EC2ThrottledException",
-    }
-)
-
-
-def is_transient_aws_error(exc: BaseException) -> bool:
-    """Throttling, 5xx, connection failures and a role not assumable yet (IAM propagation) are
-    transient; every other client error is not."""
-    if is_role_not_assumable(exc):
-        return True
-    if isinstance(
-        exc, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)
-    ):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code") in TRANSIENT_ERROR_CODES or int(status or 0) >= 500
-    return False
+__all__ = ["TRANSIENT_ERROR_CODES", "AwsClients", "is_transient_aws_error"]
 
 
 class AwsClients:

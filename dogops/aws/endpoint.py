@@ -28,9 +28,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops.aws import naming, ownership, rollout
+from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
-from dogops.aws.tuning import DEFAULT_POLL_S, framework_image
+from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
+from dogops.aws.waiting import poll, wait_with_waiter
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
@@ -48,9 +50,9 @@ BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
 def _missing(exc: ClientError) -> bool:
     """SageMaker answers ValidationException "Could not find ..." for absent resources."""
-    error = exc.response.get("Error", {})
-    return error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-        "Could not find" in str(error.get("Message", "")) or error.get("Code") == "ResourceNotFound"
+    code = error_code(exc)
+    return code in ("ValidationException", "ResourceNotFound") and (
+        "Could not find" in error_message(exc) or code == "ResourceNotFound"
     )
 
 
@@ -176,10 +178,12 @@ def wait_for_endpoint(
 ) -> dict[str, Any]:
     """Poll until the endpoint is no longer busy; returns its description (any final status)."""
     started = time.monotonic()
-    deadline = started + timeout_s
     last = ""
     tracker: Progress | None = None
-    while True:
+    status = ""
+
+    def look() -> dict[str, Any] | None:
+        nonlocal last, tracker, status
         described = describe_endpoint(clients, name)
         if described is None:
             raise OperationFailedError(f"endpoint {name} disappeared while waiting for it.")
@@ -202,12 +206,27 @@ def wait_for_endpoint(
         elapsed = time.monotonic() - started
         tracker.update(min(elapsed, 0.95 * TYPICAL_ENDPOINT_S), note=f"{status}, "
                        f"{elapsed:.0f} s so far")
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(
-                f"endpoint {name} still {status} after {timeout_s:.0f} s: check it in the "
-                "SageMaker console, then re-run the flow."
-            )
-        sleep(poll_s)
+        return None
+
+    return poll(
+        look, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep,
+        timed_out=lambda: OperationFailedError(
+            f"endpoint {name} still {status} after {timeout_s:.0f} s: check it in the "
+            "SageMaker console, then re-run the flow."
+        ),
+    )
+
+
+def wait_endpoint_deleted(
+    clients: AwsClients, name: str, *, timeout_s: float, poll_s: float, then: str
+) -> None:
+    """Wait (boto3's `endpoint_deleted` waiter) until endpoint `name` is gone; `then` says what
+    the person should do if it is not."""
+    wait_with_waiter(
+        clients.client("sagemaker"), "endpoint_deleted", EndpointName=name,
+        timeout_s=timeout_s, poll_s=poll_s,
+        failure=f"endpoint {name} still exists {timeout_s:.0f} s after DeleteEndpoint: {then}",
+    )
 
 
 def endpoint_info(
@@ -350,13 +369,8 @@ def delete_endpoint_resources(
     elif described is not None:
         if apply:
             sm.delete_endpoint(EndpointName=endpoint_name)
-            deadline = time.monotonic() + timeout_s
-            while describe_endpoint(clients, endpoint_name) is not None:
-                if time.monotonic() >= deadline:
-                    raise OperationFailedError(
-                        f"endpoint {endpoint_name} still exists {timeout_s:.0f} s after delete."
-                    )
-                sleep(poll_s)
+            wait_endpoint_deleted(clients, endpoint_name, timeout_s=timeout_s, poll_s=poll_s,
+                                  then="check it in the SageMaker console.")
         done.append(f"endpoint:{endpoint_name}")
     for config in _children(
         clients, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName",

@@ -26,7 +26,7 @@ from dogops.aws.endpoint import (
     endpoint_info,
     wait_for_endpoint,
 )
-from dogops.aws.tuning import DEFAULT_POLL_S
+from dogops.aws.sagemaker_job import DEFAULT_POLL_S
 from dogops.errors import OperationFailedError
 from dogops.results import EndpointInfo
 from dogops.settings import Settings

@@ -21,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops import iam_policies
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.ownership import (
     LAMBDA_ROLE_SETTING,
@@ -61,10 +62,6 @@ def project_tags(settings: Settings) -> list[dict[str, str]]:
         {"Key": "project", "Value": settings.project},
         {"Key": "managed-by", "Value": MANAGED_BY},
     ]
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _canonical(document: Any) -> str:
@@ -110,7 +107,7 @@ def _ensure_role(
     try:
         role = iam.get_role(RoleName=name)["Role"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
         role = iam.create_role(
             RoleName=name,
@@ -166,7 +163,7 @@ def _ensure_policy(
     try:
         policy = iam.get_policy(PolicyArn=arn)["Policy"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
         policy = iam.create_policy(
             PolicyName=name,
@@ -208,7 +205,7 @@ def _require_names_ours(
     try:
         found = iam.get_role(RoleName=role)["Role"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
     else:
         tags = found.get("Tags") or iam.list_role_tags(RoleName=role)["Tags"]
@@ -216,7 +213,7 @@ def _require_names_ours(
     try:
         iam.get_policy(PolicyArn=policy_arn)
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
     else:
         tags = iam.list_policy_tags(PolicyArn=policy_arn)["Tags"]
@@ -276,7 +273,7 @@ def ensure_lambda_role(
 def execution_images(settings: Settings) -> list[str]:
     """The images the execution role must pull: tuning, final training and hosting, from the
     same lookup that puts them in the requests (so the registry account is the image's own)."""
-    from dogops.aws.tuning import framework_image
+    from dogops.aws.sagemaker_job import framework_image
 
     region, training = settings.aws.region, settings.training
     return sorted({

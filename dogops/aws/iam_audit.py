@@ -21,8 +21,10 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
 
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.iam import delete_policy_with_versions
+from dogops.aws.waiting import poll
 from dogops.errors import UserInputError
 from dogops.iam_policies import is_aws_managed, is_full_access_policy
 
@@ -119,17 +121,21 @@ def _last_accessed(iam: Any, policy_arn: str) -> datetime | None:
     Raises `_LastAccessUnavailable` when IAM cannot answer (not implemented, no permission)."""
     try:
         job = iam.generate_service_last_accessed_details(Arn=policy_arn)["JobId"]
-        deadline = time.monotonic() + LAST_ACCESSED_TIMEOUT_S
-        while True:
-            details = iam.get_service_last_accessed_details(JobId=job)
+
+        def look() -> dict[str, Any] | None:
+            details: dict[str, Any] = iam.get_service_last_accessed_details(JobId=job)
             if details["JobStatus"] == "COMPLETED":
-                break
-            if details["JobStatus"] == "FAILED" or time.monotonic() > deadline:
+                return details
+            if details["JobStatus"] == "FAILED":
                 raise _LastAccessUnavailable(
-                    f"last-accessed job {details['JobStatus']}: "
-                    f"{details.get('Error', {}).get('Message', 'timed out')}"
+                    f"last-accessed job FAILED: {details.get('Error', {}).get('Message', '')}"
                 )
-            _sleep(LAST_ACCESSED_POLL_S)
+            return None
+
+        details = poll(
+            look, timeout_s=LAST_ACCESSED_TIMEOUT_S, poll_s=LAST_ACCESSED_POLL_S, sleep=_sleep,
+            timed_out=lambda: _LastAccessUnavailable("last-accessed job timed out"),
+        )
     except _LastAccessUnavailable:
         raise
     except Exception as exc:  # ClientError, BotoCoreError, botocore's ResponseParserError (moto)
@@ -264,7 +270,7 @@ def apply_cleanup(clients: AwsClients, report: AuditReport, detach: bool = False
                 log.info("Detached %s from %d entities", arn, attachments)
             delete_policy_with_versions(iam, arn)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+            if error_code(exc) == "NoSuchEntity":
                 log.info("Policy %s already gone", arn)
                 continue
             raise

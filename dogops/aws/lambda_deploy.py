@@ -22,9 +22,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dogops.aws.client_errors import error_code, http_status
 from dogops.aws.clients import AwsClients
 from dogops.aws.ownership import FUNCTION_SETTING, is_ours, require_ours
 from dogops.aws.propagation import call_with_role
+from dogops.aws.waiting import poll
 from dogops.backends.base import StepNotSupported
 from dogops.errors import DogopsError, OperationFailedError
 from dogops.lambda_package import LambdaPackage, build_package
@@ -39,14 +41,6 @@ MANAGED_BY = "dogops"
 WAIT_TIMEOUT_S = 300.0
 WAIT_POLL_S = 2.0
 _sleep: Callable[[float], None] = time.sleep  # tests replace this to avoid real waits
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def _tags(settings: Settings) -> dict[str, str]:
@@ -92,8 +86,7 @@ def _matches(version: dict[str, Any], package: LambdaPackage, desired: dict[str,
 
 def wait_until_ready(client: Any, function_name: str) -> dict[str, Any]:
     """Wait until the function is not Pending and no update is InProgress; fail on Failed."""
-    deadline = time.monotonic() + WAIT_TIMEOUT_S
-    while True:
+    def look() -> dict[str, Any] | None:
         config = client.get_function_configuration(FunctionName=function_name)
         state, update = config.get("State"), config.get("LastUpdateStatus")
         if state == "Failed" or update == "Failed":
@@ -101,19 +94,24 @@ def wait_until_ready(client: Any, function_name: str) -> dict[str, Any]:
             raise OperationFailedError(f"Lambda function {function_name} failed: {reason}")
         if state != "Pending" and update != "InProgress":
             return dict(config)
-        if time.monotonic() > deadline:
-            raise OperationFailedError(
-                f"Lambda function {function_name} still {state}/{update} after "
-                f"{WAIT_TIMEOUT_S:.0f} s."
-            )
-        _sleep(WAIT_POLL_S)
+        seen[:] = [state, update]
+        return None
+
+    seen: list[Any] = [None, None]
+    return poll(
+        look, timeout_s=WAIT_TIMEOUT_S, poll_s=WAIT_POLL_S, sleep=_sleep,
+        timed_out=lambda: OperationFailedError(
+            f"Lambda function {function_name} still {seen[0]}/{seen[1]} after "
+            f"{WAIT_TIMEOUT_S:.0f} s."
+        ),
+    )
 
 
 def _get_function(client: Any, name: str) -> dict[str, Any] | None:
     try:
         return dict(client.get_function(FunctionName=name))
     except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return None
         raise
 
@@ -129,7 +127,7 @@ def _get_alias(client: Any, name: str, alias: str) -> dict[str, Any] | None:
     try:
         return dict(client.get_alias(FunctionName=name, Name=alias))
     except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return None
         raise
 
@@ -142,9 +140,8 @@ _NAMED_404 = ("ResourceNotFoundException", "ProvisionedConcurrencyConfigNotFound
 def _provisioned_concurrency_error(
     exc: ClientError, operation: str, function_name: str, alias: str
 ) -> DogopsError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    if _status(exc) == 404 and code not in _NAMED_404:
+    code = error_code(exc)
+    if http_status(exc) == 404 and code not in _NAMED_404:
         return StepNotSupported(
             f"this Lambda endpoint does not offer provisioned concurrency ({operation} answered "
             f"404 {code}): {function_name}:{alias} is deployed without it. Set "
@@ -152,7 +149,7 @@ def _provisioned_concurrency_error(
             "not ask for it."
         )
     return OperationFailedError(
-        f"Lambda answered {_status(exc)} {code} to {operation} for {function_name}:{alias}: "
+        f"Lambda answered {http_status(exc)} {code} to {operation} for {function_name}:{alias}: "
         "the function or its alias does not exist (any more). Re-run the flow to recreate them."
     )
 
@@ -173,7 +170,7 @@ def ensure_provisioned_concurrency(
             FunctionName=function_name, Qualifier=alias
         )
     except ClientError as exc:
-        if _code(exc) != "ProvisionedConcurrencyConfigNotFoundException":
+        if error_code(exc) != "ProvisionedConcurrencyConfigNotFoundException":
             raise _provisioned_concurrency_error(
                 exc, "GetProvisionedConcurrencyConfig", function_name, alias
             ) from exc
@@ -195,7 +192,7 @@ def ensure_provisioned_concurrency(
             FunctionName=function_name, Qualifier=alias, ProvisionedConcurrentExecutions=wanted
         )
     except ClientError as exc:
-        if _status(exc) == 404:
+        if http_status(exc) == 404:
             raise _provisioned_concurrency_error(
                 exc, "PutProvisionedConcurrencyConfig", function_name, alias
             ) from exc

@@ -23,6 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from dogops.aws.client_errors import error_code, error_message, says_role_not_assumable
 from dogops.errors import OperationFailedError, PermissionDeniedError, RoleNotAssumableYet
 
 log = logging.getLogger(__name__)
@@ -31,30 +32,20 @@ log = logging.getLogger(__name__)
 ROLE_RETRY_DELAYS_S: tuple[float, ...] = (2, 4, 8, 15, 30, 30, 30)
 _sleep: Callable[[float], None] = time.sleep  # tests replace this to avoid real waits
 
-_NOT_ASSUMABLE = ("could not assume role", "cannot be assumed", "unable to assume role")
-_NOT_ASSUMABLE_CODES = ("ValidationException", "InvalidParameterValueException")
 _ACCESS_DENIED_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
 _ACTION = re.compile(r"not authorized to perform:?\s*([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
-
-
-def _error(exc: ClientError) -> tuple[str, str]:
-    error = exc.response.get("Error", {})
-    return str(error.get("Code", "")), str(error.get("Message", ""))
 
 
 def is_role_not_assumable(exc: BaseException) -> bool:
     """The service says it cannot assume the role (yet)."""
     if isinstance(exc, RoleNotAssumableYet):
         return True
-    if not isinstance(exc, ClientError):
-        return False
-    code, message = _error(exc)
-    return code in _NOT_ASSUMABLE_CODES and any(m in message.lower() for m in _NOT_ASSUMABLE)
+    return says_role_not_assumable(exc)
 
 
 def permission_denied(exc: ClientError, operation: str, role_arn: str) -> PermissionDeniedError:
     """A clear, non-retried error for AccessDenied: the role and the missing action."""
-    code, message = _error(exc)
+    code, message = error_code(exc), error_message(exc)
     found = _ACTION.search(message)
     action = found.group(1) if found else f"the permission {operation} needs"
     return PermissionDeniedError(
@@ -72,8 +63,7 @@ def call_with_role(
         try:
             return call(**kwargs)
         except ClientError as exc:
-            code, _ = _error(exc)
-            if code in _ACCESS_DENIED_CODES:
+            if error_code(exc) in _ACCESS_DENIED_CODES:
                 raise permission_denied(exc, operation, role_arn) from exc
             if not is_role_not_assumable(exc):
                 raise

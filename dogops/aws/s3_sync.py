@@ -39,8 +39,10 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
-from dogops.errors import DataLayoutError, TransientError, UserInputError
+from dogops.aws.s3_bucket import ensure_bucket
+from dogops.errors import DataLayoutError, TransientError
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
 from dogops.results import SyncReport
@@ -130,86 +132,6 @@ def hash_file(
     return LocalFile(rel, path, size, md5.hexdigest(), sha.hexdigest(), etag)
 
 
-def ensure_bucket(clients: AwsClients, bucket: str, *, create: bool) -> bool:
-    """Make sure `bucket` exists and is ours; returns True when this call created it.
-
-    With `create`, a bucket lacking default encryption or a public access block gets them
-    (so a crash between CreateBucket and those calls is repaired by the re-run); settings a
-    bucket already has are left alone.
-    """
-    s3 = clients.client("s3")
-    created = False
-    try:
-        s3.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code"))
-        if code in ("403", "AccessDenied", "Forbidden"):
-            raise UserInputError(
-                f"S3 bucket {bucket!r} exists but these credentials cannot use it (403): pick "
-                "another aws.bucket, or grant access to it."
-            ) from exc
-        if code not in ("404", "NoSuchBucket", "NotFound"):
-            raise
-        if not create:
-            raise UserInputError(
-                f"S3 bucket {bucket!r} does not exist: create it, or set "
-                "aws.create_bucket=true (DOGOPS_AWS__CREATE_BUCKET=true) to let dogops create it."
-            ) from exc
-        kwargs: dict[str, Any] = {"Bucket": bucket}
-        if clients.config.region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": clients.config.region}
-        try:
-            s3.create_bucket(**kwargs)
-            created = True
-        except ClientError as create_exc:
-            create_code = create_exc.response.get("Error", {}).get("Code")
-            if create_code == "BucketAlreadyExists":
-                raise UserInputError(
-                    f"S3 bucket name {bucket!r} is taken by another account: bucket names are "
-                    "global, choose another aws.bucket."
-                ) from create_exc
-            if create_code == "InvalidBucketName":
-                raise UserInputError(
-                    f"{bucket!r} is not a valid S3 bucket name: use 3-63 lowercase letters, "
-                    "digits, dots or hyphens (aws.bucket)."
-                ) from create_exc
-            if create_code != "BucketAlreadyOwnedByYou":
-                raise
-    if create:
-        _ensure_bucket_protection(s3, bucket)
-    return created
-
-
-def _ensure_bucket_protection(s3: Any, bucket: str) -> None:
-    try:
-        s3.get_bucket_encryption(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != (
-            "ServerSideEncryptionConfigurationNotFoundError"
-        ):
-            raise
-        s3.put_bucket_encryption(
-            Bucket=bucket,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-        )
-    try:
-        s3.get_public_access_block(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchPublicAccessBlockConfiguration":
-            raise
-        s3.put_public_access_block(
-            Bucket=bucket,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-
-
 def object_key(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
@@ -221,7 +143,7 @@ def read_manifest_bytes(clients: AwsClients, bucket: str, prefix: str) -> bytes 
             Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME)
         )["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if error_code(exc) in ("NoSuchKey", "404"):
             return None
         raise
     return bytes(body)

@@ -25,7 +25,6 @@ from typing import Any
 
 from dogops.aws import autoscaling, endpoint, iam, lambda_deploy, ownership, rollout
 from dogops.aws.clients import AwsClients
-from dogops.errors import OperationFailedError
 from dogops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,14 +71,10 @@ def _wait_gone(
     clients: AwsClients, name: str, timeout_s: float, poll_s: float,
     sleep: Callable[[float], None],
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while endpoint.describe_endpoint(clients, name) is not None:
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(
-                f"endpoint {name} still exists {timeout_s:.0f} s after DeleteEndpoint: check it "
-                "in the SageMaker console, then re-run teardown."
-            )
-        sleep(poll_s)
+    endpoint.wait_endpoint_deleted(
+        clients, name, timeout_s=timeout_s, poll_s=poll_s,
+        then="check it in the SageMaker console, then re-run teardown.",
+    )
 
 
 def teardown_aws(

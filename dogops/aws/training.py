@@ -19,22 +19,24 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dogops.aws import naming, spot
+from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
-from dogops.aws.tuning import (
+from dogops.aws.sagemaker_job import (
     DEFAULT_MAX_RUNTIME_S,
     DEFAULT_POLL_S,
     DEFAULT_TIMEOUT_S,
     TUNED_NAMES,
     data_channel,
     framework_image,
-    hp_value,
     metric_definitions,
     parse_hyperparameters,
     static_hyperparameters,
     upload_source,
 )
+from dogops.aws.waiting import poll
 from dogops.errors import OperationFailedError
+from dogops.hyperparameters import hp_value
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
 from dogops.settings import Settings
@@ -189,11 +191,12 @@ def wait_for_training(
 ) -> dict[str, Any]:
     """Poll until the job ends; raise `OperationFailedError` on failure, stop or timeout."""
     sm = clients.client("sagemaker")
-    deadline = time.monotonic() + timeout_s
     last = ""
     # SageMaker says which stage a job is in, not how far: the share done is by stage.
     tracker = Progress(f"training job {job_name}", len(_STAGES), "stages", say=progress)
-    while True:
+
+    def look() -> dict[str, Any] | None:
+        nonlocal last
         job: dict[str, Any] = sm.describe_training_job(TrainingJobName=job_name)
         status = job["TrainingJobStatus"]
         line = f"training job {job_name}: {status} ({job.get('SecondaryStatus', '')})"
@@ -211,12 +214,15 @@ def wait_for_training(
                 f"training job {job_name} ended {status}: "
                 f"{job.get('FailureReason') or 'no reason given'}. See its CloudWatch logs."
             )
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(
-                f"training job {job_name} did not finish within {timeout_s:.0f} s; it keeps "
-                "running on SageMaker: re-run the flow to attach to it."
-            )
-        sleep(poll_s)
+        return None
+
+    return poll(
+        look, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep,
+        timed_out=lambda: OperationFailedError(
+            f"training job {job_name} did not finish within {timeout_s:.0f} s; it keeps "
+            "running on SageMaker: re-run the flow to attach to it."
+        ),
+    )
 
 
 def train_best(
@@ -268,7 +274,7 @@ def train_best(
         if progress:
             progress(f"training job {name} already exists: attaching instead of launching again")
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in (
+        if error_code(exc) not in (
             "ValidationException", "ResourceNotFound",
         ):
             raise

@@ -28,12 +28,7 @@ Idempotency: the job name is `<project>-hpo-<run key>-<hash of the request>` (<=
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import json
 import logging
-import tarfile
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -43,187 +38,58 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogops.aws import naming, spot
+from dogops.aws.client_errors import error_code, http_status
 from dogops.aws.clients import AwsClients
 from dogops.aws.propagation import call_with_role
+from dogops.aws.sagemaker_job import (
+    DEFAULT_MAX_RUNTIME_S,
+    DEFAULT_POLL_S,
+    DEFAULT_TIMEOUT_S,
+    data_channel,
+    framework_image,
+    metric_definitions,
+    objective_type,
+    parse_hyperparameters,
+    static_hyperparameters,
+    upload_source,
+)
+from dogops.aws.waiting import poll
 from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
     DATA_MANIFEST_TAG,
     latest_completed_job,
     warm_start_config,
 )
 from dogops.errors import OperationFailedError, UserInputError
-from dogops.hyperparameters import hp_value
-from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
+from dogops.hyperparameters import search_space
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrialResult, TuningResult
-from dogops.settings import Settings, TrainingConfig
+from dogops.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str], None]
 
-ENTRY_POINT = "train.py"
-CHANNEL = "training"
-DEFAULT_TIMEOUT_S = 12 * 3600.0
-DEFAULT_POLL_S = 30.0
-DEFAULT_MAX_RUNTIME_S = 3 * 3600
-TUNED_NAMES = ("learning_rate", "batch_size")
 TERMINAL = ("Completed", "Stopped", "Failed")
-
-# Used only when the SDK's image table cannot be imported. AWS Deep Learning Containers account.
-_DLC_ACCOUNT = "763104351884"
-
-
-def objective_type(metric: str) -> str:
-    """Losses are minimised, everything else (accuracy) maximised."""
-    return "Minimize" if metric.endswith("loss") else "Maximize"
-
-
-def metric_definitions() -> list[dict[str, str]]:
-    from model_code.metrics import METRIC_DEFINITIONS
-
-    return [{"Name": d["Name"], "Regex": d["Regex"]} for d in METRIC_DEFINITIONS]
-
-
-# The SageMaker toolkits the PyTorch DLC images of each `framework_version` run: the training
-# image starts train.py with sagemaker-training, the inference image serves inference.py with
-# sagemaker-inference + sagemaker-pytorch-inference. pyproject.toml pins the same versions, so the
-# local backend runs what these images run (tests/test_toolkit_parity.py checks the pins match).
-TOOLKIT_VERSIONS: dict[str, dict[str, str]] = {
-    "2.5": {
-        "sagemaker-training": "5.1.4",
-        "sagemaker-inference": "1.10.1",
-        "sagemaker-pytorch-inference": "2.0.25",
-    },
-}
-
-
-def toolkit_versions(training: TrainingConfig) -> dict[str, str]:
-    """The toolkit versions of the image `framework_image` picks for `training`."""
-    try:
-        return TOOLKIT_VERSIONS[training.framework_version]
-    except KeyError:
-        raise UserInputError(
-            f"training.framework_version {training.framework_version!r} has no recorded "
-            f"SageMaker toolkit versions (known: {', '.join(sorted(TOOLKIT_VERSIONS))}): add them "
-            "to dogops.aws.tuning.TOOLKIT_VERSIONS and pin the same in pyproject.toml."
-        ) from None
-
-
-def framework_image(
-    region: str, training: TrainingConfig, instance_type: str, scope: str = "training"
-) -> str:
-    """The PyTorch Deep Learning Container URI for `region` (training or inference)."""
-    try:
-        from sagemaker.core import image_uris
-
-        return str(
-            image_uris.retrieve(
-                "pytorch", region, version=training.framework_version,
-                py_version=training.py_version, instance_type=instance_type, image_scope=scope,
-            )
-        )
-    except Exception as exc:  # noqa: BLE001 - the table below is the documented fallback
-        logger.info("sagemaker image_uris unavailable (%s): using the built-in table", exc)
-        device = "gpu" if instance_type.split(".")[1][:1] in ("g", "p") else "cpu"
-        return (
-            f"{_DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/pytorch-{scope}:"
-            f"{training.framework_version}-{device}-{training.py_version}"
-        )
-
-
-# -- source code --------------------------------------------------------------------------------
-
-def _source_files(source_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in source_dir.rglob("*")
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and not any(part.startswith(".") for part in p.relative_to(source_dir).parts)
-        and p.suffix != ".pyc"
-    )
-
-
-def source_archive(source_dir: Path) -> tuple[bytes, str]:
-    """A byte-for-byte reproducible sourcedir.tar.gz of `source_dir` and its sha256."""
-    if not (source_dir / ENTRY_POINT).is_file():
-        raise UserInputError(f"{source_dir} has no {ENTRY_POINT}: point model_code_dir at it.")
-    buffer = io.BytesIO()
-    with (
-        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for path in _source_files(source_dir):
-            info = tarfile.TarInfo(path.relative_to(source_dir).as_posix())
-            info.size = path.stat().st_size
-            info.mode = 0o644
-            with path.open("rb") as fh:
-                tar.addfile(info, fh)
-    data = buffer.getvalue()
-    return data, hashlib.sha256(data).hexdigest()
-
-
-def upload_source(clients: AwsClients, source_dir: Path, bucket: str, prefix: str) -> str:
-    """Upload model code once per content hash; returns its s3:// URI."""
-    data, digest = source_archive(source_dir)
-    key = f"{prefix}/code/{digest[:16]}/sourcedir.tar.gz"
-    s3 = clients.client("s3")
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
-        s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip")
-    return f"s3://{bucket}/{key}"
-
-
-# -- the request --------------------------------------------------------------------------------
-
-def static_hyperparameters(settings: Settings, source_uri: str) -> dict[str, str]:
-    """What every trial gets unchanged: the same set the local tuner passes, plus the framework
-    container's `sagemaker_*` keys (the container strips those before calling train.py)."""
-    values: dict[str, Any] = {
-        **trial_static_hyperparameters(settings.tuning, settings.training),
-        "sagemaker_program": ENTRY_POINT,
-        "sagemaker_submit_directory": source_uri,
-        "sagemaker_region": settings.aws.region,
-        "sagemaker_container_log_level": 20,
-    }
-    return {k: hp_value(v) for k, v in values.items()}
 
 
 def parameter_ranges(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    tuning = settings.tuning
+    """`dogops.hyperparameters.search_space` in SageMaker's ParameterRanges shape."""
+    space = search_space(settings.tuning)
     return {
         "ContinuousParameterRanges": [
             {
                 "Name": "learning_rate",
-                "MinValue": str(tuning.learning_rate_min),
-                "MaxValue": str(tuning.learning_rate_max),
-                # Settings require min > 0; a log scale spends trials evenly across 0.001..0.1.
-                "ScalingType": "Logarithmic",
+                "MinValue": str(space.learning_rate_min),
+                "MaxValue": str(space.learning_rate_max),
+                "ScalingType": "Logarithmic" if space.learning_rate_log else "Linear",
             }
         ],
         "CategoricalParameterRanges": [
-            {"Name": "batch_size", "Values": [str(b) for b in tuning.batch_sizes]}
+            {"Name": "batch_size", "Values": [str(b) for b in space.batch_sizes]}
         ],
         "IntegerParameterRanges": [],
     }
 
-
-def data_channel(data: SyncReport) -> list[dict[str, Any]]:
-    return [
-        {
-            "ChannelName": CHANNEL,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri": data.uri.rstrip("/") + "/",
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-            "InputMode": "File",
-        }
-    ]
 
 
 def tuning_request(
@@ -298,32 +164,6 @@ def tuning_request(
     }
 
 
-# -- reading results ----------------------------------------------------------------------------
-
-def parse_hp(value: Any) -> Any:
-    """`'"64"'` -> 64, `'0.01'` -> 0.01, `'true'` -> True, `'resnet50'` -> 'resnet50'.
-
-    SageMaker returns every hyperparameter as a string, and categorical values chosen by a tuner
-    that the v2 SDK set up come back JSON-quoted (`'"64"'`), the original notebook's pitfall.
-    """
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    while len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def parse_hyperparameters(raw: dict[str, Any] | None) -> dict[str, Any]:
-    """Our hyperparameters, parsed; the container's `sagemaker_*` and SageMaker's `_*` dropped."""
-    return {
-        k: parse_hp(v) for k, v in (raw or {}).items()
-        if not k.startswith(("sagemaker_", "_"))
-    }
-
 
 _STATES = {
     "Completed": "Completed",
@@ -355,9 +195,10 @@ def trial_from_summary(summary: dict[str, Any], static: dict[str, Any]) -> Trial
 
 def _cannot_list(exc: ClientError) -> bool:
     """The service has no ListTrainingJobsForHyperParameterTuningJob (moto answers HTTP 500)."""
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code in ("NotImplemented", "UnknownOperationException", "InvalidAction") or status >= 500
+    code = error_code(exc)
+    return code in ("NotImplemented", "UnknownOperationException", "InvalidAction") or (
+        http_status(exc) >= 500
+    )
 
 
 def list_trials(
@@ -375,8 +216,7 @@ def list_trials(
             raise
         why = (
             f"could not list the training jobs of {job_name} "
-            f"({exc.response.get('Error', {}).get('Code')}, HTTP "
-            f"{exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode')}): the trials table "
+            f"({error_code(exc)}, HTTP {http_status(exc)}): the trials table "
             "shows the best training job only"
         )
         logger.warning(why)
@@ -475,10 +315,11 @@ def wait_for_tuning(
 ) -> dict[str, Any]:
     """Poll until the job ends; progress on every change; `OperationFailedError` on timeout."""
     sm = clients.client("sagemaker")
-    deadline = time.monotonic() + timeout_s
     last = ""
     tracker: Progress | None = None
-    while True:
+
+    def look() -> dict[str, Any] | None:
+        nonlocal last, tracker
         described: dict[str, Any] = sm.describe_hyper_parameter_tuning_job(
             HyperParameterTuningJobName=job_name
         )
@@ -496,13 +337,16 @@ def wait_for_tuning(
         if described["HyperParameterTuningJobStatus"] in TERMINAL:
             tracker.finish()
             return described
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(
-                f"tuning job {job_name} did not finish within {timeout_s:.0f} s. It keeps running "
-                "on SageMaker: re-run the flow to attach to it, or stop it with `aws sagemaker "
-                f"stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {job_name}`."
-            )
-        sleep(poll_s)
+        return None
+
+    return poll(
+        look, timeout_s=timeout_s, poll_s=poll_s, sleep=sleep,
+        timed_out=lambda: OperationFailedError(
+            f"tuning job {job_name} did not finish within {timeout_s:.0f} s. It keeps running "
+            "on SageMaker: re-run the flow to attach to it, or stop it with `aws sagemaker "
+            f"stop-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name {job_name}`."
+        ),
+    )
 
 
 def _describe(clients: AwsClients, job_name: str) -> dict[str, Any] | None:
@@ -513,7 +357,7 @@ def _describe(clients: AwsClients, job_name: str) -> dict[str, Any] | None:
             )
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ValidationException"):
+        if error_code(exc) in ("ResourceNotFound", "ValidationException"):
             return None
         raise
 

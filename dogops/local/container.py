@@ -13,7 +13,8 @@ Each job gets an `/opt/ml`-shaped folder, its `SAGEMAKER_BASE_DIR`:
     checkpoints/                        train.py's per-epoch checkpoint (/opt/ml/checkpoints),
                                         kept when the job runs again, so it resumes
 
-`sourcedir.tar.gz` is the archive the aws backend uploads (`dogops.aws.tuning.source_archive`).
+`sourcedir.tar.gz` is the archive the aws backend uploads
+(`dogops.aws.sagemaker_job.source_archive`).
 `python -m dogops.local.toolkit_train` (the container's `train` command) then sets `SM_*`, starts
 `train.py` with the hyperparameters as arguments and streams its output, which is read here for
 metric lines and pruning.
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import model_code
-from dogops.aws.tuning import CHANNEL, ENTRY_POINT, source_archive
+from dogops.aws.sagemaker_job import CHANNEL, ENTRY_POINT, source_archive
 from dogops.hyperparameters import hp_value
 from dogops.local.store import write_atomic
 

@@ -29,6 +29,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from dogops import hyperparameters
 from dogops.backends.base import ProgressFn, TrialWrapper
 from dogops.errors import UserInputError
 from dogops.hyperparameters import static_hyperparameters
@@ -87,14 +88,13 @@ def trial_name(number: int, hyperparameters: dict[str, Any]) -> str:
 
 
 def search_space(tuning: TuningConfig) -> dict[str, BaseDistribution]:
+    """`dogops.hyperparameters.search_space` as Optuna distributions."""
+    space = hyperparameters.search_space(tuning)
     return {
-        # Log scale: 0.001..0.1 spans two decades, and a uniform draw would spend 90% of the
-        # budget above 0.01 (SageMaker's Auto scaling type picks logarithmic here too).
         "learning_rate": FloatDistribution(
-            tuning.learning_rate_min, tuning.learning_rate_max,
-            log=tuning.learning_rate_max > tuning.learning_rate_min,
+            space.learning_rate_min, space.learning_rate_max, log=space.learning_rate_log
         ),
-        "batch_size": CategoricalDistribution(list(tuning.batch_sizes)),
+        "batch_size": CategoricalDistribution(list(space.batch_sizes)),
     }
 
 
