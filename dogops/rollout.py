@@ -2,28 +2,30 @@
 
 The folder is the one `train.py` writes (model.pth, metadata.json, code/inference.py). It is
 packed like SageMaker's model.tar.gz, reproducibly, so its version is a content hash (a patched
-copy of a model is a new version), and put where the backend deploys from: the local store, or
-S3 under `<prefix>/rollouts/<version>/` on AWS. The deploy step then updates the endpoint through
-the rollout (canary / linear / all at once, judged on the same thresholds on both backends).
+copy of a model is a new version), and put where the backend deploys from (`store_model`: the
+local store, or S3 under `<prefix>/rollouts/<version>/` on AWS). The deploy step then updates
+the endpoint through the rollout (canary / linear / all at once, judged on the same thresholds on
+both backends).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dogops.errors import UserInputError
 from dogops.local.training import make_model_archive, read_metadata
 from dogops.results import EndpointInfo, RolledBack, RolloutOutcome, TrainedModel
-from dogops.settings import Settings
 
 EXIT_PROMOTED = 0
 EXIT_ROLLED_BACK = 3
 
 
-def package_model_dir(settings: Settings, model_dir: Path) -> TrainedModel:
-    """Pack `model_dir` and store it where the backend deploys from; its `TrainedModel`."""
+def package_model_dir(model_dir: Path, store: Callable[[Path, str], str]) -> TrainedModel:
+    """Pack `model_dir` and `store(archive, version)` it where the backend deploys from (the
+    backend's `store_model`); its `TrainedModel`."""
     model_dir = Path(model_dir).expanduser().resolve()
     for needed in ("model.pth", "metadata.json", "code/inference.py"):
         if not (model_dir / needed).is_file():
@@ -34,18 +36,7 @@ def package_model_dir(settings: Settings, model_dir: Path) -> TrainedModel:
     with tempfile.TemporaryDirectory() as scratch:
         archive = Path(scratch) / "model.tar.gz"
         version = make_model_archive(model_dir, archive)[:16]
-        if settings.backend == "aws":
-            from dogops.aws.clients import AwsClients
-
-            key = f"{settings.aws.prefix.strip('/')}/rollouts/{version}/model.tar.gz".lstrip("/")
-            AwsClients(settings.aws).client("s3").upload_file(str(archive), settings.aws.bucket,
-                                                               key)
-            uri = f"s3://{settings.aws.bucket}/{key}"
-        else:
-            stored = settings.state_dir.expanduser().resolve() / "rollouts" / version
-            stored.mkdir(parents=True, exist_ok=True)
-            (stored / "model.tar.gz").write_bytes(archive.read_bytes())
-            uri = (stored / "model.tar.gz").as_uri()
+        uri = store(archive, version)
     return TrainedModel.from_metadata(read_metadata(model_dir), job_name=f"rollout-{version}",
                                       model_uri=uri, hyperparameters={}, reused=True,
                                       version=version)

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from dogops import registry, rollout
 from dogops.results import EndpointInfo, RolloutOutcome, TrainedModel
 from dogops.settings import Settings
-from tasks.common import RETRYING, progress
+from tasks.common import RETRYING, backend_for, progress
 from tasks.operations import _flow_run_id
 
 ROLLOUT_KEY = "rollout"
@@ -18,7 +18,7 @@ ROLLOUT_KEY = "rollout"
 
 @task(name="package-model", **RETRYING)
 def package_model(settings: Settings, model_dir: Path) -> TrainedModel:
-    model = rollout.package_model_dir(settings, model_dir)
+    model = rollout.package_model_dir(model_dir, backend_for(settings).store_model)
     progress()(f"packed {model_dir} as model {model.version} ({model.model_uri})")
     return model
 

@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from dogops.aws import naming, ownership, rollout
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
+from dogops.aws.endpoint_update import update_in_place
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import poll, wait_with_waiter
@@ -323,13 +324,11 @@ def deploy_endpoint(
             progress(f"endpoint {name} already serves model {version} ({config_name})")
         return endpoint_info(clients, current, model_name, updated=False)
 
-    # Imported here: that module builds on this one's describe/wait helpers.
-    from dogops.aws.endpoint_update import update_in_place
-
     return update_in_place(
         clients, settings, current, config_name=config_name, model_name=model_name,
-        version=version, run_key=run_key, progress=progress, timeout_s=timeout_s,
-        poll_s=poll_s, sleep=sleep,
+        version=version, run_key=run_key, variant=VARIANT, wait_for_endpoint=wait_for_endpoint,
+        endpoint_info=endpoint_info, progress=progress, timeout_s=timeout_s, poll_s=poll_s,
+        sleep=sleep,
     )
 
 def _children(

@@ -18,18 +18,16 @@ from typing import Any
 
 from dogops.aws import naming, ownership, rollout
 from dogops.aws.clients import AwsClients
-from dogops.aws.endpoint import (
-    DEFAULT_ENDPOINT_TIMEOUT_S,
-    TYPICAL_ENDPOINT_S,
-    VARIANT,
-    ProgressFn,
-    endpoint_info,
-    wait_for_endpoint,
-)
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S
 from dogops.errors import OperationFailedError
 from dogops.results import EndpointInfo
 from dogops.settings import Settings
+
+ProgressFn = Callable[[str], None]
+# What `dogops.aws.endpoint` lends (passed in, not imported: it imports this module).
+WaitFn = Callable[..., dict[str, Any]]  # wait_for_endpoint
+InfoFn = Callable[..., EndpointInfo]  # endpoint_info
+SETTLE_S = 480.0  # beyond the deployment's own limit, for SageMaker to settle the endpoint
 
 
 def _rollback(
@@ -56,8 +54,11 @@ def update_in_place(
     model_name: str,
     version: str,
     run_key: str,
+    variant: str,
+    wait_for_endpoint: WaitFn,
+    endpoint_info: InfoFn,
     progress: ProgressFn | None = None,
-    timeout_s: float = DEFAULT_ENDPOINT_TIMEOUT_S,
+    timeout_s: float = 3600.0,
     poll_s: float = DEFAULT_POLL_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> EndpointInfo:
@@ -65,7 +66,7 @@ def update_in_place(
     sm = clients.client("sagemaker")
     name = current["EndpointName"]
     previous = current.get("EndpointConfigName")
-    guard, alarms = rollout.guarded_update(clients, settings, VARIANT, run_key)
+    guard, alarms = rollout.guarded_update(clients, settings, variant, run_key)
     if progress:
         how = (f"{settings.rollout.strategy} rollout, steps {settings.rollout.steps()} %, bake "
                f"{settings.rollout.bake_seconds} s, auto-rollback on {', '.join(alarms)}"
@@ -93,8 +94,8 @@ def update_in_place(
     failure = ""
     try:
         # A guarded deployment may take its whole MaximumExecutionTimeoutInSeconds.
-        described = wait(max(timeout_s, settings.rollout.max_execution_timeout_s
-                             + TYPICAL_ENDPOINT_S) if alarms else timeout_s)
+        described = wait(max(timeout_s, settings.rollout.max_execution_timeout_s + SETTLE_S)
+                         if alarms else timeout_s)
         if alarms and described["EndpointStatus"] == "InService" and (
             described.get("EndpointConfigName") == previous
         ):

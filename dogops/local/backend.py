@@ -151,6 +151,12 @@ class LocalBackend:
             model_version=model.version,
         )
 
+    def store_model(self, archive: Path, version: str) -> str:
+        stored = self.root / "rollouts" / version / "model.tar.gz"
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(stored, archive.read_bytes())
+        return stored.as_uri()
+
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
         """The local endpoint scales its worker processes itself, on the same policy."""
         scaling = self.settings.scaling
