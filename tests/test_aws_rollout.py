@@ -227,6 +227,6 @@ def test_timeout_must_exceed_the_waits_and_says_the_fix():
 
     with pytest.raises(UserInputError, match=r"\(600 s: bake_seconds 300 x 2 step.*raise it"):
         load_settings(rollout={"strategy": "linear", "linear_step_percent": 40,
-                               "max_execution_timeout_s": 600})
-    assert RolloutConfig(strategy="linear", linear_step_percent=40,
+                               "bake_seconds": 300, "max_execution_timeout_s": 600})
+    assert RolloutConfig(strategy="linear", linear_step_percent=40, bake_seconds=300,
                          max_execution_timeout_s=601).steps() == [40, 80, 100]
