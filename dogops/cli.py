@@ -413,6 +413,10 @@ def registry_table(
     typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in table:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for rejected in document.rolled_back:  # candidates a guarded rollout took off again
+        if endpoint_name in (None, rejected.endpoint_name):
+            typer.echo(f"rolled back: {rejected.model_version} on {rejected.endpoint_name} at "
+                       f"{rejected.at:%Y-%m-%d %H:%M} UTC ({rejected.source}): {rejected.reason}")
 
 
 @app.command()

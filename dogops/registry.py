@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_DIR = REPO_ROOT / "model_code"
 
-Source = Literal["train-and-deploy", "retrain", "rollback", "manual"]
+Source = Literal["train-and-deploy", "retrain", "rollback", "rollout", "manual"]
 
 
 class RegistryEntry(BaseModel):

@@ -58,5 +58,5 @@ def rollout(
     if not outcome.promoted:
         record_rolled_back(settings, model, outcome, "rollout")
         return RolloutResult(model=model, outcome=outcome, endpoint=live)
-    entry = record_model(settings, model, None, live, "manual")
+    entry = record_model(settings, model, None, live, "rollout")
     return RolloutResult(model=model, outcome=outcome, endpoint=live, registry_entry=entry)
