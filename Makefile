@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := dogops flows tasks model_code deployments
+PACKAGES := dogops flows tasks model_code deployments dogops_cli
 
 .PHONY: venv demo test lint typecheck serve bench stop clean
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dogops.backends import operations_for
 from dogops.errors import UserInputError
 from dogops.results import TuningResult
 from dogops.settings import Settings
@@ -214,8 +215,7 @@ def estimate_cost(
         + ("" if concurrency else " (provisioned concurrency off)"),
         prices.is_checked("lambda", "provisioned_concurrency_per_gb_second"),
     ))
-    label = ("as if this ran on AWS: local CPU seconds priced at the configured instance types"
-             if settings.backend == "local" else f"AWS {prices.region}, on-demand")
+    label = operations_for(settings.backend).price_basis(prices.region)
     return CostEstimate(
         backend=settings.backend, label=label, currency=prices.currency,
         prices_source=prices.source, prices_as_of=prices.as_of, lines=lines,
@@ -285,8 +285,7 @@ def idle_savings(
         _priced("saved while asleep", instance, asleep_hours * instances, "instance-hours",
                 price, "so far", f"asleep {asleep_hours:.2f} h", checked),
     ]
-    label = ("as if this ran on AWS" if settings.backend == "local"
-             else f"AWS {prices.region}, on-demand")
+    label = operations_for(settings.backend).price_basis(prices.region, short=True)
     return CostEstimate(backend=settings.backend, label=f"idle savings, {label}",
                         currency=prices.currency, prices_source=prices.source,
                         prices_as_of=prices.as_of, lines=lines)

@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dogops.aws.client_errors import error_code
 from dogops.dataset import IMAGE_SUFFIXES
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.settings import Settings
@@ -265,42 +264,20 @@ def recorded_score(metrics: dict[str, float], why: str) -> Score:
 def fetch_model_dir(model_uri: str, version: str, settings: Settings) -> Path | None:
     """Unpack the model's archive into `<state_dir>/evaluation/<version>/` (once); None when the
     archive does not exist (e.g. on moto, which never writes one)."""
+    from dogops.backends import store_for
     from dogops.local.training import extract_model_archive
 
     dest = settings.state_dir.expanduser().resolve() / "evaluation" / (version or "unversioned")
     if (dest / "code" / "inference.py").is_file():
         return dest
-    if model_uri.startswith("file://"):
-        archive = Path(model_uri.removeprefix("file://"))
-        if not archive.is_file():
-            return None
-        return extract_model_archive(archive, dest)
-    if model_uri.startswith("s3://"):
-        return _download_s3_archive(model_uri, dest, settings)
-    raise UserInputError(f"model URI {model_uri!r} is neither file:// nor s3://.")
-
-
-def _download_s3_archive(model_uri: str, dest: Path, settings: Settings) -> Path | None:
-    from botocore.exceptions import ClientError
-
-    from dogops.aws.clients import AwsClients
-    from dogops.local.training import extract_model_archive
-
-    bucket, _, key = model_uri.removeprefix("s3://").partition("/")
-    s3 = AwsClients(settings.aws).client("s3")
-    archive = dest.with_name(dest.name + ".tar.gz")
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        s3.download_file(bucket, key, str(archive))
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound"):
-            return None
-        raise
+    scratch = dest.with_name(dest.name + ".tar.gz")
+    archive = store_for(settings).archive_file(model_uri, scratch)
+    if archive is None:
+        return None
     try:
         return extract_model_archive(archive, dest)
     finally:
-        archive.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
 
 
 def score_model(

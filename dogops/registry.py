@@ -16,18 +16,15 @@ figures it was judged on; they never become versions.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dogops.aws.client_errors import error_code
+from dogops.backends.base import DocumentStore
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.results import RolledBack, SyncReport, TrainedModel
 from dogops.settings import Settings
@@ -114,84 +111,8 @@ class RegistryDocument(BaseModel):
     rolled_back: list[RolledBack] = Field(default_factory=list)
 
 
-class RegistryStore(Protocol):
-    """Where the document lives; `read` returns None before the first write."""
-
-    uri: str
-
-    def read(self) -> bytes | None: ...
-
-    def write(self, body: bytes) -> None: ...
-
-    def lock(self) -> contextlib.AbstractContextManager[None]: ...
-
-
-class LocalRegistryStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.uri = self.path.resolve().as_uri()
-
-    def read(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def write(self, body: bytes) -> None:
-        from dogops.local.store import write_atomic
-
-        write_atomic(self.path, body)
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Serialise read-modify-write across processes (two flows promoting at once)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.with_name(f".{self.path.name}.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class S3RegistryStore:
-    """One object; S3 replaces an object atomically on PUT, so readers see old or new, not half."""
-
-    def __init__(self, s3: Any, bucket: str, key: str) -> None:
-        self.s3, self.bucket, self.key = s3, bucket, key
-        self.uri = f"s3://{bucket}/{key}"
-
-    def read(self) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return bytes(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "NoSuchBucket", "404"):
-                return None
-            raise
-
-    def write(self, body: bytes) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.s3.put_object(
-                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"
-            )
-        except ClientError as exc:
-            if error_code(exc) == "NoSuchBucket":
-                raise UserInputError(
-                    f"bucket {self.bucket} does not exist, so the registry cannot be written to "
-                    f"{self.uri}: run train-and-deploy first (it creates the bucket) or set "
-                    "aws.bucket."
-                ) from exc
-            raise
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        # Promotions of one project are serialised by the flows (one endpoint, one run at a
-        # time); a cross-host lock would need DynamoDB, which this project does not use.
-        yield
+# The backends' document store (`dogops.backends.DocumentStore`) under the name the registry knew.
+RegistryStore = DocumentStore
 
 
 class Registry:
@@ -386,15 +307,10 @@ class Registry:
 
 
 def registry_for(settings: Settings) -> Registry:
-    """The registry of `settings.backend`: a file in the state dir, or an S3 object by the data."""
-    if settings.backend == "aws":
-        from dogops.aws.clients import AwsClients
+    """The registry in the backend's store: a file in the state dir, or an S3 object by the data."""
+    from dogops.backends import store_for
 
-        key = f"{settings.aws.prefix.strip('/')}/{REGISTRY_NAME}".lstrip("/")
-        s3 = AwsClients(settings.aws).client("s3")
-        return Registry(S3RegistryStore(s3, settings.aws.bucket, key))
-    root = settings.state_dir.expanduser().resolve()
-    return Registry(LocalRegistryStore(root / REGISTRY_NAME))
+    return Registry(store_for(settings).document(REGISTRY_NAME))
 
 
 def hash_model_code(folder: Path = MODEL_CODE_DIR) -> str:

@@ -10,6 +10,7 @@ from prefect.artifacts import (
 )
 
 from dogops import reporting
+from dogops.backends import operations_for
 from dogops.results import EndpointInfo, TrainedModel, TuningResult
 
 
@@ -58,11 +59,7 @@ def evaluate(model: TrainedModel, tuning: TuningResult | None = None) -> dict[st
 
 @task(name="report-endpoint")
 def report_endpoint(endpoint: EndpointInfo, backend: str, region: str) -> None:
-    if backend == "aws":
-        link = (f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}"
-                f"#/endpoints/{endpoint.name}")
-    else:
-        link = endpoint.url.split("/endpoints/")[0] + "/dogops/status"
+    link = operations_for(backend).console_link(endpoint, region)
     create_link_artifact(
         key="endpoint", link=link, link_text=f"endpoint {endpoint.name}",
         description=f"Live endpoint ({backend} backend); invoke at {endpoint.url}",

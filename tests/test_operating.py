@@ -74,11 +74,11 @@ def dogops(*args: str, ok: bool = True) -> Ran:
 
         env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
                "PYTHONPATH": str(REPO)}
-        done = subprocess.run([sys.executable, "-m", "dogops.cli", *args], cwd=REPO, env=env,
+        done = subprocess.run([sys.executable, "-m", "dogops_cli.cli", *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=900)
         result = Ran(done.returncode, done.stdout + done.stderr)
     else:
-        from dogops.cli import app
+        from dogops_cli.cli import app
 
         invoked = CliRunner().invoke(app, list(args))
         result = Ran(invoked.exit_code, invoked.output)

@@ -94,7 +94,7 @@ def _rollout(model_folder: Path, state_dir: Path) -> subprocess.CompletedProcess
            "PYTHONPATH": str(REPO), "DOGOPS_SCALING__MIN_CAPACITY": "1",
            "DOGOPS_SCALING__MAX_CAPACITY": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "dogops.cli", "rollout", "--model-dir", str(model_folder),
+        [sys.executable, "-m", "dogops_cli.cli", "rollout", "--model-dir", str(model_folder),
          "--canary-percent", "50", "--bake-seconds", "20", "--state-dir", str(state_dir),
          "--endpoint-name", NAME],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

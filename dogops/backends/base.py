@@ -8,6 +8,7 @@ duplicating it or failing on "already exists". A step a backend cannot do raises
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -33,6 +34,50 @@ TrialWrapper = Callable[[str, Callable[[], TrialResult]], object]
 
 class StepNotSupported(DogopsError):
     """This backend cannot do this step; the message says why."""
+
+
+class DocumentStore(Protocol):
+    """One document (the registry) in the backend's store; `read` returns None before the first
+    write."""
+
+    uri: str
+
+    def read(self) -> bytes | None: ...
+
+    def write(self, body: bytes) -> None: ...
+
+    def lock(self) -> contextlib.AbstractContextManager[None]: ...
+
+
+class Store(Protocol):
+    """Where the backend keeps documents and model archives: the state dir, or S3."""
+
+    def document(self, name: str) -> DocumentStore:
+        """The document `name` (e.g. `registry.json`)."""
+        ...
+
+    def archive_file(self, uri: str, scratch: Path) -> Path | None:
+        """A local file holding the model archive at `uri` (the file itself when it is already
+        local, else a copy at `scratch`); None when there is no archive there."""
+        ...
+
+
+class Operations(Protocol):
+    """What operating the service needs to know of the backend, with no call to make."""
+
+    name: str
+
+    def console_link(self, endpoint: EndpointInfo, region: str) -> str:
+        """Where a person looks at the endpoint (the SageMaker console, the local status page)."""
+        ...
+
+    def price_basis(self, region: str, *, short: bool = False) -> str:
+        """What the cost tables' prices stand for on this backend."""
+        ...
+
+    def no_iam_reason(self) -> str | None:
+        """Why there is no IAM to audit here, or None when there is."""
+        ...
 
 
 @runtime_checkable

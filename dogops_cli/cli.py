@@ -426,7 +426,7 @@ def demo(
     state_dir: StateDir = None,
 ) -> None:
     """The whole pipeline on the local backend, then one prediction through boto3."""
-    from dogops import demo as demo_module
+    from dogops_cli import demo as demo_module
 
     demo_module.run_demo(data_dir, state_dir)
 

@@ -1,0 +1,56 @@
+"""The local backend's store: documents (the registry) in the state dir and model archives as
+`file://` URIs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from dogops.errors import UserInputError
+
+
+class LocalRegistryStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.uri = self.path.resolve().as_uri()
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, body: bytes) -> None:
+        from dogops.local.store import write_atomic
+
+        write_atomic(self.path, body)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Serialise read-modify-write across processes (two flows promoting at once)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.with_name(f".{self.path.name}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class LocalStore:
+    """`dogops.backends.Store` on this machine: the state dir holds the documents."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir.expanduser().resolve()
+
+    def document(self, name: str) -> LocalRegistryStore:
+        return LocalRegistryStore(self.root / name)
+
+    def archive_file(self, uri: str, scratch: Path) -> Path | None:
+        """The archive at a `file://` URI is already a local file (`scratch` is not used)."""
+        if not uri.startswith("file://"):
+            raise UserInputError(f"model URI {uri!r} is neither file:// nor s3://.")
+        archive = Path(uri.removeprefix("file://"))
+        return archive if archive.is_file() else None
