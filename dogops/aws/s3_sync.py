@@ -5,17 +5,21 @@ How one sync goes, and why in this order:
 1. Check the layout (train/ valid/ test/) before touching AWS: a wrong folder fails in a second.
 2. Make sure the bucket exists (created on request with AES256 default encryption and every
    public access block flag on; an existing bucket's settings are never overwritten).
-3. Hash every local file (MD5, SHA-256 and the ETag S3 will report: the plain MD5 below the
-   multipart threshold, else the MD5 of the part MD5s plus `-<parts>` with the same part size
-   boto3 uses), read the previous manifest and list what is under the prefix.
+3. Read the previous manifest and list the prefix (the floor of a re-sync: started at once,
+   beside step 2's checks and the local walk), then hash every local file (MD5, SHA-256 and the
+   ETag S3 will report: the plain MD5 below the multipart threshold, else the MD5 of the part
+   MD5s plus `-<parts>` with boto3's part size). A hash cache by size + mtime makes an unchanged
+   re-sync read no file and send no per-file request: one listing, a stat per file.
 4. Upload only files that differ, in a thread pool (boto3 clients are thread-safe; large files
    are multipart uploads through `TransferConfig`). A file is unchanged when the remote size and
    ETag match, or when the previous manifest recorded the same SHA-256 for exactly the remote
    object's ETag (this covers SSE-KMS buckets, where the ETag is not an MD5, and part-size
-   changes).
-5. Verify each uploaded object (size, from one fresh listing), delete objects whose local file
-   is gone -- only keys the previous manifest listed, so objects other tools put under the prefix
-   survive -- and write `<prefix>/_manifest.json` LAST in one PUT, which S3 makes atomic.
+   changes). A small file is read once, hashed again and sent with its Content-MD5, so what the
+   manifest records is what S3 checked and stored, even if the file changed in between.
+5. Verify each upload (size and ETag from its PutObject answer; a HEAD per multipart file),
+   delete objects whose local file is gone -- only keys the previous manifest listed, so objects
+   other tools put under the prefix survive -- and write `<prefix>/_manifest.json` LAST in one
+   PUT, which S3 makes atomic.
 
 A crash anywhere before step 5's PUT leaves the old manifest; the re-run re-hashes, finds the files
 the crashed run already uploaded matching by ETag, and uploads only the rest. (A file uploaded by a
@@ -25,6 +29,7 @@ deleting only what a manifest lists is what keeps other objects safe.)
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import mimetypes
@@ -33,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
@@ -55,6 +60,7 @@ MANIFEST_VERSION = 1
 REQUIRED_SPLITS = ("train", "valid", "test")
 
 ProgressFn = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,12 @@ def hash_file(
     return LocalFile(rel, path, size, md5.hexdigest(), sha.hexdigest(), etag)
 
 
+def bytes_file(data: bytes, path: Path, rel: str) -> LocalFile:
+    """The hashes of `data` sent in one PutObject (its ETag is then the plain MD5)."""
+    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    return LocalFile(rel, path, len(data), md5, hashlib.sha256(data).hexdigest(), md5)
+
+
 def object_key(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if prefix else rel
 
@@ -173,11 +185,8 @@ def is_unchanged(
         return False
     if remote.etag == local.etag:
         return True
-    return bool(
-        previous
-        and previous.get("sha256") == local.sha256
-        and previous.get("etag") == remote.etag
-    )
+    return bool(previous and previous.get("sha256") == local.sha256
+                and previous.get("etag") == remote.etag)
 
 
 def manifest_body(bucket: str, prefix: str, files: dict[str, dict[str, Any]]) -> bytes:
@@ -214,6 +223,54 @@ def _run_pool(
             future.cancel()
 
 
+def _prefetch(
+    pool: ThreadPoolExecutor, clients: AwsClients, bucket: str, prefix: str, *, create: bool
+) -> tuple[Future[bool], Future[dict[str, RemoteObject]], Future[bytes | None]]:
+    """Start the bucket checks, the listing and the manifest read at once (step 3). On a bucket
+    this sync creates, the listing and the read find no bucket and run again once it exists."""
+    bucket_ready = pool.submit(ensure_bucket, clients, bucket, create=create)
+
+    def after_bucket(read: Callable[[], _T]) -> _T:
+        try:
+            return read()
+        except ClientError as exc:
+            if error_code(exc) not in ("NoSuchBucket", "404"):
+                raise
+        bucket_ready.result()  # raises the bucket's own, clearer error when there is one
+        return read()
+
+    listing = pool.submit(after_bucket, lambda: list_remote(clients, bucket, prefix))
+    manifest = pool.submit(after_bucket, lambda: read_manifest_bytes(clients, bucket, prefix))
+    return bucket_ready, listing, manifest
+
+
+def _uploader(
+    s3: Any, bucket: str, prefix: str, threshold: int, transfer: TransferConfig
+) -> Callable[[LocalFile], tuple[LocalFile, RemoteObject]]:
+    """The upload of one file; it returns what was sent and the object S3 now holds."""
+
+    def upload(item: LocalFile) -> tuple[LocalFile, RemoteObject]:
+        key = object_key(prefix, item.rel)
+        content_type = mimetypes.guess_type(item.rel)[0] or "application/octet-stream"
+        if item.size < threshold:
+            # One PutObject of the bytes just read and hashed again (step 4; `upload_file` starts
+            # a transfer manager per file, several times slower for thousands of small images).
+            data = item.path.read_bytes()
+            sent = bytes_file(data, item.path, item.rel)
+            answer = s3.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type,
+                ContentMD5=base64.b64encode(bytes.fromhex(sent.md5)).decode(),
+            )
+            return sent, RemoteObject(sent.size, str(answer["ETag"]).strip('"'))
+        s3.upload_file(
+            str(item.path), bucket, key, ExtraArgs={"ContentType": content_type}, Config=transfer,
+        )
+        head = s3.head_object(Bucket=bucket, Key=key)
+        return item, RemoteObject(int(head["ContentLength"]), str(head["ETag"]).strip('"'))
+
+    return upload
+
+
 def sync_folder(
     clients: AwsClients,
     local_dir: Path,
@@ -238,16 +295,8 @@ def sync_folder(
     local_dir = Path(local_dir)
     prefix = prefix.strip("/")
     check_layout(local_dir)
-    ensure_bucket(clients, bucket, create=create_bucket)
     s3 = clients.client("s3")
     say = _Progress(progress, progress_interval_s)
-
-    paths = local_files(local_dir)
-    rels = [p.relative_to(local_dir).as_posix() for p in paths]
-    previous_body = read_manifest_bytes(clients, bucket, prefix)
-    previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
-    remote = list_remote(clients, bucket, prefix)
-
     cache = HashCache(hash_cache, variant=f"s3:{multipart_threshold}:{multipart_chunksize}")
 
     def _digests(path: Path) -> dict[str, Any]:
@@ -258,34 +307,26 @@ def sync_folder(
         path, rel = item
         return LocalFile(rel=rel, path=path, **cache.hashes(path, rel, _digests))
 
+    # The classic transfer manager: its part sizes are the ones `hash_file` reproduces.
     transfer = TransferConfig(
-        multipart_threshold=multipart_threshold,
-        multipart_chunksize=multipart_chunksize,
-        max_concurrency=4,
-        use_threads=True,
-        # The classic transfer manager: its part sizes are the ones `hash_file` reproduces.
-        preferred_transfer_client="classic",
+        multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize,
+        max_concurrency=4, use_threads=True, preferred_transfer_client="classic",
     )
-
-    def _upload(item: LocalFile) -> None:
-        key = object_key(prefix, item.rel)
-        content_type = mimetypes.guess_type(item.rel)[0] or "application/octet-stream"
-        if item.size < multipart_threshold:
-            # One PutObject: `upload_file` would start a transfer manager per file, which makes
-            # thousands of small images several times slower.
-            with item.path.open("rb") as body:
-                s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        else:
-            s3.upload_file(
-                str(item.path), bucket, key, ExtraArgs={"ContentType": content_type},
-                Config=transfer,
-            )
-
     hashed: dict[str, LocalFile] = {}
     to_upload: list[LocalFile] = []
-    hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths), "files",
-                       say=progress)
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3sync") as pool:
+        bucket_ready, listing, manifest = _prefetch(
+            pool, clients, bucket, prefix, create=create_bucket
+        )
+        paths = local_files(local_dir)  # while the listing runs
+        rels = [p.relative_to(local_dir).as_posix() for p in paths]
+        bucket_ready.result()
+        previous_body = manifest.result()
+        previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
+        remote = listing.result()
+
+        hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths),
+                           "files", say=progress)
         for _, local in _run_pool(pool, _hash, zip(paths, rels, strict=True)):
             hashing.advance()
             hashed[local.rel] = local
@@ -294,32 +335,16 @@ def sync_folder(
                 to_upload.append(local)
         hashing.finish()
         to_upload.sort(key=lambda f: f.rel)
-        total_bytes = sum(f.size for f in to_upload)
-        say(
-            f"s3://{bucket}/{prefix}: {len(paths)} files, {len(to_upload)} to upload "
-            f"({total_bytes / MiB:.1f} MB), {len(paths) - len(to_upload)} unchanged",
-            force=True,
+        uploaded = _upload_all(
+            pool, _uploader(s3, bucket, prefix, multipart_threshold, transfer), to_upload,
+            f"s3://{bucket}/{prefix}", len(paths), say, progress,
         )
 
-        done_bytes = 0
-        upload_started = time.monotonic()
-        tracker = Progress(f"upload to s3://{bucket}/{prefix}", len(to_upload), "files",
-                           say=progress) if to_upload else None
-        for done_files, (local, _) in enumerate(_run_pool(pool, _upload, to_upload), 1):
-            done_bytes += local.size
-            elapsed = max(time.monotonic() - upload_started, 1e-6)
-            rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
-                    f"{done_bytes / MiB / elapsed:.1f} MB/s")
-            assert tracker is not None
-            tracker.update(done_files, note=rate)
-            say(f"uploaded {done_files}/{len(to_upload)} files, {rate}",
-                force=done_files == len(to_upload))
-        if tracker is not None:
-            tracker.finish()
-
     cache.save(keep=set(rels))
-    if to_upload:
-        remote = verify_uploads(clients, bucket, prefix, to_upload)
+    for sent, obj in uploaded:
+        hashed[sent.rel] = sent
+        remote[object_key(prefix, sent.rel)] = obj
+    check_uploads(bucket, prefix, uploaded)
     # Only after every upload is verified: remote deletions, then the manifest.
     deleted = _delete_stale(clients, bucket, prefix, previous, hashed, remote) if delete else 0
     files: dict[str, dict[str, Any]] = {}
@@ -341,13 +366,9 @@ def sync_folder(
         )
     seconds = round(time.monotonic() - started, 3)
     report = SyncReport(
-        uri=f"s3://{bucket}/{prefix}",
-        files_total=len(paths),
-        uploaded=len(to_upload),
-        skipped=len(paths) - len(to_upload),
-        deleted=deleted,
-        bytes_uploaded=sum(f.size for f in to_upload),
-        seconds=seconds,
+        uri=f"s3://{bucket}/{prefix}", files_total=len(paths), uploaded=len(uploaded),
+        skipped=len(paths) - len(uploaded), deleted=deleted,
+        bytes_uploaded=sum(sent.size for sent, _ in uploaded), seconds=seconds,
         manifest_sha256=hashlib.sha256(body).hexdigest(),
     )
     say(
@@ -358,25 +379,43 @@ def sync_folder(
     return report
 
 
-def verify_uploads(
-    clients: AwsClients, bucket: str, prefix: str, uploaded: list[LocalFile]
-) -> dict[str, RemoteObject]:
-    """Check every uploaded object is there with the local size; returns the fresh listing.
+def _upload_all(
+    pool: ThreadPoolExecutor, upload: Callable[[LocalFile], tuple[LocalFile, RemoteObject]],
+    to_upload: list[LocalFile], uri: str, total_files: int, say: _Progress,
+    progress: ProgressFn | None,
+) -> list[tuple[LocalFile, RemoteObject]]:
+    """Upload `to_upload` in `pool` with progress lines; returns (what was sent, object) each."""
+    total_bytes = sum(f.size for f in to_upload)
+    say(f"{uri}: {total_files} files, {len(to_upload)} to upload ({total_bytes / MiB:.1f} MB), "
+        f"{total_files - len(to_upload)} unchanged", force=True)
+    if not to_upload:
+        return []
+    done: list[tuple[LocalFile, RemoteObject]] = []
+    done_bytes = 0
+    upload_started = time.monotonic()
+    tracker = Progress(f"upload to {uri}", len(to_upload), "files", say=progress)
+    for _, result in _run_pool(pool, upload, to_upload):
+        done.append(result)
+        done_bytes += result[0].size
+        elapsed = max(time.monotonic() - upload_started, 1e-6)
+        rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
+                f"{done_bytes / MiB / elapsed:.1f} MB/s")
+        tracker.update(len(done), note=rate)
+        say(f"uploaded {len(done)}/{len(to_upload)} files, {rate}",
+            force=len(done) == len(to_upload))
+    tracker.finish()
+    return done
 
-    One LIST per 1,000 objects instead of a HEAD per object: S3 listings are strongly consistent,
-    and for the 8k-image data set this is 9 requests instead of 8,000.
-    """
-    remote = list_remote(clients, bucket, prefix)
-    for local in uploaded:
-        key = object_key(prefix, local.rel)
-        obj = remote.get(key)
-        if obj is None or obj.size != local.size:
-            found = "missing" if obj is None else f"{obj.size} bytes"
+
+def check_uploads(bucket: str, prefix: str, done: list[tuple[LocalFile, RemoteObject]]) -> None:
+    """Check every uploaded object holds the size that was sent (see step 5: no listing, no HEAD
+    per small object: a PutObject answered 200 is stored and S3 checked its Content-MD5)."""
+    for sent, obj in done:
+        if obj.size != sent.size:
             raise TransientError(
-                f"s3://{bucket}/{key} is {found} after upload, the local file has {local.size} "
-                "bytes: the re-run uploads it again."
+                f"s3://{bucket}/{object_key(prefix, sent.rel)} is {obj.size} bytes after upload, "
+                f"the local file had {sent.size} bytes: the re-run uploads it again."
             )
-    return remote
 
 
 def _delete_stale(
