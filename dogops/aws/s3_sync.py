@@ -29,14 +29,11 @@ deleting only what a manifest lists is what keeps other objects safe.)
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import mimetypes
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,38 +44,30 @@ from s3transfer.utils import ChunksizeAdjuster
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.s3_bucket import ensure_bucket
+from dogops.aws.s3_upload import (
+    LocalFile,
+    MiB,
+    ProgressFn,
+    RemoteObject,
+    ThrottledSay,
+    check_uploads,
+    object_key,
+    run_pool,
+    upload_all,
+    uploader,
+)
 from dogops.errors import DataLayoutError, TransientError
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
 from dogops.results import SyncReport
 
-MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB  # boto3's default: below it, one PutObject per file
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MiB
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
 REQUIRED_SPLITS = ("train", "valid", "test")
 
-ProgressFn = Callable[[str], None]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    """One local file, hashed the ways S3 and the manifest need."""
-
-    rel: str
-    path: Path
-    size: int
-    md5: str
-    sha256: str
-    etag: str
-
-
-@dataclass(frozen=True)
-class RemoteObject:
-    size: int
-    etag: str
 
 
 def check_layout(local_dir: Path) -> None:
@@ -138,16 +127,6 @@ def hash_file(
     return LocalFile(rel, path, size, md5.hexdigest(), sha.hexdigest(), etag)
 
 
-def bytes_file(data: bytes, path: Path, rel: str) -> LocalFile:
-    """The hashes of `data` sent in one PutObject (its ETag is then the plain MD5)."""
-    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    return LocalFile(rel, path, len(data), md5, hashlib.sha256(data).hexdigest(), md5)
-
-
-def object_key(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix else rel
-
-
 def read_manifest_bytes(clients: AwsClients, bucket: str, prefix: str) -> bytes | None:
     """The previous sync's manifest as stored, or None when there is none yet."""
     try:
@@ -195,34 +174,6 @@ def manifest_body(bucket: str, prefix: str, files: dict[str, dict[str, Any]]) ->
     return json.dumps(document, sort_keys=True, indent=1).encode()
 
 
-class _Progress:
-    """Throttled progress lines (files, bytes, MB/s), always emitted from the calling thread."""
-
-    def __init__(self, progress: ProgressFn | None, interval_s: float) -> None:
-        self.progress = progress
-        self.interval_s = interval_s
-        self.last = 0.0
-
-    def __call__(self, line: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.progress and (force or now - self.last >= self.interval_s):
-            self.last = now
-            self.progress(line)
-
-
-def _run_pool(
-    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any]
-) -> Iterator[tuple[Any, Any]]:
-    """Yield (item, result) as each finishes; on any error cancel what has not started."""
-    futures: dict[Future[Any], Any] = {pool.submit(fn, item): item for item in items}
-    try:
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        for future in futures:
-            future.cancel()
-
-
 def _prefetch(
     pool: ThreadPoolExecutor, clients: AwsClients, bucket: str, prefix: str, *, create: bool
 ) -> tuple[Future[bool], Future[dict[str, RemoteObject]], Future[bytes | None]]:
@@ -242,33 +193,6 @@ def _prefetch(
     listing = pool.submit(after_bucket, lambda: list_remote(clients, bucket, prefix))
     manifest = pool.submit(after_bucket, lambda: read_manifest_bytes(clients, bucket, prefix))
     return bucket_ready, listing, manifest
-
-
-def _uploader(
-    s3: Any, bucket: str, prefix: str, threshold: int, transfer: TransferConfig
-) -> Callable[[LocalFile], tuple[LocalFile, RemoteObject]]:
-    """The upload of one file; it returns what was sent and the object S3 now holds."""
-
-    def upload(item: LocalFile) -> tuple[LocalFile, RemoteObject]:
-        key = object_key(prefix, item.rel)
-        content_type = mimetypes.guess_type(item.rel)[0] or "application/octet-stream"
-        if item.size < threshold:
-            # One PutObject of the bytes just read and hashed again (step 4; `upload_file` starts
-            # a transfer manager per file, several times slower for thousands of small images).
-            data = item.path.read_bytes()
-            sent = bytes_file(data, item.path, item.rel)
-            answer = s3.put_object(
-                Bucket=bucket, Key=key, Body=data, ContentType=content_type,
-                ContentMD5=base64.b64encode(bytes.fromhex(sent.md5)).decode(),
-            )
-            return sent, RemoteObject(sent.size, str(answer["ETag"]).strip('"'))
-        s3.upload_file(
-            str(item.path), bucket, key, ExtraArgs={"ContentType": content_type}, Config=transfer,
-        )
-        head = s3.head_object(Bucket=bucket, Key=key)
-        return item, RemoteObject(int(head["ContentLength"]), str(head["ETag"]).strip('"'))
-
-    return upload
 
 
 def sync_folder(
@@ -296,7 +220,7 @@ def sync_folder(
     prefix = prefix.strip("/")
     check_layout(local_dir)
     s3 = clients.client("s3")
-    say = _Progress(progress, progress_interval_s)
+    say = ThrottledSay(progress, progress_interval_s)
     cache = HashCache(hash_cache, variant=f"s3:{multipart_threshold}:{multipart_chunksize}")
 
     def _digests(path: Path) -> dict[str, Any]:
@@ -318,25 +242,24 @@ def sync_folder(
         bucket_ready, listing, manifest = _prefetch(
             pool, clients, bucket, prefix, create=create_bucket
         )
-        paths = local_files(local_dir)  # while the listing runs
+        paths = local_files(local_dir)  # while the listing runs, as are the cache's stats
         rels = [p.relative_to(local_dir).as_posix() for p in paths]
+        known = [cache.cached(path, rel) for path, rel in zip(paths, rels, strict=True)]
         bucket_ready.result()
         previous_body = manifest.result()
         previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
         remote = listing.result()
 
-        hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths),
-                           "files", say=progress)
-        for _, local in _run_pool(pool, _hash, zip(paths, rels, strict=True)):
-            hashing.advance()
+        title = f"hash {local_dir} (unchanged files are skipped)"
+        for local in _hash_all(pool, title, list(zip(paths, rels, strict=True)), known, _hash,
+                               progress):
             hashed[local.rel] = local
             key = object_key(prefix, local.rel)
             if not is_unchanged(local, remote.get(key), previous.get(local.rel)):
                 to_upload.append(local)
-        hashing.finish()
         to_upload.sort(key=lambda f: f.rel)
-        uploaded = _upload_all(
-            pool, _uploader(s3, bucket, prefix, multipart_threshold, transfer), to_upload,
+        uploaded = upload_all(
+            pool, uploader(s3, bucket, prefix, multipart_threshold, transfer), to_upload,
             f"s3://{bucket}/{prefix}", len(paths), say, progress,
         )
 
@@ -347,23 +270,8 @@ def sync_folder(
     check_uploads(bucket, prefix, uploaded)
     # Only after every upload is verified: remote deletions, then the manifest.
     deleted = _delete_stale(clients, bucket, prefix, previous, hashed, remote) if delete else 0
-    files: dict[str, dict[str, Any]] = {}
-    for rel, local in sorted(hashed.items()):
-        etag = remote[object_key(prefix, rel)].etag
-        files[rel] = {"size": local.size, "md5": local.md5, "sha256": local.sha256, "etag": etag}
-    if not delete:
-        # Kept remote objects stay in the manifest: it describes what is under the prefix, and a
-        # later sync with delete=True can then still remove them.
-        for rel, entry in previous.items():
-            if rel not in files and object_key(prefix, rel) in remote:
-                files[rel] = entry
-    files = dict(sorted(files.items()))
-    body = manifest_body(bucket, prefix, files)
-    if body != previous_body:  # an unchanged data set makes no request that writes
-        s3.put_object(
-            Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME), Body=body,
-            ContentType="application/json",
-        )
+    body = _write_manifest(s3, bucket, prefix, hashed, remote, previous, previous_body,
+                           keep_previous=not delete)
     seconds = round(time.monotonic() - started, 3)
     report = SyncReport(
         uri=f"s3://{bucket}/{prefix}", files_total=len(paths), uploaded=len(uploaded),
@@ -379,43 +287,48 @@ def sync_folder(
     return report
 
 
-def _upload_all(
-    pool: ThreadPoolExecutor, upload: Callable[[LocalFile], tuple[LocalFile, RemoteObject]],
-    to_upload: list[LocalFile], uri: str, total_files: int, say: _Progress,
+def _hash_all(
+    pool: ThreadPoolExecutor, title: str, items: list[tuple[Path, str]],
+    known: list[dict[str, Any] | None], hash_one: Callable[[tuple[Path, str]], LocalFile],
     progress: ProgressFn | None,
-) -> list[tuple[LocalFile, RemoteObject]]:
-    """Upload `to_upload` in `pool` with progress lines; returns (what was sent, object) each."""
-    total_bytes = sum(f.size for f in to_upload)
-    say(f"{uri}: {total_files} files, {len(to_upload)} to upload ({total_bytes / MiB:.1f} MB), "
-        f"{total_files - len(to_upload)} unchanged", force=True)
-    if not to_upload:
-        return []
-    done: list[tuple[LocalFile, RemoteObject]] = []
-    done_bytes = 0
-    upload_started = time.monotonic()
-    tracker = Progress(f"upload to {uri}", len(to_upload), "files", say=progress)
-    for _, result in _run_pool(pool, upload, to_upload):
-        done.append(result)
-        done_bytes += result[0].size
-        elapsed = max(time.monotonic() - upload_started, 1e-6)
-        rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
-                f"{done_bytes / MiB / elapsed:.1f} MB/s")
-        tracker.update(len(done), note=rate)
-        say(f"uploaded {len(done)}/{len(to_upload)} files, {rate}",
-            force=len(done) == len(to_upload))
-    tracker.finish()
+) -> list[LocalFile]:
+    """Every file's hashes: from the cache where it vouches for them, else read in `pool`."""
+    hashing = Progress(title, len(items), "files", say=progress)
+    done = [LocalFile(rel=rel, path=path, **digests)
+            for (path, rel), digests in zip(items, known, strict=True) if digests is not None]
+    hashing.advance(len(done))
+    unread = [item for item, digests in zip(items, known, strict=True) if digests is None]
+    for _, local in run_pool(pool, hash_one, unread):
+        hashing.advance()
+        done.append(local)
+    hashing.finish()
     return done
 
 
-def check_uploads(bucket: str, prefix: str, done: list[tuple[LocalFile, RemoteObject]]) -> None:
-    """Check every uploaded object holds the size that was sent (see step 5: no listing, no HEAD
-    per small object: a PutObject answered 200 is stored and S3 checked its Content-MD5)."""
-    for sent, obj in done:
-        if obj.size != sent.size:
-            raise TransientError(
-                f"s3://{bucket}/{object_key(prefix, sent.rel)} is {obj.size} bytes after upload, "
-                f"the local file had {sent.size} bytes: the re-run uploads it again."
-            )
+def _write_manifest(
+    s3: Any, bucket: str, prefix: str, hashed: dict[str, LocalFile],
+    remote: dict[str, RemoteObject], previous: dict[str, dict[str, Any]],
+    previous_body: bytes | None, *, keep_previous: bool,
+) -> bytes:
+    """The manifest of what is now under the prefix, PUT unless it is byte-identical."""
+    files: dict[str, dict[str, Any]] = {}
+    for rel, local in sorted(hashed.items()):
+        etag = remote[object_key(prefix, rel)].etag
+        files[rel] = {"size": local.size, "md5": local.md5, "sha256": local.sha256, "etag": etag}
+    if keep_previous:
+        # Kept remote objects stay in the manifest: it describes what is under the prefix, and a
+        # later sync with delete=True can then still remove them.
+        for rel, entry in previous.items():
+            if rel not in files and object_key(prefix, rel) in remote:
+                files[rel] = entry
+    files = dict(sorted(files.items()))
+    body = manifest_body(bucket, prefix, files)
+    if body != previous_body:  # an unchanged data set makes no request that writes
+        s3.put_object(
+            Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME), Body=body,
+            ContentType="application/json",
+        )
+    return body
 
 
 def _delete_stale(
