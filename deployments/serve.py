@@ -7,13 +7,15 @@
     iam-audit          on demand (dry run unless apply=true)
     idle-guard         cron `schedules.idle_guard_cron` (default hourly), sleep after 24 h idle
     wake               on demand: bring a sleeping endpoint back under the same name
+    monitor            cron `schedules.monitor_cron` (default daily 06:00 UTC): captured traffic
 
 Every deployment runs with no parameters once one train-and-deploy has filled the registry (the
 data and live model come from there). Flow parameters are typed (pydantic models such as
 `TuningConfig`), so the UI renders them as forms, each field filled with the value a run with no
 parameters would use (the settings this process loaded: defaults, `.env`, `DOGOPS_*`), and
 rejects bad values before a run starts. Schedules come from the settings
-(`DOGOPS_SCHEDULES__RETRAIN_CRON`, `DOGOPS_SCHEDULES__IDLE_GUARD_CRON`, `..._TIMEZONE`).
+(`DOGOPS_SCHEDULES__RETRAIN_CRON`, `DOGOPS_SCHEDULES__IDLE_GUARD_CRON`,
+`DOGOPS_SCHEDULES__MONITOR_CRON`, `..._TIMEZONE`).
 
 Without `PREFECT_API_URL`, `main()` starts (or reuses) the project's Prefect server on
 127.0.0.1:4200 with its state under the state dir, then serves until Ctrl-C: the schedules fire
@@ -35,9 +37,10 @@ TAGS = ["dogops"]
 
 
 def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment]:
-    """The seven deployments, built from the flows (nothing is registered yet)."""
+    """The eight deployments, built from the flows (nothing is registered yet)."""
     from flows.iam_audit import iam_audit
     from flows.idle_guard import idle_guard
+    from flows.monitor import monitor_flow
     from flows.retrain import retrain
     from flows.rollback import rollback
     from flows.teardown import teardown
@@ -90,6 +93,11 @@ def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment
             description="Bring a sleeping endpoint back: deploy the registry's live version "
             "under the same name.",
         ),
+        deployment(
+            monitor_flow, "monitor", schedules=cron(settings.schedules.monitor_cron),
+            description="Captured traffic of the endpoint (endpoint.capture_percent > 0): "
+            "requests per day, predicted classes vs the test split, top-1 probabilities.",
+        ),
     ]
     for item in built:
         show_effective_defaults(item, settings)
@@ -105,6 +113,7 @@ def effective_defaults(settings: Settings) -> dict[str, Any]:
         "endpoint": settings.endpoint.model_dump(mode="json"),
         "scaling": settings.scaling.model_dump(mode="json"),
         "lambda_config": settings.lambda_.model_dump(mode="json"),
+        "monitor_config": settings.monitor.model_dump(mode="json"),
     }
 
 

@@ -159,6 +159,17 @@ def tuning_seconds(tuning: TuningResult | None) -> float:
     return float(sum(trial.seconds for trial in tuning.trials))
 
 
+def tuning_billable_seconds(tuning: TuningResult | None) -> float | None:
+    """Seconds the tuning job's trials were billed (managed spot: BillableTimeInSeconds, a
+    trial without one counted at its run time); None when no trial reports it."""
+    if tuning is None or tuning.reused:
+        return None
+    if all(trial.billable_seconds is None for trial in tuning.trials):
+        return None
+    return float(sum(trial.seconds if trial.billable_seconds is None else trial.billable_seconds
+                     for trial in tuning.trials))
+
+
 def _priced(
     item: str, resource: str, quantity: float, unit: str, price: float | None, period: Period,
     note: str = "", checked: bool = False,
@@ -181,6 +192,7 @@ def estimate_cost(
     training_s: float = 0.0,
     prices: Prices | None = None,
     training_billable_s: float | None = None,
+    tuning_billable_s: float | None = None,
 ) -> CostEstimate:
     """The cost table for one run of `settings`; see the module docstring for the formulas.
     `training_billable_s` (SageMaker's BillableTimeInSeconds) prices the final training when
@@ -195,11 +207,16 @@ def estimate_cost(
         billed_s = training_billable_s
         train_note = spot_note(training_s, training_billable_s,
                                train_prices.get(training.training_instance_type))
+    tune_note = f"{tuning_s:,.0f} instance-seconds" if tuning_s else "reused or no tuning"
+    tune_billed_s = tuning_s
+    if tuning_billable_s is not None and tuning_s:
+        tune_billed_s = tuning_billable_s
+        tune_note = spot_note(tuning_s, tuning_billable_s,
+                              train_prices.get(training.tuning_instance_type), "tuning")
     lines = [
-        _priced("tuning", training.tuning_instance_type, tuning_s / SECONDS_PER_HOUR,
+        _priced("tuning", training.tuning_instance_type, tune_billed_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.tuning_instance_type), "this run",
-                f"{tuning_s:,.0f} instance-seconds" if tuning_s else "reused or no tuning",
-                prices.is_checked(TRAINING, training.tuning_instance_type)),
+                tune_note, prices.is_checked(TRAINING, training.tuning_instance_type)),
         _priced("training", training.training_instance_type, billed_s / SECONDS_PER_HOUR,
                 "instance-hours", train_prices.get(training.training_instance_type), "this run",
                 train_note, prices.is_checked(TRAINING, training.training_instance_type)),
@@ -255,14 +272,15 @@ def endpoint_lines(settings: Settings, prices: Prices) -> list[CostLine]:
     ]
 
 
-def spot_note(training_s: float, billable_s: float, price_per_hour: float | None) -> str:
+def spot_note(training_s: float, billable_s: float, price_per_hour: float | None,
+              what: str = "training") -> str:
     """`billed 300 of 1,000 training seconds (managed spot: 70 % saved, 0.16 USD)`."""
     saved_s = max(training_s - billable_s, 0.0)
     share = saved_s / training_s if training_s else 0.0
     money = ("" if price_per_hour is None
              else f", {saved_s / SECONDS_PER_HOUR * price_per_hour:,.2f}")
     kind = "managed spot" if billable_s < training_s else "on-demand"
-    return (f"billed {billable_s:,.0f} of {training_s:,.0f} training seconds "
+    return (f"billed {billable_s:,.0f} of {training_s:,.0f} {what} seconds "
             f"({kind}: {share:.0%} saved{money})")
 
 

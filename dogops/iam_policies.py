@@ -13,7 +13,8 @@ The only wildcards are the ones AWS leaves no way around:
 * the SageMaker role's log groups under `/aws/sagemaker/*` (one per job or endpoint, named by
   SageMaker) and the objects under the project's own S3 folders (`bucket/prefix/data/*` and
   `code/*` to read, `tuning/*` and `training/*`, the job outputs, and `checkpoints/*`, which
-  SageMaker syncs with a spot job's /opt/ml/checkpoints, to read and write);
+  SageMaker syncs with a spot job's /opt/ml/checkpoints, to read and write; `captures/*`, the
+  endpoint's data capture, to write only);
 * actions that support no resource-level permissions (`ecr:GetAuthorizationToken`,
   `cloudwatch:PutMetricData`): `Resource: "*"`, the latter narrowed by a namespace condition.
 """
@@ -176,6 +177,9 @@ DATA_FOLDER = "data"
 CODE_FOLDER = "code"
 CHECKPOINT_FOLDER = "checkpoints"  # managed spot jobs' CheckpointConfig (dogops.aws.spot)
 OUTPUT_FOLDERS = ("tuning", "training", CHECKPOINT_FOLDER)
+# Endpoint data capture (DataCaptureConfig, dogops.capture): SageMaker writes the captures with
+# this role; it never reads them back (the monitor flow reads with the flow's credentials).
+CAPTURE_FOLDER = "captures"
 
 _ECR_IMAGE = re.compile(
     r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
@@ -235,6 +239,12 @@ def sagemaker_execution_policy(
                 "Effect": "Allow",
                 "Action": "s3:PutObject",
                 "Resource": outputs,
+            },
+            {
+                "Sid": "WriteEndpointCaptures",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": f"{objects}/{CAPTURE_FOLDER}/*",
             },
             {
                 "Sid": "SageMakerLogs",

@@ -32,6 +32,9 @@ class TrialResult(BaseModel):
     objective: float | None = None
     state: Literal["Completed", "Stopped", "Failed", "InProgress", "Pending"] = "Pending"
     seconds: float = 0.0
+    billable_seconds: float | None = Field(
+        None, description="SageMaker's BillableTimeInSeconds, read for managed spot trials only."
+    )
     epochs_run: int = 0
     model_uri: str | None = None
     failure_reason: str | None = None

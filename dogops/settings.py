@@ -144,6 +144,20 @@ class EndpointConfig(BaseModel):
         description="Dynamic batching: most milliseconds a request waits for others to join its "
         "batch (SAGEMAKER_TS_MAX_BATCH_DELAY on AWS). Locally a lone client never waits.",
     )
+    container_batching: bool = Field(
+        False,
+        description="Also batch in the SageMaker PyTorch container on aws (SAGEMAKER_TS_BATCH_SIZE"
+        " / _MAX_BATCH_DELAY from batch_size / max_batch_delay_ms). Off by default: the pinned "
+        "sagemaker-inference 1.10.1 runs a batch one request at a time (no speed-up) and decodes "
+        "every body with the first request's content type, so a JSON request ({\"url\": ...}, as "
+        "the Lambda sends) and an image in one batch fail together with 500.",
+    )
+    capture_percent: int = Field(
+        0, ge=0, le=100,
+        description="Data capture: the share of requests (0-100 %) whose request and response "
+        "the endpoint stores under <prefix>/captures/ in SageMaker's capture format "
+        "(DataCaptureConfig on AWS); 0 turns capture off. The `monitor` flow reads them.",
+    )
 
     @model_validator(mode="after")
     def _check_serverless(self) -> EndpointConfig:
@@ -223,11 +237,25 @@ class AwsConfig(BaseModel):
     max_attempts: int = Field(5, ge=1, le=20)
 
 
+class MonitorConfig(BaseModel):
+    """The `monitor` flow: what it reads of the captures and what counts as unsure."""
+
+    low_confidence_threshold: float = Field(
+        0.5, gt=0, lt=1,
+        description="A prediction whose top-1 probability is under this counts as unsure; the "
+        "monitor reports the share of such predictions.",
+    )
+    lookback_days: int = Field(
+        7, ge=1, le=366, description="Days of captures (UTC, today included) the monitor reads."
+    )
+
+
 class ScheduleConfig(BaseModel):
     """When the scheduled deployments run (`deployments/serve.py`); cron in `timezone`."""
 
     retrain_cron: str = Field("0 3 * * 1", description="Retrain: default Mondays 03:00.")
     idle_guard_cron: str = Field("0 * * * *", description="Idle guard: default hourly.")
+    monitor_cron: str = Field("0 6 * * *", description="Monitor: default daily at 06:00.")
     timezone: str = "UTC"
 
 
@@ -256,6 +284,7 @@ class Settings(BaseSettings):
     lambda_: LambdaConfig = Field(default_factory=LambdaConfig, alias="lambda")
     aws: AwsConfig = Field(default_factory=AwsConfig)
     schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     def merged(self, **overrides: Any) -> Settings:
         """A copy with flow parameters applied; `None` means "keep the setting"."""
@@ -282,6 +311,7 @@ DEFAULT_TRAINING = TrainingConfig()
 DEFAULT_ENDPOINT = EndpointConfig()
 DEFAULT_SCALING = ScalingConfig()
 DEFAULT_LAMBDA = LambdaConfig()
+DEFAULT_MONITOR = MonitorConfig()
 
 
 def load_settings(**overrides: Any) -> Settings:

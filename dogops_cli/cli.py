@@ -45,7 +45,7 @@ def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> 
     accepted = inspect.signature(flow.fn).parameters
     effective = {"tuning": settings.tuning, "training": settings.training,
                  "endpoint": settings.endpoint, "scaling": settings.scaling,
-                 "lambda_config": settings.lambda_}
+                 "lambda_config": settings.lambda_, "monitor_config": settings.monitor}
     given = {k: v for k, v in parameters.items() if v is not None}
     given |= {k: v for k, v in effective.items() if k in accepted and k not in given}
     with project_prefect(settings.state_dir) as url:
@@ -339,6 +339,40 @@ def wake(
              if result.was_asleep else "")
     typer.echo(f"{result.endpoint.name} serves v{result.live.version} "
                f"{result.live.model_version} at {result.endpoint.url}{slept}")
+
+
+@app.command()
+def monitor(
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+    days: Annotated[int | None, typer.Option(help="UTC days to read, today included.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Top-1 probability under which an answer is unsure.")
+    ] = None,
+) -> None:
+    """Summarise the endpoint's captured traffic (endpoint.capture_percent > 0): requests per
+    day, predicted classes vs the test split, top-1 probabilities; the artifacts are in the UI."""
+    from dogops.settings import MonitorConfig
+    from flows.monitor import monitor_flow
+
+    chosen = {k: v for k, v in (("lookback_days", days), ("low_confidence_threshold", threshold))
+              if v is not None}
+    report = _run_flow(monitor_flow, state_dir, {
+        "backend": backend, "state_dir": str(state_dir) if state_dir else None,
+        **_endpoint(endpoint_name),
+        "monitor_config": MonitorConfig(**chosen) if chosen else None,
+    })
+    typer.echo(f"{report.endpoint}: {report.requests} captured requests "
+               f"{report.since}..{report.until} (captures: {report.capture_uri})")
+    for day, count in report.requests_per_day.items():
+        typer.echo(f"  {day}  {count}")
+    if report.mean_top1 is not None:
+        typer.echo(f"mean top-1 probability {report.mean_top1:.3f}; under {report.threshold:g}: "
+                   f"{report.below_threshold} ({100 * (report.share_below_threshold or 0):.1f} %)")
+    for row in report.classes[:10]:
+        typer.echo(f"  {row.label:<30} predicted {row.predicted:>5} "
+                   f"({100 * row.predicted_share:5.1f} %)  test {100 * row.test_share:5.1f} %")
 
 
 @app.command("registry")

@@ -167,9 +167,10 @@ def report_cost(
     training_billable_s: float | None = None,
 ) -> cost.CostEstimate:
     """The run's estimated cost as a table artifact (`cost-estimate`) and in the log; with
-    managed spot the training line shows billable against trained seconds."""
+    managed spot the tuning and training lines show billable against trained seconds."""
     estimate = cost.estimate_cost(settings, cost.tuning_seconds(tuning), training_s,
-                                  training_billable_s=training_billable_s)
+                                  training_billable_s=training_billable_s,
+                                  tuning_billable_s=cost.tuning_billable_seconds(tuning))
     create_table_artifact(
         key=COST_KEY, table=estimate.rows(),
         description=f"Estimated cost ({estimate.label}); prices: {estimate.prices_source} "

@@ -103,6 +103,9 @@ def sagemaker_tables(
         ("s3:GetObject", f"{objects}/checkpoints/dogops-train-1/checkpoint.pt", {}),
         ("s3:PutObject", f"{objects}/checkpoints/dogops-hpo-1-abc/trial-1/checkpoint.pt", {}),
         ("s3:ListBucket", s3, {"s3:prefix": f"{prefix}/checkpoints/dogops-train-1/"}),
+        # Data capture (DataCaptureConfig): the endpoint writes request/response lines there.
+        ("s3:PutObject",
+         f"{objects}/captures/dogops-classifier/AllTraffic/2026/12/01/05/00-01-002-x.jsonl", {}),
         ("logs:CreateLogGroup", job_logs, {}),
         ("logs:CreateLogStream", f"{job_logs}:log-stream:job/algo-1", {}),
         ("logs:PutLogEvents", f"{job_logs}:log-stream:job/algo-1", {}),
@@ -121,6 +124,11 @@ def sagemaker_tables(
         ("s3:PutObject", f"arn:{part}:s3:::someone-elses-bucket/{prefix}/checkpoints/x", {}),
         ("s3:PutObject", f"{s3}/other-project/checkpoints/x", {}),
         ("s3:DeleteObject", f"{objects}/checkpoints/dogops-train-1/checkpoint.pt", {}),
+        # Captures are written, never read back or deleted by the role; not elsewhere either.
+        ("s3:GetObject", f"{objects}/captures/dogops-classifier/AllTraffic/x.jsonl", {}),
+        ("s3:DeleteObject", f"{objects}/captures/dogops-classifier/AllTraffic/x.jsonl", {}),
+        ("s3:PutObject", f"{s3}/other-project/captures/x.jsonl", {}),
+        ("s3:PutObject", f"arn:{part}:s3:::someone-elses-bucket/{prefix}/captures/x.jsonl", {}),
         ("s3:GetObject", f"{s3}/other-project/data/x.jpg", {}),
         ("s3:GetObject", f"{objects}/registry.json", {}),
         ("s3:PutObject", f"{objects}/registry.json", {}),

@@ -486,6 +486,7 @@ def test_create_model_gives_the_inference_container_what_its_toolkits_read(clien
     aws_settings.endpoint.model_server_timeout_s = 90
     aws_settings.endpoint.batch_size = 8
     aws_settings.endpoint.max_batch_delay_ms = 7
+    aws_settings.endpoint.container_batching = True
     info = deploy(clients, aws_settings, trained("v1"))
     environment = sm.describe_model(ModelName=info.model_name)["PrimaryContainer"]["Environment"]
     assert environment == {
@@ -520,12 +521,29 @@ def test_the_pytorch_container_reads_the_batch_settings_with_workers_and_timeout
     aws_settings.endpoint.model_server_timeout_s = 90
     aws_settings.endpoint.batch_size = 12
     aws_settings.endpoint.max_batch_delay_ms = 4
+    aws_settings.endpoint.container_batching = True
     for key, value in container_environment(aws_settings).items():
         monkeypatch.setenv(key, value)
     ts = TorchServeEnvironment()
     assert ts.is_env_set()
     assert (ts.batch_size, ts.max_batch_delay) == (12, 4)
     assert (ts.min_workers, ts.max_workers, ts.response_timeout) == (3, 3, 90)
+
+
+def test_container_batching_is_off_unless_asked(aws_settings, monkeypatch):
+    """By default the container gets no TorchServe batch block: the pinned sagemaker-inference
+    would decode an image with a JSON neighbour's content type (the Lambda sends both), failing
+    both. The local batcher still uses batch_size; only the container's copy is opt-in."""
+    from sagemaker_pytorch_serving_container.ts_environment import TorchServeEnvironment
+
+    from dogops.aws.endpoint import container_environment
+
+    assert aws_settings.endpoint.batch_size > 1 and not aws_settings.endpoint.container_batching
+    environment = container_environment(aws_settings)
+    assert not [key for key in environment if key.startswith("SAGEMAKER_TS_")]
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert not TorchServeEnvironment().is_env_set()
 
 
 def test_deploy_creates_tagged_resources_and_redeploy_creates_nothing(clients, aws_settings):

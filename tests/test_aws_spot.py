@@ -84,3 +84,66 @@ def test_cost_shows_what_spot_saved(aws_settings):
     on_demand = cost.estimate_cost(aws_settings, 0.0, 1000.0)
     assert next(x for x in on_demand.lines if x.item == "training").quantity == pytest.approx(
         1000 / 3600)
+
+
+def _described_job(name: str, billable: int | None) -> dict[str, object]:
+    job = {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"arn:aws:sagemaker:us-east-1:1:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/m.tar.gz"},
+        "TrainingJobStatus": "Completed", "SecondaryStatus": "Completed",
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 10800},
+        "CreationTime": __import__("datetime").datetime(2026, 12, 1),
+        "TrainingTimeInSeconds": 1000,
+    }
+    if billable is not None:
+        job["BillableTimeInSeconds"] = billable
+    return job
+
+
+def test_tuning_cost_prices_the_trials_billable_seconds(aws_settings):
+    """moto's DescribeTrainingJob has no BillableTimeInSeconds: botocore's Stubber answers with
+    the shape SageMaker returns for a managed spot trial (one describe per trial)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from dogops.results import TrialResult, TuningResult
+
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    stub = Stubber(sm)
+    stub.add_response("describe_training_job", _described_job("t1", 300),
+                      {"TrainingJobName": "t1"})
+    stub.add_response("describe_training_job", _described_job("t2", None),
+                      {"TrainingJobName": "t2"})
+
+    class Clients:
+        def client(self, name: str) -> object:
+            assert name == "sagemaker"
+            return sm
+
+    trials = [TrialResult(name="t1", hyperparameters={}, seconds=1000.0),
+              TrialResult(name="t2", hyperparameters={}, seconds=500.0),
+              TrialResult(name="t3", hyperparameters={}, seconds=200.0, billable_seconds=50.0)]
+    with stub:
+        billed = spot.with_billable_seconds(Clients(), trials)  # type: ignore[arg-type]
+        stub.assert_no_pending_responses()
+    assert [t.billable_seconds for t in billed] == [300.0, None, 50.0]
+
+    result = TuningResult(job_name="hpo", objective="validation:loss", minimize=True,
+                          trials=billed)
+    # t2 reported nothing: counted at its run time.
+    assert cost.tuning_billable_seconds(result) == 300.0 + 500.0 + 50.0
+    assert cost.tuning_billable_seconds(result.model_copy(update={"reused": True})) is None
+    on_demand = result.model_copy(update={"trials": trials[:2]})
+    assert cost.tuning_billable_seconds(on_demand) is None
+
+    settings = aws_settings.merged(training={"spot": True})
+    price = cost.load_prices().sagemaker_training_per_hour[settings.training.tuning_instance_type]
+    estimate = cost.estimate_cost(settings, cost.tuning_seconds(result), 0.0,
+                                  tuning_billable_s=cost.tuning_billable_seconds(result))
+    line = next(line for line in estimate.lines if line.item == "tuning")
+    assert line.quantity == pytest.approx(850 / 3600)
+    assert line.cost == pytest.approx(850 / 3600 * price)
+    assert line.note.startswith("billed 850 of 1,700 tuning seconds (managed spot: 50% saved")

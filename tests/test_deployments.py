@@ -18,7 +18,8 @@ import yaml
 from dogops.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-NAMES = ["train-and-deploy", "retrain", "rollback", "teardown", "iam-audit", "idle-guard", "wake"]
+NAMES = ["train-and-deploy", "retrain", "rollback", "teardown", "iam-audit", "idle-guard", "wake",
+         "monitor"]
 FLOW_NAMES = dict(zip(NAMES, NAMES, strict=True))
 
 # What the UI's form sends for train-and-deploy: plain JSON, nested objects for the pydantic models.
@@ -49,6 +50,8 @@ def test_every_flow_has_a_deployment_and_the_schedules(deployments: list[Any]) -
     assert [d.flow_name for d in deployments] == NAMES
     assert _cron(by_name["retrain"].schedules[0]) == ("0 3 * * 1", "UTC")
     assert _cron(by_name["idle-guard"].schedules[0]) == ("0 * * * *", "UTC")
+    assert _cron(by_name["monitor"].schedules[0]) == ("0 6 * * *", "UTC")
+    assert by_name["monitor"].parameters == {}  # a daily run needs no parameters
     assert by_name["idle-guard"].parameters == {
         "max_idle_hours": 24, "action": "sleep", "apply": True}
     assert by_name["teardown"].parameters == {"apply": False}
@@ -148,6 +151,9 @@ def test_prefect_yaml_declares_process_and_ecs_sets_and_deploys_with_the_cli(
             Settings().schedules.retrain_cron)
         assert by_name[f"idle-guard{suffix}"]["schedules"][0]["cron"] == (
             Settings().schedules.idle_guard_cron)
+        assert by_name[f"monitor{suffix}"]["schedules"][0]["cron"] == (
+            Settings().schedules.monitor_cron)
+        assert by_name[f"monitor{suffix}"]["schedules"][0]["active"] is active
         # One set's crons are active, so a cron job never runs twice.
         assert by_name[f"retrain{suffix}"]["schedules"][0]["active"] is active
         assert all(by_name[f"{n}{suffix}"]["work_pool"]["name"] == pool for n in NAMES)
@@ -197,7 +203,7 @@ def test_forms_show_the_effective_settings_as_defaults(prefect_harness: None) ->
         backend="aws", tuning={"max_jobs": 7, "learning_rate_max": 0.05},
         training={"training_instance_type": "ml.c5.2xlarge"},
         endpoint={"name": "dogs-from-env", "instance_type": "ml.c5.xlarge"},
-        scaling={"max_capacity": 5},
+        scaling={"max_capacity": 5}, monitor={"low_confidence_threshold": 0.3},
     )
     expected = {
         "backend": "aws",
@@ -206,6 +212,7 @@ def test_forms_show_the_effective_settings_as_defaults(prefect_harness: None) ->
         "endpoint": settings.endpoint.model_dump(mode="json"),
         "scaling": settings.scaling.model_dump(mode="json"),
         "lambda_config": settings.lambda_.model_dump(mode="json"),
+        "monitor_config": settings.monitor.model_dump(mode="json"),
     }
     for deployment in build_deployments(settings):
         deployment.apply()

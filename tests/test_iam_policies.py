@@ -80,6 +80,7 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
         ("s3:PutObject", f"{objects}/tuning/*"),
         ("s3:PutObject", f"{objects}/training/*"),
         ("s3:PutObject", f"{objects}/checkpoints/*"),
+        ("s3:PutObject", f"{objects}/captures/*"),
     }
     listing = next(s for s in policy["Statement"] if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dogops", "dogops/*"]}}
@@ -239,6 +240,9 @@ ECS_MUST_ALLOW = [
     ("s3:PutObject", "arn:aws:s3:::dogops-data/dogops/data/train/a/1.jpg"),
     ("s3:GetObject", "arn:aws:s3:::dogops-data/dogops/registry.json"),
     ("s3:DeleteObject", "arn:aws:s3:::dogops-data/dogops/data/train/a/1.jpg"),
+    # The monitor flow reads the endpoint's data captures with the flows' own credentials.
+    ("s3:GetObject",
+     "arn:aws:s3:::dogops-data/dogops/captures/dog-classifier/AllTraffic/2026/12/01/05/a.jsonl"),
     ("sagemaker:CreateHyperParameterTuningJob",
      f"{SM}:hyper-parameter-tuning-job/dogops-hpo-abc-123"),
     ("sagemaker:DescribeTrainingJob", f"{SM}:training-job/dogops-hpo-abc-123-001-x"),
@@ -260,6 +264,7 @@ ECS_MUST_ALLOW = [
 ]
 ECS_MUST_REFUSE = [
     ("s3:GetObject", "arn:aws:s3:::dogops-data/other-team/secret.csv"),
+    ("s3:GetObject", "arn:aws:s3:::dogops-data/other-team/captures/x/AllTraffic/a.jsonl"),
     ("s3:PutObject", "arn:aws:s3:::someone-elses-bucket/dogops/x"),
     ("s3:DeleteBucket", "arn:aws:s3:::dogops-data"),
     ("sagemaker:DeleteEndpoint", f"{SM}:endpoint/their-endpoint"),

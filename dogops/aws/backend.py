@@ -7,7 +7,8 @@ a client error, and every step is safe to repeat (attach-or-create, update in pl
 unchanged).
 
 Where things live: `s3://<bucket>/<prefix>/data/` (the synced data set and its manifest),
-`.../code/<hash>/sourcedir.tar.gz` (model_code), `.../tuning/` and `.../training/` (job outputs).
+`.../code/<hash>/sourcedir.tar.gz` (model_code), `.../tuning/` and `.../training/` (job outputs),
+`.../captures/` (the endpoint's data capture, `endpoint.capture_percent`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
+from dogops.aws.objects import S3Objects
 from dogops.errors import UserInputError
 from dogops.settings import Settings
 
@@ -66,6 +67,10 @@ class S3Store:
     def document(self, name: str) -> S3RegistryStore:
         key = f"{self.settings.aws.prefix.strip('/')}/{name}".lstrip("/")
         return S3RegistryStore(self.clients.client("s3"), self.settings.aws.bucket, key)
+
+    def objects(self, bucket: str) -> S3Objects:
+        """The bucket read by key with the flow's own credentials."""
+        return S3Objects(self.clients.client("s3"), bucket)
 
     def archive_file(self, uri: str, scratch: Path) -> Path | None:
         """Download the archive at an `s3://` URI to `scratch`; None when it does not exist (e.g.

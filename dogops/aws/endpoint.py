@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from dogops.aws import naming, ownership
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
+from dogops.aws.data_capture import data_capture_config
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import poll, wait_with_waiter
@@ -75,29 +76,35 @@ def model_version(model: TrainedModel) -> str:
 
 def container_environment(settings: Settings) -> dict[str, str]:
     """What the PyTorch inference container's toolkits read: the entry point and where it is,
-    the model server's workers and timeout, TorchServe's batching, plus what `inference.py`
-    itself reads.
+    the model server's workers and timeout, TorchServe's batching when it is on, plus what
+    `inference.py` itself reads.
 
-    `sagemaker-pytorch-inference` (ts_environment.py) turns any `SAGEMAKER_TS_*` variable into a
-    per-model TorchServe block whose workers default to 1 and whose timeout to 60 s, whatever
-    SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT say: so the batch settings come with the workers
-    and timeout repeated in its own names.
+    TorchServe batching is opt-in (`endpoint.container_batching`): the pinned toolkit would run
+    each batch one request at a time anyway, and would decode an image with a JSON neighbour's
+    content type (see the setting). `sagemaker-pytorch-inference` (ts_environment.py) turns any
+    `SAGEMAKER_TS_*` variable into a per-model TorchServe block whose workers default to 1 and
+    whose timeout to 60 s, whatever SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT say: so the batch
+    settings come with the workers and timeout repeated in its own names.
     """
     endpoint = settings.endpoint
     workers, timeout = str(endpoint.model_server_workers), str(endpoint.model_server_timeout_s)
-    return {
+    environment = {
         **serving_environment(settings),
         "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
         "SAGEMAKER_REGION": settings.aws.region,
         "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
         "SAGEMAKER_MODEL_SERVER_WORKERS": workers,
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": timeout,
-        "SAGEMAKER_TS_BATCH_SIZE": str(endpoint.batch_size),
-        "SAGEMAKER_TS_MAX_BATCH_DELAY": str(endpoint.max_batch_delay_ms),
-        "SAGEMAKER_TS_MIN_WORKERS": workers,
-        "SAGEMAKER_TS_MAX_WORKERS": workers,
-        "SAGEMAKER_TS_RESPONSE_TIMEOUT": timeout,
     }
+    if endpoint.container_batching:
+        environment |= {
+            "SAGEMAKER_TS_BATCH_SIZE": str(endpoint.batch_size),
+            "SAGEMAKER_TS_MAX_BATCH_DELAY": str(endpoint.max_batch_delay_ms),
+            "SAGEMAKER_TS_MIN_WORKERS": workers,
+            "SAGEMAKER_TS_MAX_WORKERS": workers,
+            "SAGEMAKER_TS_RESPONSE_TIMEOUT": timeout,
+        }
+    return environment
 
 
 def model_request(
@@ -147,12 +154,12 @@ def config_request(
             "InitialVariantWeight": 1.0,
         }
     ]
-    name = child_name(settings.endpoint.name, "c", variants)
-    return {
-        "EndpointConfigName": name,
-        "ProductionVariants": variants,
-        "Tags": naming.tags(settings, run_key, version),
-    }
+    capture = data_capture_config(settings)
+    # Capture joins the name's hash only when on: configs made before it keep their names.
+    name = child_name(settings.endpoint.name, "c", variants, *([capture] if capture else []))
+    return {"EndpointConfigName": name, "ProductionVariants": variants,
+            "Tags": naming.tags(settings, run_key, version),
+            **({"DataCaptureConfig": capture} if capture else {})}
 
 
 def _ensure(

@@ -9,11 +9,18 @@ at least `MaxRuntimeInSeconds`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from dogops.aws.clients import AwsClients
 from dogops.errors import UserInputError
 from dogops.iam_policies import CHECKPOINT_FOLDER
+from dogops.results import TrialResult
 from dogops.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 LOCAL_PATH = "/opt/ml/checkpoints"
 
@@ -47,3 +54,23 @@ def spot_fields(settings: Settings, checkpoint_uri: str, job_name: str) -> dict[
     if not checkpoint_uri:
         raise ValueError("a spot job needs a checkpoint_uri")
     return {"CheckpointConfig": {"S3Uri": f"{checkpoint_uri}/{job_name}", "LocalPath": LOCAL_PATH}}
+
+
+def with_billable_seconds(clients: AwsClients, trials: list[TrialResult]) -> list[TrialResult]:
+    """Each managed spot trial's BillableTimeInSeconds (one DescribeTrainingJob per trial: the
+    tuning job's trial summaries do not carry it), so the cost prices what spot billed."""
+    sm = clients.client("sagemaker")
+    out: list[TrialResult] = []
+    for trial in trials:
+        if trial.billable_seconds is not None:
+            out.append(trial)
+            continue
+        try:
+            billable = sm.describe_training_job(TrainingJobName=trial.name).get(
+                "BillableTimeInSeconds")
+        except ClientError as exc:
+            logger.warning("could not describe training job %s: %s", trial.name, exc)
+            billable = None
+        out.append(trial.model_copy(update={
+            "billable_seconds": float(billable) if billable is not None else None}))
+    return out

@@ -238,6 +238,7 @@ def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialRe
     epochs = int(metrics.get("epoch", 0))
     uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     complete = job.get("TrainingJobStatus") == "Completed"
+    billable = job.get("BillableTimeInSeconds")
     return trial.model_copy(
         update={
             "metrics": metrics,
@@ -246,6 +247,7 @@ def enrich_from_training_job(clients: AwsClients, trial: TrialResult) -> TrialRe
             "seconds": trial.seconds or _seconds(
                 job.get("TrainingStartTime"), job.get("TrainingEndTime")
             ),
+            "billable_seconds": float(billable) if billable is not None else None,
         }
     )
 
@@ -271,6 +273,8 @@ def tuning_result(
         trials = [best] if best else []
     elif best:
         trials = [best if t.name == best.name else t for t in trials]
+    if definition.get("EnableManagedSpotTraining") and not reused:
+        trials = spot.with_billable_seconds(clients, trials)
     warm = described.get("WarmStartConfig") or {}
     parents = [p["HyperParameterTuningJobName"]
                for p in warm.get("ParentHyperParameterTuningJobs", [])]

@@ -4,7 +4,7 @@ Nothing outside `dogops/local/`, `dogops/aws/` and this factory should choose a 
 
 from __future__ import annotations
 
-from dogops.backends.base import Backend, DocumentStore, Operations, Store
+from dogops.backends.base import Backend, DocumentStore, ObjectReader, Operations, Store
 from dogops.settings import Settings
 
 
@@ -42,5 +42,6 @@ def operations_for(backend: str) -> Operations:
 
 
 __all__ = [
-    "Backend", "DocumentStore", "Operations", "Store", "get_backend", "operations_for", "store_for",
+    "Backend", "DocumentStore", "ObjectReader", "Operations", "Store", "get_backend",
+    "operations_for", "store_for",
 ]

@@ -9,7 +9,7 @@ duplicating it or failing on "already exists". A step a backend cannot do raises
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -49,6 +49,21 @@ class DocumentStore(Protocol):
     def lock(self) -> contextlib.AbstractContextManager[None]: ...
 
 
+class ObjectReader(Protocol):
+    """The project's bucket read by key (S3, or its folder in the local object store), for what
+    both backends write in the same layout: the endpoint's data captures, the data manifest."""
+
+    uri: str  # s3://<bucket>, or the folder's file:// URI
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every key under `prefix` (a plain string prefix, as S3 lists them), in key order."""
+        ...
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object."""
+        ...
+
+
 class Store(Protocol):
     """Where the backend keeps documents and model archives: the state dir, or S3."""
 
@@ -59,6 +74,10 @@ class Store(Protocol):
     def archive_file(self, uri: str, scratch: Path) -> Path | None:
         """A local file holding the model archive at `uri` (the file itself when it is already
         local, else a copy at `scratch`); None when there is no archive there."""
+        ...
+
+    def objects(self, bucket: str) -> ObjectReader:
+        """The bucket `bucket` read by key (the captures the monitor reads)."""
         ...
 
 

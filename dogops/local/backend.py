@@ -3,6 +3,7 @@
 Everything lives under `settings.state_dir`:
 
     store/<bucket>/<prefix>/data/      the synced data set (same keys as S3) + _manifest.json
+    store/<bucket>/<prefix>/captures/  the endpoint's data capture (SageMaker's layout and format)
     feature-cache/                     backbone features shared by trials on the same data
     jobs/tuning/<job>/                 one tuning job: optuna journal, trials/, result.json
     jobs/training/<job>/               the final estimator: model/, model.tar.gz
@@ -19,6 +20,7 @@ import boto3
 from botocore.config import Config
 
 from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
+from dogops.capture import local_capture_root
 from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.local.store import sync_folder, write_atomic
@@ -127,7 +129,10 @@ class LocalBackend:
         if not (model_dir / "metadata.json").exists():
             extract_model_archive(archive, model_dir)
         current = local_endpoint.read_endpoint(self.settings.endpoint.name, self.root)
-        if current is not None and current.model_name == model.version:
+        record = local_endpoint.read_endpoint_record(self.settings.endpoint.name, self.root)
+        capture_percent = self.settings.endpoint.capture_percent
+        same_capture = record is not None and record.get("capture_percent", 0) == capture_percent
+        if current is not None and current.model_name == model.version and same_capture:
             if progress:
                 progress(f"endpoint {current.name} already serves model {model.version}")
             return current
@@ -144,7 +149,12 @@ class LocalBackend:
             env=serving_environment(self.settings),
             model_version=model.version,
             options={"batch_size": self.settings.endpoint.batch_size,
-                     "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms},
+                     "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms,
+                     # Data capture as SageMaker's DataCaptureConfig does it, into the local
+                     # store (off at 0).
+                     **({"capture_percent": capture_percent,
+                         "capture_dir": str(local_capture_root(self.settings))}
+                        if capture_percent else {})},
         )
 
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dogops.errors import UserInputError
+from dogops.local.objects import LocalObjects
 
 
 class LocalRegistryStore:
@@ -47,6 +48,10 @@ class LocalStore:
 
     def document(self, name: str) -> LocalRegistryStore:
         return LocalRegistryStore(self.root / name)
+
+    def objects(self, bucket: str) -> LocalObjects:
+        """The local object store's folder of `bucket` (S3's keys as paths)."""
+        return LocalObjects(self.root / "store" / bucket)
 
     def archive_file(self, uri: str, scratch: Path) -> Path | None:
         """The archive at a `file://` URI is already a local file (`scratch` is not used)."""

@@ -286,6 +286,7 @@ def start_endpoint(
             "state_file": server.state_file,
             "started_at": time.time(),
             "scaling": scaling.model_dump(),
+            "capture_percent": server.capture_percent,
         }
         _write_record(name, state_dir, record)
         if old:

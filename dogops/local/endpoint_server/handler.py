@@ -121,6 +121,9 @@ class EndpointHandler(BaseHTTPRequestHandler):
             log.info("cold start: a worker answered after %.2f s", self.state.cold_starts[-1])
         if status == 200:
             self._send(200, payload, out_type)
+            if self.state.capture is not None:  # after the answer went out; never blocks
+                self.state.capture.offer(body, content_type, payload, out_type,
+                                         self.headers.get("X-Amzn-SageMaker-Inference-Id"))
             return True
         self._model_error(runtime_api, status, payload.decode(errors="replace"))
         return False

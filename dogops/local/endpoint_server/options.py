@@ -41,6 +41,10 @@ class ServerOptions:
     # and most milliseconds a request waits for company. 1 turns batching off.
     batch_size: int = 16
     max_batch_delay_ms: float = 5.0
+    # Data capture (DataCaptureConfig): share of answered requests written to `capture_dir`,
+    # the local store's copy of the capture prefix; 0 is off.
+    capture_percent: int = 0
+    capture_dir: str | None = None
 
     def policy(self) -> ScalingPolicy:
         return ScalingPolicy(

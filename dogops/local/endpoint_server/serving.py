@@ -91,6 +91,8 @@ def serve(options: ServerOptions) -> int:
         time.sleep(0.05)
     state.batcher.close()
     state.pool.close(timeout=5)
+    if state.capture is not None:
+        state.capture.close()  # the captures still queued are written before the process ends
     _write_state_file(options, server, "Deleted")
     log.info("endpoint %s stopped", options.name)
     return 0

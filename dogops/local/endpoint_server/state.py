@@ -11,6 +11,7 @@ from typing import Any
 
 from dogops.local.autoscaler import InvocationCounter, TargetTrackingScaler
 from dogops.local.endpoint_server.batching import Batcher
+from dogops.local.endpoint_server.capture import writer_for
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerPool
 
@@ -37,6 +38,7 @@ class EndpointState:
         self.rejected = 0
         self._in_flight = 0
         self._lock = threading.Lock()
+        self.capture = writer_for(options.name, options.capture_percent, options.capture_dir)
 
     @property
     def capacity(self) -> int:
@@ -119,5 +121,6 @@ class EndpointState:
                 "invocation_timeout_s": o.invocation_timeout,
             },
             "batching": self.batcher.stats(),
+            "capture": self.capture.status() if self.capture else {"percent": 0},
             "uptime_s": round(time.time() - self.started, 3),
         }
