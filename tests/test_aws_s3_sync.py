@@ -301,7 +301,7 @@ def test_a_file_changed_after_hashing_is_recorded_as_uploaded(
     def hash_then_edit(path: Path, rel: str, **kwargs: Any) -> Any:
         hashed = real(path, rel, **kwargs)
         if path.name == "1.jpg":  # the user saves a new version between hashing and upload
-            path.write_bytes(b"edited while the sync ran")
+            path.write_bytes(b"edited!!!")  # same size: only the hash tells
         return hashed
 
     monkeypatch.setattr(s3_sync, "hash_file", hash_then_edit)
@@ -313,6 +313,6 @@ def test_a_file_changed_after_hashing_is_recorded_as_uploaded(
     )
     entry = manifest["files"]["train/a/1.jpg"]
     # The manifest describes the bytes S3 holds, never the stale hash of the earlier content.
-    assert stored == b"edited while the sync ran"
+    assert stored == b"edited!!!"
     assert entry["sha256"] == hashlib.sha256(stored).hexdigest()
     assert entry["size"] == len(stored) and report.bytes_uploaded == len(stored) + 26
