@@ -202,22 +202,38 @@ def ecr_repository_arn(image_uri: str) -> str:
     )
 
 
+def rollout_alarms_arn(region: str, account_id: str, endpoint_name: str) -> str:
+    """The CloudWatch alarms dogops makes for an endpoint's guarded rollouts
+    (`dogops.aws.rollout`: `<endpoint>-dogops-...`)."""
+    region, account_id = _region_account(region, account_id)
+    _check(endpoint_name, _ENDPOINT, "Endpoint name", "use letters, digits and single hyphens.")
+    part = partition(region)
+    return f"arn:{part}:cloudwatch:{region}:{account_id}:alarm:{endpoint_name}-dogops-*"
+
+
 def sagemaker_execution_policy(
-    region: str, account_id: str, bucket: str, prefix: str, images: list[str]
+    region: str, account_id: str, bucket: str, prefix: str, images: list[str],
+    endpoint_name: str | None = None,
 ) -> dict[str, Any]:
     """What SageMaker does on the role's behalf for tuning, training and hosting with `images`
     (the image URIs the jobs and the model use): pull those images, read the data and code, read
-    and write the job outputs, write its logs and metrics. Nothing else: no other bucket, no
-    `iam:*`, no SageMaker control-plane call. Replaces `AmazonSageMakerFullAccess`."""
+    and write the job outputs, write its logs and metrics, and (with `endpoint_name`) read the
+    endpoint's rollout alarms, which a guarded update's auto-rollback watches. Nothing else: no
+    other bucket, no `iam:*`, no SageMaker control-plane call. Replaces
+    `AmazonSageMakerFullAccess`."""
     _region_account(region, account_id)
     _check(bucket, _BUCKET, "S3 bucket name", "use 3-63 lower-case letters, digits, . and -.")
     key_prefix = _normalise_prefix(prefix)
     if not images:
         raise UserInputError("no container image given: the role must be able to pull one.")
     part = partition(region)
+    alarms = [_allow("ReadRolloutAlarms", "cloudwatch:DescribeAlarms",
+                     rollout_alarms_arn(region, account_id, endpoint_name))
+              ] if endpoint_name else []
     return {
         "Version": POLICY_VERSION,
         "Statement": [
+            *alarms,
             *_sagemaker_s3_statements(part, bucket, key_prefix),
             *_sagemaker_log_statements(part, region, account_id),
             *_sagemaker_ecr_statements(images),
@@ -230,31 +246,12 @@ def _sagemaker_s3_statements(part: str, bucket: str, key_prefix: str) -> list[di
     objects = f"arn:{part}:s3:::{bucket}/{key_prefix}"
     outputs = [f"{objects}/{folder}/*" for folder in OUTPUT_FOLDERS]
     return [
-        {
-            "Sid": "ListProjectPrefix",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": f"arn:{part}:s3:::{bucket}",
-            "Condition": {"StringLike": {"s3:prefix": [key_prefix, f"{key_prefix}/*"]}},
-        },
-        {
-            "Sid": "ReadDataCodeAndOutputs",
-            "Effect": "Allow",
-            "Action": "s3:GetObject",
-            "Resource": [f"{objects}/{DATA_FOLDER}/*", f"{objects}/{CODE_FOLDER}/*", *outputs],
-        },
-        {
-            "Sid": "WriteJobOutputs",
-            "Effect": "Allow",
-            "Action": "s3:PutObject",
-            "Resource": outputs,
-        },
-        {
-            "Sid": "WriteEndpointCaptures",
-            "Effect": "Allow",
-            "Action": "s3:PutObject",
-            "Resource": f"{objects}/{CAPTURE_FOLDER}/*",
-        },
+        _allow("ListProjectPrefix", "s3:ListBucket", f"arn:{part}:s3:::{bucket}",
+               {"StringLike": {"s3:prefix": [key_prefix, f"{key_prefix}/*"]}}),
+        _allow("ReadDataCodeAndOutputs", "s3:GetObject",
+               [f"{objects}/{DATA_FOLDER}/*", f"{objects}/{CODE_FOLDER}/*", *outputs]),
+        _allow("WriteJobOutputs", "s3:PutObject", outputs),
+        _allow("WriteEndpointCaptures", "s3:PutObject", f"{objects}/{CAPTURE_FOLDER}/*"),
     ]
 
 
@@ -262,49 +259,31 @@ def _sagemaker_log_statements(part: str, region: str, account_id: str) -> list[d
     """Write the jobs' and endpoints' logs under /aws/sagemaker and SageMaker's own metrics."""
     logs = f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/sagemaker/*"
     return [
-        {
-            "Sid": "SageMakerLogs",
-            "Effect": "Allow",
-            "Action": [
-                "logs:CreateLogGroup",
-                "logs:CreateLogStream",
-                "logs:PutLogEvents",
-                "logs:DescribeLogStreams",
-            ],
-            "Resource": [logs, f"{logs}:log-stream:*"],
-        },
-        {
-            "Sid": "SageMakerMetrics",
-            "Effect": "Allow",
-            "Action": "cloudwatch:PutMetricData",
-            # PutMetricData has no resource-level permissions; the namespace condition
-            # keeps it to SageMaker's own namespaces.
-            "Resource": "*",
-            "Condition": {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
-        },
+        _allow("SageMakerLogs", ["logs:CreateLogGroup", "logs:CreateLogStream",
+                                 "logs:PutLogEvents", "logs:DescribeLogStreams"],
+               [logs, f"{logs}:log-stream:*"]),
+        # PutMetricData has no resource-level permissions; the namespace condition
+        # keeps it to SageMaker's own namespaces.
+        _allow("SageMakerMetrics", "cloudwatch:PutMetricData", "*",
+               {"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}}),
     ]
 
 
 def _sagemaker_ecr_statements(images: list[str]) -> list[dict[str, Any]]:
     """Log in to ECR and pull the chosen images only, from their own registries."""
     return [
-        {
-            "Sid": "EcrLogin",
-            "Effect": "Allow",
-            "Action": "ecr:GetAuthorizationToken",
-            "Resource": "*",  # GetAuthorizationToken has no resource-level permissions.
-        },
-        {
-            "Sid": "EcrPullChosenImages",
-            "Effect": "Allow",
-            "Action": [
-                "ecr:BatchCheckLayerAvailability",
-                "ecr:BatchGetImage",
-                "ecr:GetDownloadUrlForLayer",
-            ],
-            "Resource": sorted({ecr_repository_arn(image) for image in images}),
-        },
+        # GetAuthorizationToken has no resource-level permissions.
+        _allow("EcrLogin", "ecr:GetAuthorizationToken", "*"),
+        _allow("EcrPullChosenImages", ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                                       "ecr:GetDownloadUrlForLayer"],
+               sorted({ecr_repository_arn(image) for image in images})),
     ]
+
+
+def _allow(sid: str, actions: list[str] | str, resources: list[str] | str,
+           condition: dict[str, Any] | None = None) -> dict[str, Any]:
+    statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    return {**statement, "Condition": condition} if condition else statement
 
 
 def ecs_task_trust_policy() -> dict[str, Any]:
@@ -335,18 +314,14 @@ def ecs_flow_task_policy(
         "Version": POLICY_VERSION,
         "Statement": [
             *_ecs_s3_statements(part, bucket, key),
-            *_ecs_sagemaker_statements(sm, ep, jobs=project.lower()[:8]),
+            *_ecs_sagemaker_statements(
+                sm, ep, jobs=project.lower()[:8],
+                alarms=rollout_alarms_arn(region, account_id, endpoint_name)),
             *_ecs_scaling_statements(iam),
             _ecs_function_statement(f"arn:{part}:lambda:{region}:{account_id}", function_name),
             *_ecs_iam_statements(iam, project),
         ],
     }
-
-
-def _allow(sid: str, actions: list[str], resources: list[str] | str,
-           condition: dict[str, Any] | None = None) -> dict[str, Any]:
-    statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
-    return {**statement, "Condition": condition} if condition else statement
 
 
 def _ecs_s3_statements(part: str, bucket: str, key: str) -> list[dict[str, Any]]:
@@ -365,8 +340,8 @@ def _ecs_s3_statements(part: str, bucket: str, key: str) -> list[dict[str, Any]]
     ]
 
 
-def _ecs_sagemaker_statements(sm: str, ep: str, jobs: str) -> list[dict[str, Any]]:
-    """The project's own jobs, its endpoint with its models and configs, and list calls."""
+def _ecs_sagemaker_statements(sm: str, ep: str, jobs: str, alarms: str) -> list[dict[str, Any]]:
+    """Own jobs, endpoint (models, configs, rollout alarms), and the list and metric calls."""
     return [
         _allow("OwnJobs", ["sagemaker:CreateHyperParameterTuningJob",
                            "sagemaker:DescribeHyperParameterTuningJob",
@@ -387,6 +362,10 @@ def _ecs_sagemaker_statements(sm: str, ep: str, jobs: str) -> list[dict[str, Any
                 f"{sm}:model/{ep}-m-*"]),
         # List calls, Application Auto Scaling and GetMetricStatistics have no resource-level
         # permissions: "*" is the only resource AWS accepts for them.
+        # The guarded rollouts' alarms (dogops.aws.rollout), created and deleted by the flows.
+        _allow("OwnRolloutAlarms", ["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms",
+                                    "cloudwatch:DeleteAlarms", "cloudwatch:TagResource",
+                                    "cloudwatch:ListTagsForResource"], alarms),
         _allow("ListsAndMetrics", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
                                    "cloudwatch:GetMetricStatistics"], "*"),
     ]

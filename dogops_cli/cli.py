@@ -203,7 +203,14 @@ def status(state_dir: StateDir = None) -> None:
     if not endpoints:
         typer.echo("no local endpoint running")
     for endpoint in endpoints:
-        typer.echo(json.dumps(endpoint_status(endpoint.name, root), indent=1, default=str))
+        document = endpoint_status(endpoint.name, root)
+        rollout = (document.get("server") or {}).get("rollout") or {}
+        if rollout.get("active"):
+            new = rollout.get("canary") or {}
+            typer.echo(f"{endpoint.name}: rollout in progress: {rollout['phase']} (new model: "
+                       f"{new.get('requests', 0)} requests, {new.get('errors_5xx', 0)} 5xx, p99 "
+                       f"{new.get('p99_ms')} ms)")
+        typer.echo(json.dumps(document, indent=1, default=str))
 
 
 @app.command()
@@ -298,6 +305,31 @@ def rollback(
     replaced = f" (was v{result.replaced.version})" if result.replaced else ""
     typer.echo(f"{result.endpoint.name} now serves v{result.restored.version} "
                f"{result.restored.model_version}{replaced}")
+
+
+@app.command()
+def rollout(
+    model_dir: Annotated[Path, typer.Option(help="A model folder as train.py writes it.")],
+    canary_percent: Annotated[int | None, typer.Option(min=1, max=50, help=(
+        "Share of capacity/requests for the new model first (default: settings, 10)."))] = None,
+    bake_seconds: Annotated[int | None, typer.Option(min=0, max=3600, help=(
+        "How long each step is watched (default: settings, 300)."))] = None,
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """Roll a model folder onto the endpoint through the guarded rollout; exit 0 when promoted,
+    3 when rolled back, with the decision and the figures it was made on."""
+    from dogops.rollout import EXIT_PROMOTED, EXIT_ROLLED_BACK, decision_text
+    from flows.rollout import rollout as rollout_flow
+
+    result = _run_flow(rollout_flow, state_dir, {
+        "model_dir": str(model_dir), "canary_percent": canary_percent,
+        "bake_seconds": bake_seconds, "backend": backend,
+        "state_dir": str(state_dir) if state_dir else None, **_endpoint(endpoint_name),
+    })
+    typer.echo(decision_text(result.outcome))
+    raise typer.Exit(EXIT_PROMOTED if result.outcome.promoted else EXIT_ROLLED_BACK)
 
 
 @app.command()
@@ -415,6 +447,10 @@ def registry_table(
     typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in table:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for rejected in document.rolled_back:  # candidates a guarded rollout took off again
+        if endpoint_name in (None, rejected.endpoint_name):
+            typer.echo(f"rolled back: {rejected.model_version} on {rejected.endpoint_name} at "
+                       f"{rejected.at:%Y-%m-%d %H:%M} UTC ({rejected.source}): {rejected.reason}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ KNOWN_LONG: set[str] = set()
 # Functions still over MAX_FUNCTION_LINES ("path::name"): to be split.
 KNOWN_LONG_FUNCTIONS: set[str] = {
     "dogops/aws/endpoint.py::deploy_endpoint",
+    "dogops/aws/endpoint_update.py::update_in_place",  # 82 lines, came with the rollouts merge
     "dogops/aws/s3_sync.py::sync_folder",
 }
 # Backend choices still made outside the backends (file -> how many): to be moved behind the
