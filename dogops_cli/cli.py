@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from dogops.settings import load_settings
+from dogops_cli import render
 
 app = typer.Typer(
     help="dogops: an image classifier from a data folder to a live, auto-scaled endpoint.",
@@ -204,12 +205,9 @@ def status(state_dir: StateDir = None) -> None:
         typer.echo("no local endpoint running")
     for endpoint in endpoints:
         document = endpoint_status(endpoint.name, root)
-        rollout = (document.get("server") or {}).get("rollout") or {}
-        if rollout.get("active"):
-            new = rollout.get("canary") or {}
-            typer.echo(f"{endpoint.name}: rollout in progress: {rollout['phase']} (new model: "
-                       f"{new.get('requests', 0)} requests, {new.get('errors_5xx', 0)} 5xx, p99 "
-                       f"{new.get('p99_ms')} ms)")
+        in_progress = render.rollout_line(endpoint.name, document)
+        if in_progress:
+            typer.echo(in_progress)
         typer.echo(json.dumps(document, indent=1, default=str))
 
 
@@ -395,16 +393,7 @@ def monitor(
         **_endpoint(endpoint_name),
         "monitor_config": MonitorConfig(**chosen) if chosen else None,
     })
-    typer.echo(f"{report.endpoint}: {report.requests} captured requests "
-               f"{report.since}..{report.until} (captures: {report.capture_uri})")
-    for day, count in report.requests_per_day.items():
-        typer.echo(f"  {day}  {count}")
-    if report.mean_top1 is not None:
-        typer.echo(f"mean top-1 probability {report.mean_top1:.3f}; under {report.threshold:g}: "
-                   f"{report.below_threshold} ({100 * (report.share_below_threshold or 0):.1f} %)")
-    for row in report.classes[:10]:
-        typer.echo(f"  {row.label:<30} predicted {row.predicted:>5} "
-                   f"({100 * row.predicted_share:5.1f} %)  test {100 * row.test_share:5.1f} %")
+    typer.echo("\n".join(render.monitor_lines(report)))
 
 
 @app.command("registry")
@@ -416,7 +405,7 @@ def registry_table(
 ) -> None:
     """The model registry: versions, metrics, data, and which one is live (or asleep)."""
     from dogops.errors import DogopsError
-    from dogops.registry import history_table, registry_for
+    from dogops.registry import registry_for
 
     settings = _settings(backend, state_dir)
     try:
@@ -425,14 +414,7 @@ def registry_table(
     except DogopsError as exc:
         _fail(str(exc))
         return
-    entries = [e for e in document.entries if endpoint_name in (None, e.endpoint_name)]
-    rows = []
-    for entry in entries:
-        live = document.live.get(entry.endpoint_name)
-        row = history_table([entry], live)[0]
-        if row["live"] and entry.endpoint_name in document.asleep:
-            row["live"] = "asleep"
-        rows.append(row)
+    rows = render.registry_rows(document, endpoint_name)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
@@ -440,17 +422,8 @@ def registry_table(
     if not rows:
         typer.echo("no model yet: run `dogops run --data-dir FOLDER` (train-and-deploy) first")
         return
-    columns = ["version", "live", "endpoint", "model", "test_accuracy", "source",
-               "promoted_at", "files", "data", "data_uri"]
-    table = [[str(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in table:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    for rejected in document.rolled_back:  # candidates a guarded rollout took off again
-        if endpoint_name in (None, rejected.endpoint_name):
-            typer.echo(f"rolled back: {rejected.model_version} on {rejected.endpoint_name} at "
-                       f"{rejected.at:%Y-%m-%d %H:%M} UTC ({rejected.source}): {rejected.reason}")
+    lines = render.table_lines(rows, render.REGISTRY_COLUMNS)
+    typer.echo("\n".join(lines + render.rolled_back_lines(document, endpoint_name)))
 
 
 @app.command()
