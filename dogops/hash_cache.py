@@ -34,6 +34,15 @@ class HashCache:
             except (OSError, ValueError):
                 self._entries = {}
 
+    def cached(self, path: Path, key: str) -> T | None:
+        """The cached hashes of `path` while it is unchanged (one stat, nothing read), else None."""
+        stat = path.stat()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry.get("stamp") == [stat.st_size, stat.st_mtime_ns]:
+            return dict(entry["hashes"])
+        return None
+
     def hashes(self, path: Path, key: str, compute: Callable[[Path], T]) -> T:
         """The cached hashes of `path` when it has not changed, else `compute(path)` (cached)."""
         stat = path.stat()

@@ -202,13 +202,25 @@ def ecr_repository_arn(image_uri: str) -> str:
     )
 
 
+def rollout_alarms_arn(region: str, account_id: str, endpoint_name: str) -> str:
+    """The CloudWatch alarms dogops makes for an endpoint's guarded rollouts
+    (`dogops.aws.rollout`: `<endpoint>-dogops-...`)."""
+    region, account_id = _region_account(region, account_id)
+    _check(endpoint_name, _ENDPOINT, "Endpoint name", "use letters, digits and single hyphens.")
+    part = partition(region)
+    return f"arn:{part}:cloudwatch:{region}:{account_id}:alarm:{endpoint_name}-dogops-*"
+
+
 def sagemaker_execution_policy(
-    region: str, account_id: str, bucket: str, prefix: str, images: list[str]
+    region: str, account_id: str, bucket: str, prefix: str, images: list[str],
+    endpoint_name: str | None = None,
 ) -> dict[str, Any]:
     """What SageMaker does on the role's behalf for tuning, training and hosting with `images`
     (the image URIs the jobs and the model use): pull those images, read the data and code, read
-    and write the job outputs, write its logs and metrics. Nothing else: no other bucket, no
-    `iam:*`, no SageMaker control-plane call. Replaces `AmazonSageMakerFullAccess`."""
+    and write the job outputs, write its logs and metrics, and (with `endpoint_name`) read the
+    endpoint's rollout alarms, which a guarded update's auto-rollback watches. Nothing else: no
+    other bucket, no `iam:*`, no SageMaker control-plane call. Replaces
+    `AmazonSageMakerFullAccess`."""
     _region_account(region, account_id)
     _check(bucket, _BUCKET, "S3 bucket name", "use 3-63 lower-case letters, digits, . and -.")
     key_prefix = _normalise_prefix(prefix)
@@ -218,9 +230,13 @@ def sagemaker_execution_policy(
     logs = f"arn:{part}:logs:{region}:{account_id}:log-group:/aws/sagemaker/*"
     objects = f"arn:{part}:s3:::{bucket}/{key_prefix}"
     outputs = [f"{objects}/{folder}/*" for folder in OUTPUT_FOLDERS]
+    alarms = [{"Sid": "ReadRolloutAlarms", "Effect": "Allow", "Action": "cloudwatch:DescribeAlarms",
+               "Resource": rollout_alarms_arn(region, account_id, endpoint_name)}
+              ] if endpoint_name else []
     return {
         "Version": POLICY_VERSION,
         "Statement": [
+            *alarms,
             {
                 "Sid": "ListProjectPrefix",
                 "Effect": "Allow",
@@ -350,6 +366,11 @@ def ecs_flow_task_policy(
                    f"{sm}:model/{ep}-m-*"]),
             # List calls, Application Auto Scaling and GetMetricStatistics have no resource-level
             # permissions: "*" is the only resource AWS accepts for them.
+            # The guarded rollouts' alarms (dogops.aws.rollout), created and deleted by the flows.
+            allow("OwnRolloutAlarms", ["cloudwatch:PutMetricAlarm", "cloudwatch:DescribeAlarms",
+                                       "cloudwatch:DeleteAlarms", "cloudwatch:TagResource",
+                                       "cloudwatch:ListTagsForResource"],
+                  rollout_alarms_arn(region, account_id, endpoint_name)),
             allow("ListsAndMetrics", ["sagemaker:ListEndpointConfigs", "sagemaker:ListModels",
                                       "cloudwatch:GetMetricStatistics"], "*"),
             allow("EndpointScaling", ["application-autoscaling:RegisterScalableTarget",

@@ -10,6 +10,8 @@ per endpoint says which entry serves now, so a rollback moves the pointer (and l
 `events`) instead of rewriting history; rolling back twice walks further back.
 
 Recording the model that is already live is a no-op, so a re-run of a flow does not add versions.
+Candidates a guarded rollout rolled back are kept apart in `rolled_back`, with the reason and the
+figures it was judged on; they never become versions.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from dogops.backends.base import DocumentStore
 from dogops.errors import OperationFailedError, UserInputError
-from dogops.results import SyncReport, TrainedModel
+from dogops.results import RolledBack, SyncReport, TrainedModel
 from dogops.settings import Settings
 
 REGISTRY_NAME = "registry.json"
@@ -32,7 +34,7 @@ SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_DIR = REPO_ROOT / "model_code"
 
-Source = Literal["train-and-deploy", "retrain", "rollback", "manual"]
+Source = Literal["train-and-deploy", "retrain", "rollback", "rollout", "manual"]
 
 
 class RegistryEntry(BaseModel):
@@ -106,6 +108,7 @@ class RegistryDocument(BaseModel):
         default_factory=dict, description="Endpoint name -> why and since when it is asleep."
     )
     events: list[RegistryEvent] = Field(default_factory=list)
+    rolled_back: list[RolledBack] = Field(default_factory=list)
 
 
 # The backends' document store (`dogops.backends.DocumentStore`) under the name the registry knew.
@@ -231,6 +234,13 @@ class Registry:
             ))
             self._save(document)
             return entry
+
+    def record_rolled_back(self, rejected: RolledBack) -> None:
+        """Keep a rolled-back candidate and the reason (the live pointer does not move)."""
+        with self.store.lock():
+            document = self.load()
+            document.rolled_back.append(rejected)
+            self._save(document)
 
     def set_live(
         self, endpoint_name: str, version: int, flow_run_id: str | None = None, reason: str = ""

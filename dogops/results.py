@@ -138,6 +138,41 @@ class TrainedModel(BaseModel):
         )
 
 
+class RolloutOutcome(BaseModel):
+    """How a new model's rollout onto a live endpoint ended, and on what figures."""
+
+    decision: Literal["promoted", "rolled-back"]
+    strategy: str
+    steps: list[int] = Field(default_factory=list, description="Traffic share per step, %.")
+    bake_seconds: int = 0
+    reason: str = ""
+    figures: dict[str, Any] = Field(
+        default_factory=dict, description="What the decision was made on (rates, p99, counts, "
+        "alarm states), as the judge saw them.",
+    )
+    phases: list[str] = Field(default_factory=list, description="Each phase seen, in order.")
+    old_version: str | None = None
+    new_version: str | None = None
+    alarms: list[str] = Field(default_factory=list)
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision == "promoted"
+
+
+class RolledBack(BaseModel):
+    """A candidate a guarded rollout took off the endpoint again, and why; never live."""
+
+    at: datetime
+    endpoint_name: str
+    model_version: str
+    model_uri: str
+    reason: str
+    figures: dict[str, Any] = Field(default_factory=dict, description="What it was judged on.")
+    source: str = ""
+    flow_run_id: str | None = None
+
+
 class EndpointInfo(BaseModel):
     """A live (or at least created) endpoint."""
 
@@ -151,6 +186,10 @@ class EndpointInfo(BaseModel):
     model_name: str | None = None
     status: str = "InService"
     updated: bool = Field(False, description="True when an existing endpoint was updated in place.")
+    rollout: RolloutOutcome | None = Field(
+        None, description="Set when the update went through a guarded rollout; a rolled-back "
+        "one leaves the endpoint on the previous model.",
+    )
 
 
 class ScalingInfo(BaseModel):

@@ -202,7 +202,14 @@ def status(state_dir: StateDir = None) -> None:
     if not endpoints:
         typer.echo("no local endpoint running")
     for endpoint in endpoints:
-        typer.echo(json.dumps(endpoint_status(endpoint.name, root), indent=1, default=str))
+        document = endpoint_status(endpoint.name, root)
+        rollout = (document.get("server") or {}).get("rollout") or {}
+        if rollout.get("active"):
+            new = rollout.get("canary") or {}
+            typer.echo(f"{endpoint.name}: rollout in progress: {rollout['phase']} (new model: "
+                       f"{new.get('requests', 0)} requests, {new.get('errors_5xx', 0)} 5xx, p99 "
+                       f"{new.get('p99_ms')} ms)")
+        typer.echo(json.dumps(document, indent=1, default=str))
 
 
 @app.command()
@@ -300,6 +307,31 @@ def rollback(
 
 
 @app.command()
+def rollout(
+    model_dir: Annotated[Path, typer.Option(help="A model folder as train.py writes it.")],
+    canary_percent: Annotated[int | None, typer.Option(min=1, max=50, help=(
+        "Share of capacity/requests for the new model first (default: settings, 10)."))] = None,
+    bake_seconds: Annotated[int | None, typer.Option(min=0, max=3600, help=(
+        "How long each step is watched (default: settings, 300)."))] = None,
+    backend: Backend = None,
+    state_dir: StateDir = None,
+    endpoint_name: EndpointName = None,
+) -> None:
+    """Roll a model folder onto the endpoint through the guarded rollout; exit 0 when promoted,
+    3 when rolled back, with the decision and the figures it was made on."""
+    from dogops.rollout import EXIT_PROMOTED, EXIT_ROLLED_BACK, decision_text
+    from flows.rollout import rollout as rollout_flow
+
+    result = _run_flow(rollout_flow, state_dir, {
+        "model_dir": str(model_dir), "canary_percent": canary_percent,
+        "bake_seconds": bake_seconds, "backend": backend,
+        "state_dir": str(state_dir) if state_dir else None, **_endpoint(endpoint_name),
+    })
+    typer.echo(decision_text(result.outcome))
+    raise typer.Exit(EXIT_PROMOTED if result.outcome.promoted else EXIT_ROLLED_BACK)
+
+
+@app.command()
 def teardown(
     apply: Annotated[bool, typer.Option(help="Delete; without it, only list (dry run).")]
     = False,
@@ -383,7 +415,8 @@ def registry_table(
 ) -> None:
     """The model registry: versions, metrics, data, and which one is live (or asleep)."""
     from dogops.errors import DogopsError
-    from dogops.registry import history_table, registry_for
+    from dogops.registry import registry_for
+    from dogops_cli.registry_view import registry_lines, registry_rows
 
     settings = _settings(backend, state_dir)
     try:
@@ -392,28 +425,12 @@ def registry_table(
     except DogopsError as exc:
         _fail(str(exc))
         return
-    entries = [e for e in document.entries if endpoint_name in (None, e.endpoint_name)]
-    rows = []
-    for entry in entries:
-        live = document.live.get(entry.endpoint_name)
-        row = history_table([entry], live)[0]
-        if row["live"] and entry.endpoint_name in document.asleep:
-            row["live"] = "asleep"
-        rows.append(row)
+    rows = registry_rows(document, endpoint_name)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
         return
-    typer.echo(f"registry {reg.uri}")
-    if not rows:
-        typer.echo("no model yet: run `dogops run --data-dir FOLDER` (train-and-deploy) first")
-        return
-    columns = ["version", "live", "endpoint", "model", "test_accuracy", "source",
-               "promoted_at", "files", "data", "data_uri"]
-    table = [[str(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(columns)]
-    typer.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for r in table:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for line in registry_lines(reg.uri, document, rows, endpoint_name):
+        typer.echo(line)
 
 
 @app.command()

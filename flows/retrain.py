@@ -23,7 +23,14 @@ from pydantic import BaseModel, Field
 from dogops.errors import UserInputError
 from dogops.evaluation import GateDecision, decide
 from dogops.registry import RegistryEntry
-from dogops.results import EndpointInfo, ScalingInfo, StepSkipped, SyncReport, TrainedModel
+from dogops.results import (
+    EndpointInfo,
+    RolloutOutcome,
+    ScalingInfo,
+    StepSkipped,
+    SyncReport,
+    TrainedModel,
+)
 from dogops.run_key import run_key as make_run_key
 from dogops.settings import (
     DEFAULT_ENDPOINT,
@@ -57,6 +64,7 @@ from tasks.operations import (
     score_live,
 )
 from tasks.reporting import evaluate, report_tuning
+from tasks.rollout import record_rolled_back, report_rollout
 from tasks.training import train_best, tune
 
 
@@ -70,6 +78,7 @@ class RetrainResult(BaseModel):
     registry_entry: RegistryEntry | None = None
     endpoint: EndpointInfo | None = None
     scaling: ScalingInfo | StepSkipped | None = None
+    rollout: RolloutOutcome | None = None
 
 
 def choose_data(settings: Settings, resync: bool) -> tuple[SyncReport, Path, str | None]:
@@ -147,12 +156,20 @@ def retrain(
         return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
                              data=data, live_before=live_before)
 
-    live = deploy(settings, candidate, key)
+    live = deploy(settings, candidate, key)  # through the guarded rollout
+    rolled = report_rollout(live, candidate)
+    if not rolled.promoted:
+        record_rolled_back(settings, candidate, rolled, "retrain")
+        logger.warning("rollout of %s rolled back: %s", candidate.version, rolled.reason)
+        return RetrainResult(promoted=False, reason=f"passed the gate but the rollout was rolled "
+                             f"back: {rolled.reason}", gate=decision, candidate=candidate,
+                             data=data, live_before=live_before, endpoint=live, rollout=rolled)
     scaled = register_autoscaling(settings, live)
     entry = record_model(settings, candidate, data, live, "retrain", source_dir)
     return RetrainResult(
         promoted=True, reason=reason, gate=decision, candidate=candidate, data=data,
         live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,
+        rollout=rolled,
     )
 
 

@@ -14,12 +14,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from dogops.errors import UserInputError
+from dogops.errors import OperationFailedError, UserInputError
 from dogops.registry import RegistryEntry, registry_for
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
 from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
 from tasks.operations import ROLLBACK_KEY, read_live_model, run_namer, set_live_version
+from tasks.rollout import report_rollout
 
 
 class RollbackResult(BaseModel):
@@ -62,6 +63,12 @@ def rollback(
     logger.info("rolling %s back from v%s to v%d (%s)", name,
                 current.version if current else "-", target.version, target.model_version)
     live = deploy(settings, target.trained_model(), f"rollback-v{target.version}")
+    if live.rollout is not None:  # the way back is guarded too
+        outcome = report_rollout(live, target.trained_model())
+        if not outcome.promoted:
+            raise OperationFailedError(
+                f"rolling {name} back to v{target.version} was itself rolled back "
+                f"({outcome.reason}); v{current.version if current else '-'} keeps serving.")
     scaled = register_autoscaling(settings, live)
     reason = (f"rollback from v{current.version} ({current.model_version})" if current
               else "rollback")

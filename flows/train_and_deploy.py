@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from dogops import reporting
+from dogops.errors import OperationFailedError
 from dogops.registry import RegistryEntry
 from dogops.results import (
     EndpointInfo,
@@ -46,6 +47,7 @@ from tasks.data import data_dir_of_record, upload_data, validate_data
 from tasks.endpoint import deploy, deploy_lambda, register_autoscaling, secure, smoke_test
 from tasks.operations import record_model, report_cost
 from tasks.reporting import evaluate, report_endpoint, report_summary, report_tuning
+from tasks.rollout import record_rolled_back, report_rollout
 from tasks.training import train_best, tune
 
 
@@ -104,6 +106,14 @@ def train_and_deploy(
     model = train_best(settings, data, tuned, key)
     evaluate(model, tuned)
     live = deploy(settings, model, key)
+    if live.rollout is not None:  # an update, guarded: a rolled-back model goes no further
+        outcome = report_rollout(live, model)
+        if not outcome.promoted:
+            record_rolled_back(settings, model, outcome, "train-and-deploy")
+            raise OperationFailedError(
+                f"the rollout of model {model.version} on {live.name} was rolled back "
+                f"({outcome.reason}); the endpoint keeps serving {outcome.old_version}. See the "
+                "`rollout` artifact and the registry's rolled_back list.")
     report_endpoint(live, settings.backend, settings.aws.region)
     scaled = register_autoscaling(settings, live)
     security = secure(settings, live)

@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 import requests
 
+# A redeploy goes through the guarded rollout, whose default bake is 5 minutes per step: tests
+# that only need the new model live skip the bake; the rollout tests set their own.
+os.environ.setdefault("DOGOPS_ROLLOUT__BAKE_SECONDS", "0")
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # Fake credentials so boto3 never looks for real ones; moto accepts anything.

@@ -78,7 +78,8 @@ def refusals(document: dict[str, Any], must_allow: list[Row], must_refuse: list[
 
 
 def sagemaker_tables(
-    region: str, account: str, registry_account: str, bucket: str, prefix: str
+    region: str, account: str, registry_account: str, bucket: str, prefix: str,
+    endpoint_name: str = "dogops-classifier",
 ) -> tuple[list[Row], list[Row]]:
     """What SageMaker does with the execution role for tuning, training and hosting, and what
     the role must never do."""
@@ -112,6 +113,9 @@ def sagemaker_tables(
         ("logs:DescribeLogStreams", f"{logs}:/aws/sagemaker/Endpoints/ep", {}),
         ("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "/aws/sagemaker/TrainingJobs"}),
         ("ecr:GetAuthorizationToken", "*", {}),
+        # A guarded endpoint update's auto-rollback reads the endpoint's rollout alarms.
+        ("cloudwatch:DescribeAlarms",
+         f"arn:{part}:cloudwatch:{region}:{account}:alarm:{endpoint_name}-dogops-5xx-rate", {}),
     ]
     for name in ("pytorch-training", "pytorch-inference"):
         for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
@@ -157,6 +161,12 @@ def sagemaker_tables(
         ("logs:CreateLogGroup", f"{logs}:/other/group", {}),
         ("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Billing/Custom"}),
         ("cloudwatch:DeleteAlarms", "*", {}),
+        ("cloudwatch:DeleteAlarms",
+         f"arn:{part}:cloudwatch:{region}:{account}:alarm:{endpoint_name}-dogops-5xx-rate", {}),
+        ("cloudwatch:DescribeAlarms",
+         f"arn:{part}:cloudwatch:{region}:{account}:alarm:other-team-alarm", {}),
+        ("cloudwatch:PutMetricAlarm",
+         f"arn:{part}:cloudwatch:{region}:{account}:alarm:{endpoint_name}-dogops-5xx-rate", {}),
     ]
     return allow, refuse
 

@@ -265,3 +265,54 @@ def test_layout_and_bucket_errors(clients: AwsClients, tmp_path: Path):
     make_tree(data, {"valid/a/3.jpg": b"z"})
     with pytest.raises(UserInputError, match="create_bucket"):
         sync_folder(clients, data, BUCKET, PREFIX, create_bucket=False)
+
+
+def test_unchanged_resync_makes_one_listing_and_no_per_object_request(
+    clients: AwsClients, tmp_path: Path
+):
+    data = small_tree(tmp_path / "data")
+    cache = tmp_path / "state" / "hashes.json"
+    sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, hash_cache=cache)
+    s3 = clients.client("s3")
+    sent: list[tuple[str, str | None]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        sent.append((model.name, params.get("Key")))
+
+    s3.meta.events.register("before-parameter-build.s3", record)
+    again = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, hash_cache=cache)
+    s3.meta.events.unregister("before-parameter-build.s3", record)
+    assert again.uploaded == 0 and again.skipped == 4
+    # The bucket checks, the manifest read and one listing page: nothing per object.
+    assert sorted(sent, key=str) == [
+        ("GetBucketEncryption", None), ("GetObject", f"{PREFIX}/{MANIFEST_NAME}"),
+        ("GetPublicAccessBlock", None), ("HeadBucket", None), ("ListObjectsV2", None),
+    ]
+
+
+def test_a_file_changed_after_hashing_is_recorded_as_uploaded(
+    clients: AwsClients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import dogops.aws.s3_sync as s3_sync
+
+    data = small_tree(tmp_path / "data")
+    real = s3_sync.hash_file
+
+    def hash_then_edit(path: Path, rel: str, **kwargs: Any) -> Any:
+        hashed = real(path, rel, **kwargs)
+        if path.name == "1.jpg":  # the user saves a new version between hashing and upload
+            path.write_bytes(b"edited!!!")  # same size: only the hash tells
+        return hashed
+
+    monkeypatch.setattr(s3_sync, "hash_file", hash_then_edit)
+    report = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True)
+    s3 = clients.client("s3")
+    stored = s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/train/a/1.jpg")["Body"].read()
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{MANIFEST_NAME}")["Body"].read()
+    )
+    entry = manifest["files"]["train/a/1.jpg"]
+    # The manifest describes the bytes S3 holds, never the stale hash of the earlier content.
+    assert stored == b"edited!!!"
+    assert entry["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert entry["size"] == len(stored) and report.bytes_uploaded == len(stored) + 26

@@ -135,7 +135,8 @@ def test_sagemaker_role_scoped_or_given(aws_settings: Any) -> None:
     policy = iam.list_policies(Scope="Local")["Policies"][0]
     document = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]
     assert document["Document"] == sagemaker_execution_policy(
-        "us-east-1", ACCOUNT, "dogops-test", "dogops", execution_images(aws_settings)
+        "us-east-1", ACCOUNT, "dogops-test", "dogops", execution_images(aws_settings),
+        endpoint_name=aws_settings.endpoint.name,  # it may read that endpoint's rollout alarms
     )
     assert SM_FULL not in [
         p["PolicyArn"]

@@ -141,7 +141,8 @@ def test_sagemaker_role_policy_passes_both_tables(region: str, registry_account:
     settings = _settings(region)
     images = execution_images(settings)  # the lookup that also picks the jobs' image URIs
     assert {image.split(".", 1)[0] for image in images} == {registry_account}
-    document = sagemaker_execution_policy(region, ACCOUNT, "dogops-data", "dogops", images)
+    document = sagemaker_execution_policy(region, ACCOUNT, "dogops-data", "dogops", images,
+                                          endpoint_name="dogops-classifier")
     allow, refuse = sagemaker_tables(region, ACCOUNT, registry_account, "dogops-data", "dogops")
     assert refusals(document, allow, refuse) == []
     assert lint(document) == []
@@ -234,6 +235,7 @@ ECS_ARGS = ("us-east-1", ACCOUNT, "dogops-data", "dogops", "Dog-Classifier", "do
 SM = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}"
 FN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:dogops-predict"
 IAM = f"arn:aws:iam::{ACCOUNT}"
+CW = f"arn:aws:cloudwatch:us-east-1:{ACCOUNT}"
 
 ECS_MUST_ALLOW = [
     ("s3:ListBucket", "arn:aws:s3:::dogops-data"),
@@ -254,6 +256,11 @@ ECS_MUST_ALLOW = [
     ("sagemaker:DeleteModel", f"{SM}:model/dog-classifier-m-0123456789ab"),
     ("sagemaker:ListModels", "*"),
     ("cloudwatch:GetMetricStatistics", "*"),
+    ("cloudwatch:PutMetricAlarm", f"{CW}:alarm:Dog-Classifier-dogops-5xx-rate"),
+    ("cloudwatch:DescribeAlarms", f"{CW}:alarm:Dog-Classifier-dogops-latency-p99"),
+    ("cloudwatch:DeleteAlarms", f"{CW}:alarm:Dog-Classifier-dogops-5xx-rate"),
+    ("cloudwatch:TagResource", f"{CW}:alarm:Dog-Classifier-dogops-5xx-rate"),
+    ("cloudwatch:ListTagsForResource", f"{CW}:alarm:Dog-Classifier-dogops-latency-p99"),
     ("application-autoscaling:RegisterScalableTarget", "*"),
     ("lambda:UpdateFunctionCode", FN),
     ("lambda:PutProvisionedConcurrencyConfig", f"{FN}:live"),
@@ -282,6 +289,9 @@ ECS_MUST_REFUSE = [
     ("iam:CreateAccessKey", f"{IAM}:user/anyone"),
     ("sts:AssumeRole", f"{IAM}:role/dogops-sagemaker-execution"),
     ("ec2:RunInstances", "*"),
+    ("cloudwatch:DeleteAlarms", f"{CW}:alarm:their-alarm"),
+    ("cloudwatch:PutMetricAlarm", f"{CW}:alarm:Other-Endpoint-dogops-5xx-rate"),
+    ("cloudwatch:DeleteAlarms", "*"),
 ]
 
 

@@ -265,9 +265,10 @@ def test_broken_model_update_keeps_the_old_model_serving(
         with pytest.raises(OperationFailedError) as caught:
             backend.deploy(bad, "run-2")
         message = str(caught.value)
-        assert f"model {bad.version} failed its health check" in message
-        assert f"previous server ({good.version}) keeps serving" in message
-        assert "could load the model" in message  # the new server's own log, for the fix
+        assert f"model {bad.version} failed their health check" in message
+        # The update went through the guarded rollout: new workers beside the old ones.
+        assert f"previous model ({good.version}) keeps serving" in message
+        assert "could not load the model" in message  # the new workers' own error, for the fix
         current = read_endpoint("update-test", settings.state_dir)
         assert current is not None and current.model_name == good.version
         assert current.runtime_endpoint_url == live.runtime_endpoint_url

@@ -179,6 +179,11 @@ class AwsBackend:
             report = report.model_copy(update={"sagemaker_role_arn": self.sagemaker_role_arn()})
         return report
 
+    def store_model(self, archive: Path, version: str) -> str:
+        key = f"{self.settings.aws.prefix.strip('/')}/rollouts/{version}/model.tar.gz".lstrip("/")
+        self.clients.client("s3").upload_file(str(archive), self.settings.aws.bucket, key)
+        return f"s3://{self.settings.aws.bucket}/{key}"
+
     def deploy_lambda(self, endpoint: EndpointInfo, security: SecurityReport) -> LambdaInfo:
         if not self.settings.lambda_.enabled:
             raise StepNotSupported("the Lambda step is disabled in the settings (lambda.enabled)")

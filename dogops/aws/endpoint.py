@@ -27,10 +27,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogops.aws import naming, ownership
+from dogops.aws import naming, ownership, rollout
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
 from dogops.aws.data_capture import data_capture_config
+from dogops.aws.endpoint_update import update_in_place
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import poll, wait_with_waiter
@@ -210,6 +211,8 @@ def wait_for_endpoint(
             raise OperationFailedError(f"endpoint {name} disappeared while waiting for it.")
         status = described["EndpointStatus"]
         line = f"endpoint {name}: {status} on {described.get('EndpointConfigName')}"
+        if rollout.phase(described):
+            line += f" (deployment: {rollout.phase(described)})"
         if progress and line != last:
             progress(line)
         last = line
@@ -263,21 +266,6 @@ def endpoint_info(
         status=described["EndpointStatus"],
         updated=updated,
     )
-
-
-def _rollback(
-    clients: AwsClients, name: str, previous: str, wait: Callable[[], dict[str, Any]],
-    progress: ProgressFn | None,
-) -> str:
-    """Put endpoint `name` back on config `previous`; returns what happened, for the error."""
-    current = wait()
-    if current.get("EndpointConfigName") == previous and current["EndpointStatus"] == "InService":
-        return f"SageMaker kept it on the previous config {previous}"
-    if progress:
-        progress(f"rolling endpoint {name} back to {previous}")
-    clients.client("sagemaker").update_endpoint(EndpointName=name, EndpointConfigName=previous)
-    after = wait()
-    return f"rolled back to {previous} ({after['EndpointStatus']})"
 
 
 def deploy_endpoint(
@@ -357,33 +345,12 @@ def deploy_endpoint(
             progress(f"endpoint {name} already serves model {version} ({config_name})")
         return endpoint_info(clients, current, model_name, updated=False)
 
-    if progress:
-        progress(f"updating endpoint {name}: {previous} -> {config_name}")
-    sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
-    failure = ""
-    try:
-        described = wait()
-        if described["EndpointStatus"] != "InService" or (
-            described.get("EndpointConfigName") != config_name
-        ):
-            failure = (
-                f"it ended {described['EndpointStatus']} on "
-                f"{described.get('EndpointConfigName')}: "
-                f"{described.get('FailureReason') or 'no reason given'}"
-            )
-    except OperationFailedError as exc:
-        failure = str(exc)
-    if failure:
-        outcome = "not rolled back: no previous config"
-        if previous:
-            outcome = _rollback(clients, name, previous, wait, progress)
-        raise OperationFailedError(
-            f"updating endpoint {name} to {config_name} failed ({failure}); {outcome}. The "
-            "endpoint keeps serving the previous model; fix the cause and re-run."
-        )
-    sm.add_tags(ResourceArn=described["EndpointArn"], Tags=naming.tags(settings, run_key, version))
-    return endpoint_info(clients, described, model_name, updated=True)
-
+    return update_in_place(
+        clients, settings, current, config_name=config_name, model_name=model_name,
+        version=version, run_key=run_key, variant=VARIANT, wait_for_endpoint=wait_for_endpoint,
+        endpoint_info=endpoint_info, progress=progress, timeout_s=timeout_s, poll_s=poll_s,
+        sleep=sleep,
+    )
 
 def _children(
     clients: AwsClients, operation: str, key: str, name_key: str, prefix: str

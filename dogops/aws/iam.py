@@ -291,7 +291,7 @@ def ensure_sagemaker_role(clients: AwsClients, settings: Settings) -> str:
     account_id = clients.account_id()
     document = iam_policies.sagemaker_execution_policy(
         settings.aws.region, account_id, settings.aws.bucket, settings.aws.prefix,
-        execution_images(settings),
+        execution_images(settings), endpoint_name=settings.endpoint.name,
     )
     notes: list[str] = []
     arn = _ensure_role_with_policy(

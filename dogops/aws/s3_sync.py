@@ -5,17 +5,21 @@ How one sync goes, and why in this order:
 1. Check the layout (train/ valid/ test/) before touching AWS: a wrong folder fails in a second.
 2. Make sure the bucket exists (created on request with AES256 default encryption and every
    public access block flag on; an existing bucket's settings are never overwritten).
-3. Hash every local file (MD5, SHA-256 and the ETag S3 will report: the plain MD5 below the
-   multipart threshold, else the MD5 of the part MD5s plus `-<parts>` with the same part size
-   boto3 uses), read the previous manifest and list what is under the prefix.
+3. Read the previous manifest and list the prefix (the floor of a re-sync: started at once,
+   beside step 2's checks and the local walk), then hash every local file (MD5, SHA-256 and the
+   ETag S3 will report: the plain MD5 below the multipart threshold, else the MD5 of the part
+   MD5s plus `-<parts>` with boto3's part size). A hash cache by size + mtime makes an unchanged
+   re-sync read no file and send no per-file request: one listing, a stat per file.
 4. Upload only files that differ, in a thread pool (boto3 clients are thread-safe; large files
    are multipart uploads through `TransferConfig`). A file is unchanged when the remote size and
    ETag match, or when the previous manifest recorded the same SHA-256 for exactly the remote
    object's ETag (this covers SSE-KMS buckets, where the ETag is not an MD5, and part-size
-   changes).
-5. Verify each uploaded object (size, from one fresh listing), delete objects whose local file
-   is gone -- only keys the previous manifest listed, so objects other tools put under the prefix
-   survive -- and write `<prefix>/_manifest.json` LAST in one PUT, which S3 makes atomic.
+   changes). A small file is read once, hashed again and sent with its Content-MD5, so what the
+   manifest records is what S3 checked and stored, even if the file changed in between.
+5. Verify each upload (size and ETag from its PutObject answer; a HEAD per multipart file),
+   delete objects whose local file is gone -- only keys the previous manifest listed, so objects
+   other tools put under the prefix survive -- and write `<prefix>/_manifest.json` LAST in one
+   PUT, which S3 makes atomic.
 
 A crash anywhere before step 5's PUT leaves the old manifest; the re-run re-hashes, finds the files
 the crashed run already uploaded matching by ETag, and uploads only the rest. (A file uploaded by a
@@ -27,13 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
@@ -42,37 +44,30 @@ from s3transfer.utils import ChunksizeAdjuster
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.s3_bucket import ensure_bucket
+from dogops.aws.s3_upload import (
+    LocalFile,
+    MiB,
+    ProgressFn,
+    RemoteObject,
+    ThrottledSay,
+    check_uploads,
+    object_key,
+    run_pool,
+    upload_all,
+    uploader,
+)
 from dogops.errors import DataLayoutError, TransientError
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
 from dogops.results import SyncReport
 
-MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB  # boto3's default: below it, one PutObject per file
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MiB
 MANIFEST_NAME = "_manifest.json"
 MANIFEST_VERSION = 1
 REQUIRED_SPLITS = ("train", "valid", "test")
 
-ProgressFn = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    """One local file, hashed the ways S3 and the manifest need."""
-
-    rel: str
-    path: Path
-    size: int
-    md5: str
-    sha256: str
-    etag: str
-
-
-@dataclass(frozen=True)
-class RemoteObject:
-    size: int
-    etag: str
+_T = TypeVar("_T")
 
 
 def check_layout(local_dir: Path) -> None:
@@ -132,10 +127,6 @@ def hash_file(
     return LocalFile(rel, path, size, md5.hexdigest(), sha.hexdigest(), etag)
 
 
-def object_key(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix else rel
-
-
 def read_manifest_bytes(clients: AwsClients, bucket: str, prefix: str) -> bytes | None:
     """The previous sync's manifest as stored, or None when there is none yet."""
     try:
@@ -173,11 +164,8 @@ def is_unchanged(
         return False
     if remote.etag == local.etag:
         return True
-    return bool(
-        previous
-        and previous.get("sha256") == local.sha256
-        and previous.get("etag") == remote.etag
-    )
+    return bool(previous and previous.get("sha256") == local.sha256
+                and previous.get("etag") == remote.etag)
 
 
 def manifest_body(bucket: str, prefix: str, files: dict[str, dict[str, Any]]) -> bytes:
@@ -186,32 +174,25 @@ def manifest_body(bucket: str, prefix: str, files: dict[str, dict[str, Any]]) ->
     return json.dumps(document, sort_keys=True, indent=1).encode()
 
 
-class _Progress:
-    """Throttled progress lines (files, bytes, MB/s), always emitted from the calling thread."""
+def _prefetch(
+    pool: ThreadPoolExecutor, clients: AwsClients, bucket: str, prefix: str, *, create: bool
+) -> tuple[Future[bool], Future[dict[str, RemoteObject]], Future[bytes | None]]:
+    """Start the bucket checks, the listing and the manifest read at once (step 3). On a bucket
+    this sync creates, the listing and the read find no bucket and run again once it exists."""
+    bucket_ready = pool.submit(ensure_bucket, clients, bucket, create=create)
 
-    def __init__(self, progress: ProgressFn | None, interval_s: float) -> None:
-        self.progress = progress
-        self.interval_s = interval_s
-        self.last = 0.0
+    def after_bucket(read: Callable[[], _T]) -> _T:
+        try:
+            return read()
+        except ClientError as exc:
+            if error_code(exc) not in ("NoSuchBucket", "404"):
+                raise
+        bucket_ready.result()  # raises the bucket's own, clearer error when there is one
+        return read()
 
-    def __call__(self, line: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.progress and (force or now - self.last >= self.interval_s):
-            self.last = now
-            self.progress(line)
-
-
-def _run_pool(
-    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any]
-) -> Iterator[tuple[Any, Any]]:
-    """Yield (item, result) as each finishes; on any error cancel what has not started."""
-    futures: dict[Future[Any], Any] = {pool.submit(fn, item): item for item in items}
-    try:
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-    finally:
-        for future in futures:
-            future.cancel()
+    listing = pool.submit(after_bucket, lambda: list_remote(clients, bucket, prefix))
+    manifest = pool.submit(after_bucket, lambda: read_manifest_bytes(clients, bucket, prefix))
+    return bucket_ready, listing, manifest
 
 
 def sync_folder(
@@ -238,16 +219,8 @@ def sync_folder(
     local_dir = Path(local_dir)
     prefix = prefix.strip("/")
     check_layout(local_dir)
-    ensure_bucket(clients, bucket, create=create_bucket)
     s3 = clients.client("s3")
-    say = _Progress(progress, progress_interval_s)
-
-    paths = local_files(local_dir)
-    rels = [p.relative_to(local_dir).as_posix() for p in paths]
-    previous_body = read_manifest_bytes(clients, bucket, prefix)
-    previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
-    remote = list_remote(clients, bucket, prefix)
-
+    say = ThrottledSay(progress, progress_interval_s)
     cache = HashCache(hash_cache, variant=f"s3:{multipart_threshold}:{multipart_chunksize}")
 
     def _digests(path: Path) -> dict[str, Any]:
@@ -258,75 +231,91 @@ def sync_folder(
         path, rel = item
         return LocalFile(rel=rel, path=path, **cache.hashes(path, rel, _digests))
 
+    # The classic transfer manager: its part sizes are the ones `hash_file` reproduces.
     transfer = TransferConfig(
-        multipart_threshold=multipart_threshold,
-        multipart_chunksize=multipart_chunksize,
-        max_concurrency=4,
-        use_threads=True,
-        # The classic transfer manager: its part sizes are the ones `hash_file` reproduces.
-        preferred_transfer_client="classic",
+        multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize,
+        max_concurrency=4, use_threads=True, preferred_transfer_client="classic",
     )
-
-    def _upload(item: LocalFile) -> None:
-        key = object_key(prefix, item.rel)
-        content_type = mimetypes.guess_type(item.rel)[0] or "application/octet-stream"
-        if item.size < multipart_threshold:
-            # One PutObject: `upload_file` would start a transfer manager per file, which makes
-            # thousands of small images several times slower.
-            with item.path.open("rb") as body:
-                s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        else:
-            s3.upload_file(
-                str(item.path), bucket, key, ExtraArgs={"ContentType": content_type},
-                Config=transfer,
-            )
-
     hashed: dict[str, LocalFile] = {}
     to_upload: list[LocalFile] = []
-    hashing = Progress(f"hash {local_dir} (unchanged files are skipped)", len(paths), "files",
-                       say=progress)
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="s3sync") as pool:
-        for _, local in _run_pool(pool, _hash, zip(paths, rels, strict=True)):
-            hashing.advance()
+        bucket_ready, listing, manifest = _prefetch(
+            pool, clients, bucket, prefix, create=create_bucket
+        )
+        paths = local_files(local_dir)  # while the listing runs, as are the cache's stats
+        rels = [p.relative_to(local_dir).as_posix() for p in paths]
+        known = [cache.cached(path, rel) for path, rel in zip(paths, rels, strict=True)]
+        bucket_ready.result()
+        previous_body = manifest.result()
+        previous = dict(json.loads(previous_body).get("files", {})) if previous_body else {}
+        remote = listing.result()
+
+        title = f"hash {local_dir} (unchanged files are skipped)"
+        for local in _hash_all(pool, title, list(zip(paths, rels, strict=True)), known, _hash,
+                               progress):
             hashed[local.rel] = local
             key = object_key(prefix, local.rel)
             if not is_unchanged(local, remote.get(key), previous.get(local.rel)):
                 to_upload.append(local)
-        hashing.finish()
         to_upload.sort(key=lambda f: f.rel)
-        total_bytes = sum(f.size for f in to_upload)
-        say(
-            f"s3://{bucket}/{prefix}: {len(paths)} files, {len(to_upload)} to upload "
-            f"({total_bytes / MiB:.1f} MB), {len(paths) - len(to_upload)} unchanged",
-            force=True,
+        uploaded = upload_all(
+            pool, uploader(s3, bucket, prefix, multipart_threshold, transfer), to_upload,
+            f"s3://{bucket}/{prefix}", len(paths), say, progress,
         )
 
-        done_bytes = 0
-        upload_started = time.monotonic()
-        tracker = Progress(f"upload to s3://{bucket}/{prefix}", len(to_upload), "files",
-                           say=progress) if to_upload else None
-        for done_files, (local, _) in enumerate(_run_pool(pool, _upload, to_upload), 1):
-            done_bytes += local.size
-            elapsed = max(time.monotonic() - upload_started, 1e-6)
-            rate = (f"{done_bytes / MiB:.1f}/{total_bytes / MiB:.1f} MB, "
-                    f"{done_bytes / MiB / elapsed:.1f} MB/s")
-            assert tracker is not None
-            tracker.update(done_files, note=rate)
-            say(f"uploaded {done_files}/{len(to_upload)} files, {rate}",
-                force=done_files == len(to_upload))
-        if tracker is not None:
-            tracker.finish()
-
     cache.save(keep=set(rels))
-    if to_upload:
-        remote = verify_uploads(clients, bucket, prefix, to_upload)
+    for sent, obj in uploaded:
+        hashed[sent.rel] = sent
+        remote[object_key(prefix, sent.rel)] = obj
+    check_uploads(bucket, prefix, uploaded)
     # Only after every upload is verified: remote deletions, then the manifest.
     deleted = _delete_stale(clients, bucket, prefix, previous, hashed, remote) if delete else 0
+    body = _write_manifest(s3, bucket, prefix, hashed, remote, previous, previous_body,
+                           keep_previous=not delete)
+    seconds = round(time.monotonic() - started, 3)
+    report = SyncReport(
+        uri=f"s3://{bucket}/{prefix}", files_total=len(paths), uploaded=len(uploaded),
+        skipped=len(paths) - len(uploaded), deleted=deleted,
+        bytes_uploaded=sum(sent.size for sent, _ in uploaded), seconds=seconds,
+        manifest_sha256=hashlib.sha256(body).hexdigest(),
+    )
+    say(
+        f"synced s3://{bucket}/{prefix} in {seconds:.1f} s: {report.uploaded} uploaded, "
+        f"{report.skipped} unchanged, {report.deleted} deleted",
+        force=True,
+    )
+    return report
+
+
+def _hash_all(
+    pool: ThreadPoolExecutor, title: str, items: list[tuple[Path, str]],
+    known: list[dict[str, Any] | None], hash_one: Callable[[tuple[Path, str]], LocalFile],
+    progress: ProgressFn | None,
+) -> list[LocalFile]:
+    """Every file's hashes: from the cache where it vouches for them, else read in `pool`."""
+    hashing = Progress(title, len(items), "files", say=progress)
+    done = [LocalFile(rel=rel, path=path, **digests)
+            for (path, rel), digests in zip(items, known, strict=True) if digests is not None]
+    hashing.advance(len(done))
+    unread = [item for item, digests in zip(items, known, strict=True) if digests is None]
+    for _, local in run_pool(pool, hash_one, unread):
+        hashing.advance()
+        done.append(local)
+    hashing.finish()
+    return done
+
+
+def _write_manifest(
+    s3: Any, bucket: str, prefix: str, hashed: dict[str, LocalFile],
+    remote: dict[str, RemoteObject], previous: dict[str, dict[str, Any]],
+    previous_body: bytes | None, *, keep_previous: bool,
+) -> bytes:
+    """The manifest of what is now under the prefix, PUT unless it is byte-identical."""
     files: dict[str, dict[str, Any]] = {}
     for rel, local in sorted(hashed.items()):
         etag = remote[object_key(prefix, rel)].etag
         files[rel] = {"size": local.size, "md5": local.md5, "sha256": local.sha256, "etag": etag}
-    if not delete:
+    if keep_previous:
         # Kept remote objects stay in the manifest: it describes what is under the prefix, and a
         # later sync with delete=True can then still remove them.
         for rel, entry in previous.items():
@@ -339,44 +328,7 @@ def sync_folder(
             Bucket=bucket, Key=object_key(prefix, MANIFEST_NAME), Body=body,
             ContentType="application/json",
         )
-    seconds = round(time.monotonic() - started, 3)
-    report = SyncReport(
-        uri=f"s3://{bucket}/{prefix}",
-        files_total=len(paths),
-        uploaded=len(to_upload),
-        skipped=len(paths) - len(to_upload),
-        deleted=deleted,
-        bytes_uploaded=sum(f.size for f in to_upload),
-        seconds=seconds,
-        manifest_sha256=hashlib.sha256(body).hexdigest(),
-    )
-    say(
-        f"synced s3://{bucket}/{prefix} in {seconds:.1f} s: {report.uploaded} uploaded, "
-        f"{report.skipped} unchanged, {report.deleted} deleted",
-        force=True,
-    )
-    return report
-
-
-def verify_uploads(
-    clients: AwsClients, bucket: str, prefix: str, uploaded: list[LocalFile]
-) -> dict[str, RemoteObject]:
-    """Check every uploaded object is there with the local size; returns the fresh listing.
-
-    One LIST per 1,000 objects instead of a HEAD per object: S3 listings are strongly consistent,
-    and for the 8k-image data set this is 9 requests instead of 8,000.
-    """
-    remote = list_remote(clients, bucket, prefix)
-    for local in uploaded:
-        key = object_key(prefix, local.rel)
-        obj = remote.get(key)
-        if obj is None or obj.size != local.size:
-            found = "missing" if obj is None else f"{obj.size} bytes"
-            raise TransientError(
-                f"s3://{bucket}/{key} is {found} after upload, the local file has {local.size} "
-                "bytes: the re-run uploads it again."
-            )
-    return remote
+    return body
 
 
 def _delete_stale(

@@ -3,7 +3,7 @@
     1. scaling policies, then the scalable target   (AWS refuses to delete an endpoint whose
                                                       variant is still a scalable target)
     2. Lambda provisioned concurrency, alias, function (it calls the endpoint)
-    3. the endpoint, then waits until it is gone
+    3. the endpoint, then waits until it is gone, then its rollout alarms (CloudWatch)
     4. its endpoint configs, then its models          (every version, not only the live one)
     5. the roles and customer-managed policies dogops created
 
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dogops.aws import autoscaling, endpoint, iam, lambda_deploy, ownership
+from dogops.aws import autoscaling, endpoint, iam, lambda_deploy, ownership, rollout
 from dogops.aws.clients import AwsClients
 from dogops.settings import Settings
 
@@ -115,6 +115,8 @@ def teardown_aws(
         else:
             log.warning("Leaving endpoint %s: not tagged project=%s, managed-by=dogops",
                         name, project)
+
+    done += rollout.delete_alarms(clients, name, project, apply)
 
     for config in _listed(sm, "list_endpoint_configs", "EndpointConfigs",
                           endpoint.child_prefix(name, "c")):

@@ -163,6 +163,11 @@ class Backend(Protocol):
         """Create the endpoint, or update it in place without downtime."""
         ...
 
+    def store_model(self, archive: Path, version: str) -> str:
+        """Put a packed model.tar.gz (`dogops rollout`'s) where `deploy` reads models from;
+        returns its URI for `TrainedModel.model_uri`."""
+        ...
+
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
         """Register the variant as a scalable target with a target-tracking policy."""
         ...

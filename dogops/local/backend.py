@@ -136,9 +136,15 @@ class LocalBackend:
             if progress:
                 progress(f"endpoint {current.name} already serves model {model.version}")
             return current
+        if current is not None:  # a live endpoint: the guarded rollout, inside its server
+            from dogops.local.rollout import rollout_local
+
+            outcome = rollout_local(current.name, self.root, model_dir, self.settings.rollout,
+                                    progress, version=model.version)
+            served = local_endpoint.read_endpoint(current.name, self.root) or current
+            return served.model_copy(update={"updated": outcome.promoted, "rollout": outcome})
         if progress:
-            verb = "replacing" if current else "starting"
-            progress(f"{verb} endpoint {self.settings.endpoint.name} with model {model.version}")
+            progress(f"starting endpoint {self.settings.endpoint.name} with model {model.version}")
         return local_endpoint.start_endpoint(
             self.settings.endpoint.name,
             model_dir,
@@ -156,6 +162,12 @@ class LocalBackend:
                          "capture_dir": str(local_capture_root(self.settings))}
                         if capture_percent else {})},
         )
+
+    def store_model(self, archive: Path, version: str) -> str:
+        stored = self.root / "rollouts" / version / "model.tar.gz"
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(stored, archive.read_bytes())
+        return stored.as_uri()
 
     def register_autoscaling(self, endpoint: EndpointInfo) -> ScalingInfo:
         """The local endpoint scales its worker processes itself, on the same policy."""

@@ -355,6 +355,14 @@ def read_endpoint(name: str, state_dir: Path) -> EndpointInfo | None:
     return _info(record)
 
 
+def update_record(name: str, state_dir: Path, **fields: Any) -> None:
+    """Change fields of a running endpoint's record (a promoted rollout: its model)."""
+    with _name_lock(name, Path(state_dir)):
+        record = read_endpoint_record(name, Path(state_dir))
+        if record is not None:
+            _write_record(name, Path(state_dir), {**record, **fields})
+
+
 def stop_endpoint(name: str, state_dir: Path, timeout_s: float = 30) -> bool:
     """Stop the endpoint and delete its record; True if a running server was stopped."""
     state_dir = Path(state_dir)

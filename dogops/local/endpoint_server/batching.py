@@ -21,9 +21,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from dogops.local.endpoint_server.pool import WorkerGone, WorkerHandle, WorkerPool, WorkerTimeout
+from dogops.local.endpoint_server.pool import WorkerGone, WorkerTimeout
 
 log = logging.getLogger("dogops.endpoint")
 
@@ -52,24 +52,31 @@ class _Pending:
         self.done.set()
 
 
-def call_batch(worker: WorkerHandle, requests: list[tuple[bytes, str, str]],
-               timeout: float) -> list[Answer]:
-    """Send a batch over the worker's pipe; its answers come back in the same order."""
-    try:
-        worker.conn.send(("invoke_batch", requests))
-        if not worker.conn.poll(timeout):
-            raise WorkerTimeout
-        answers = worker.conn.recv()
-    except (EOFError, OSError) as exc:
-        raise WorkerGone from exc
-    worker.invocations += len(requests)
-    return list(answers)
+class BatchWorker(Protocol):
+    """A borrowed worker: the pool's `BatchWorker`, or the traffic split's `RoutedWorker`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def call(self, body: bytes, content_type: str, accept: str, timeout: float) -> Any: ...
+
+    def call_batch(self, requests: list[tuple[bytes, str, str]], timeout: float) -> list[Any]: ...
+
+
+class WorkerSource(Protocol):
+    """Where the batcher borrows workers: the server's `TrafficSplit` (or a bare `WorkerPool`)."""
+
+    def acquire(self, timeout: float) -> Any: ...
+
+    def release(self, worker: Any) -> None: ...
+
+    def discard(self, worker: Any) -> None: ...
 
 
 class Batcher:
     """The queue between HTTP threads and the worker pool; `call` answers one request."""
 
-    def __init__(self, pool: WorkerPool, *, batch_size: int, max_delay_s: float,
+    def __init__(self, pool: WorkerSource, *, batch_size: int, max_delay_s: float,
                  invocation_timeout: float, queue_timeout: float,
                  on_dispatch: Callable[[int], None] | None = None) -> None:
         if batch_size < 1 or max_delay_s < 0:
@@ -179,17 +186,22 @@ class Batcher:
                 self._count(len(batch))
         return batch
 
-    def _answer(self, worker: WorkerHandle, batch: list[_Pending]) -> None:
+    def _answer(self, worker: BatchWorker, batch: list[_Pending]) -> None:
         try:
             answers = self._run(worker, [p.request for p in batch])
         except (WorkerTimeout, WorkerGone) as exc:
             for pending in batch:
                 pending.finish(error=exc)
             return
+        except Exception:  # noqa: BLE001 - no request may wait forever for this thread
+            log.exception("a batch of %d failed in the front", len(batch))
+            for pending in batch:
+                pending.finish(error=WorkerGone())
+            return
         for pending, answer in zip(batch, answers, strict=True):
             pending.finish(answer=answer)
 
-    def _run(self, worker: WorkerHandle, requests: list[tuple[bytes, str, str]]) -> list[Answer]:
+    def _run(self, worker: BatchWorker, requests: list[tuple[bytes, str, str]]) -> list[Answer]:
         """The worker's answers; a worker that times out or dies is replaced, and raises."""
         if self._on_dispatch is not None:
             self._on_dispatch(len(requests))
@@ -197,8 +209,8 @@ class Batcher:
             if len(requests) == 1:
                 answers = [tuple(worker.call(*requests[0], self.invocation_timeout))]
             else:
-                answers = [tuple(a) for a in call_batch(worker, requests,
-                                                        self.invocation_timeout)]
+                answers = [tuple(a) for a in worker.call_batch(requests,
+                                                               self.invocation_timeout)]
         except (WorkerTimeout, WorkerGone) as exc:
             what = "timed out" if isinstance(exc, WorkerTimeout) else "died during a request"
             log.error("worker %s %s (batch of %d); replacing it", worker.pid, what,

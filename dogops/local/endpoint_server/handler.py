@@ -15,10 +15,12 @@ from dogops.local.endpoint_server.batching import NoWorker
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerTimeout
 from dogops.local.endpoint_server.state import EndpointState
+from dogops.local.endpoint_server.traffic_split import command as rollout_command
 
 log = logging.getLogger("dogops.endpoint")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+ROLLOUT_PATH = "/dogops/rollout/"  # the rollout controller's commands (traffic_split.py)
 
 
 class EndpointHandler(BaseHTTPRequestHandler):
@@ -58,6 +60,10 @@ class EndpointHandler(BaseHTTPRequestHandler):
         match = RUNTIME_PATH.match(path)
         if path == "/invocations":
             self._invoke(runtime_api=False)
+        elif path.startswith(ROLLOUT_PATH):
+            body = self._read_body()
+            if body is not None:
+                self._json(*rollout_command(self.state.pool, path[len(ROLLOUT_PATH):], body))
         elif match:
             if match.group(1) != self.options.name:
                 self._drain_body()

@@ -44,6 +44,18 @@ class WorkerHandle:
         self.invocations += 1
         return result
 
+    def call_batch(self, requests: list[tuple[bytes, str, str]], timeout: float) -> list[Any]:
+        """Send a batch over the pipe; its answers come back in the same order."""
+        try:
+            self.conn.send(("invoke_batch", requests))
+            if not self.conn.poll(timeout):
+                raise WorkerTimeout
+            answers = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise WorkerGone from exc
+        self.invocations += len(requests)
+        return list(answers)
+
     def stop(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(("stop",))

@@ -14,13 +14,21 @@ from dogops.local.endpoint_server.batching import Batcher
 from dogops.local.endpoint_server.capture import writer_for
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerPool
+from dogops.local.endpoint_server.traffic_split import TrafficSplit
 
 log = logging.getLogger("dogops.endpoint")
 
 class EndpointState:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.pool = WorkerPool(options.model_dir, options.code_dir, options.model_load_timeout)
+        # A TrafficSplit offers WorkerPool's calls; during a rollout it also runs the new model's
+        # pool beside this one (traffic_split.py).
+        self.pool = TrafficSplit(
+            WorkerPool(options.model_dir, options.code_dir, options.model_load_timeout),
+            {"version": options.model_version, "model_dir": options.model_dir,
+             "code_dir": options.code_dir},
+            options.model_load_timeout, options.invocation_timeout,
+        )
         self.counter = InvocationCounter(window_s=options.metric_window)
         self.batcher = Batcher(
             self.pool, batch_size=options.batch_size,
@@ -94,7 +102,8 @@ class EndpointState:
             "name": o.name,
             "status": self.status,
             "pid": os.getpid(),
-            "model": {"version": o.model_version, "model_dir": o.model_dir, "code_dir": o.code_dir},
+            "model": dict(self.pool.model),  # the served one: a promoted rollout changes it
+            "rollout": self.pool.status(),
             "workers": workers,
             "invocations": {
                 "total": self.counter.total,
