@@ -6,6 +6,9 @@ local backend writes to disk to resume after a crash.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +26,43 @@ class SyncReport(BaseModel):
     bytes_uploaded: int = 0
     seconds: float = 0.0
     manifest_sha256: str = Field("", description="Hash of the manifest: identifies the data set.")
+
+
+DATA_MANIFEST = "_manifest.json"  # the sync's own manifest, under the data prefix
+
+
+def listing_report(uri: str, files: dict[str, dict[str, Any]], started: float) -> SyncReport:
+    """The data under `uri` as listed now (`key -> size and hash`), named by its manifest's hash;
+    both backends' data-of-record reads end here, so the same files hash the same."""
+    body = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, sort_keys=True,
+                      indent=1).encode()
+    return SyncReport(uri=uri, files_total=len(files), skipped=len(files),
+                      seconds=round(time.perf_counter() - started, 3),
+                      manifest_sha256=hashlib.sha256(body).hexdigest())
+
+
+class IdleStatus(BaseModel):
+    """Whether the endpoint is idle (`dogops.idle`), as either backend's check finds it."""
+
+    endpoint_name: str
+    backend: str
+    exists: bool
+    idle: bool = False
+    max_idle_hours: float
+    last_active_at: datetime | None = None
+    idle_hours: float | None = None
+    invocations_in_window: int | None = None
+    current_instances: int | None = None
+    min_instances: int = 1
+    detail: str = ""
+
+    def finish(self, last_active: datetime, now: datetime) -> IdleStatus:
+        """Set the last activity, the hours since and whether that is past the limit."""
+        hours = max(0.0, (now - last_active).total_seconds() / 3600)
+        self.last_active_at = last_active
+        self.idle_hours = round(hours, 3)
+        self.idle = hours >= self.max_idle_hours
+        return self
 
 
 class TrialResult(BaseModel):

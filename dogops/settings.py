@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dogops.errors import UserInputError
@@ -269,8 +269,46 @@ class ScalingConfig(BaseModel):
                 f"scaling.max_capacity ({self.max_capacity}): lower min or raise max."
             )
         if not math.isfinite(self.target_invocations_per_instance):
-            raise UserInputError("scaling.target_invocations_per_instance must be finite.")
+            raise UserInputError(
+                "scaling.target_invocations_per_instance must be a positive (finite) number, got "
+                f"{self.target_invocations_per_instance}."
+            )
         return self
+
+
+def _range_text(name: str) -> str:
+    """A field's bounds in words, from its own `Field(...)` (so they are written down once)."""
+    low = high = None
+    positive = False
+    for rule in ScalingConfig.model_fields[name].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+        positive = positive or getattr(rule, "gt", None) == 0
+    unit = " seconds" if name.endswith("_s") else ""
+    if positive:
+        return "a positive number"
+    if low is not None and high is not None:
+        return f"between {low} and {high}{unit}"
+    return f"at least {low}{unit}"
+
+
+def check_scaling(scaling: ScalingConfig) -> None:
+    """The one check of the scaling knobs, for a config that may have skipped it (built with
+    `model_construct`, or changed after): `UserInputError` naming the knob, its bounds and the
+    value, as `ScalingConfig` itself would refuse it."""
+    try:
+        ScalingConfig.model_validate(scaling.model_dump())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, UserInputError):
+            raise cause from None  # a rule between knobs, already worded (e.g. min > max)
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name not in ScalingConfig.model_fields:
+            raise UserInputError(f"scaling settings are not valid: {error['msg']}.") from None
+        raise UserInputError(
+            f"scaling.{name} must be {_range_text(name)}, got {getattr(scaling, name)}."
+        ) from None
 
 
 class LambdaConfig(BaseModel):

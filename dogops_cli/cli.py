@@ -148,26 +148,25 @@ def invoke(
 ) -> None:
     """Send an image to the endpoint through boto3's sagemaker-runtime client."""
     from dogops.backends import get_backend
-    from dogops.results import EndpointInfo
 
     settings = _settings(backend, state_dir)
     name = endpoint_name or settings.endpoint.name
     body, content_type = _payload(image)
     accept = "application/x-logits+json" if logits else "application/json"
-    endpoint = _find_endpoint(settings, name) or EndpointInfo(name=name, url="")
+    endpoint = _find_endpoint(settings, name)
     answer = get_backend(settings).invoke_endpoint(endpoint, body, content_type, accept)
     typer.echo(answer.decode())
 
 
 def _find_endpoint(settings: Any, name: str) -> Any:
-    if settings.backend != "local":
-        return None
-    from dogops.local.endpoint import read_endpoint
+    """How the backend reaches endpoint `name` (a local one must be running)."""
+    from dogops.backends import operations_for
+    from dogops.errors import UserInputError
 
-    endpoint = read_endpoint(name, settings.state_dir.resolve())
-    if endpoint is None:
-        _fail(f"no local endpoint named {name!r} is running: run `dogops run` first")
-    return endpoint
+    try:
+        return operations_for(settings.backend).endpoint_address(settings, name)
+    except UserInputError as exc:
+        _fail(str(exc))
 
 
 @app.command("invoke-lambda")

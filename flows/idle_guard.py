@@ -86,8 +86,6 @@ def idle_guard(
             report_teardown(changes, apply, settings.backend)
         else:
             changes = scale_to_min(settings, status, apply)
-            if status.backend == "local":
-                changes = changes or ["local server scales its workers in to the minimum itself"]
     get_run_logger().info("idle=%s action=%s apply=%s changes=%s", status.idle, action, apply,
                           changes)
     create_markdown_artifact(key=IDLE_KEY, markdown=_markdown(status, action, apply, changes),

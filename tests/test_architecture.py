@@ -32,14 +32,9 @@ KNOWN_LONG_FUNCTIONS: set[str] = {
     "dogops/aws/endpoint_update.py::update_in_place",  # 82 lines, came with the rollouts merge
     "dogops/aws/s3_sync.py::sync_folder",
 }
-# Backend choices still made outside the backends (file -> how many): to be moved behind the
-# backend protocols.
-KNOWN_BACKEND_CHOICES: dict[str, int] = {
-    "dogops/data_source.py": 3,
-    "dogops/idle.py": 3,
-    "dogops_cli/cli.py": 1,
-    "flows/idle_guard.py": 1,
-}
+# Backend choices still made outside the backends (file -> how many): none is left, so any new
+# one fails the test below.
+KNOWN_BACKEND_CHOICES: dict[str, int] = {}
 
 _BACKEND_CHOICE = re.compile(
     r"""backend\s*(==|!=)\s*["'](aws|local)["']|["'](aws|local)["']\s*(==|!=)\s*\S*backend"""

@@ -297,6 +297,7 @@ def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
     from dogops import data_source
     from dogops.aws import s3_sync
     from dogops.aws.clients import AwsClients
+    from dogops.aws.data_source import refresh_s3
     from model_code.demo_data import generate_demo_dataset
 
     folder = generate_demo_dataset(tmp_path / "dogs", classes=2, train_per_class=3,
@@ -305,13 +306,13 @@ def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
     bucket, prefix = aws_settings.aws.bucket, "dogops/data"
     synced = s3_sync.sync_folder(clients, folder, bucket, prefix, create_bucket=True)
     uri = f"s3://{bucket}/{prefix}"
-    same = data_source.refresh_s3(clients, uri)
+    same = refresh_s3(clients, uri)
     assert same.files_total == synced.files_total
     manifest = s3_sync.read_manifest_bytes(clients, bucket, prefix)
 
     s3 = clients.client("s3")
     s3.put_object(Bucket=bucket, Key=f"{prefix}/train/001.Synthetic_Beagle/added.jpg", Body=b"jpeg")
-    grown = data_source.refresh_s3(clients, uri)
+    grown = refresh_s3(clients, uri)
     assert grown.files_total == synced.files_total + 1
     assert grown.manifest_sha256 != same.manifest_sha256
     assert s3_sync.read_manifest_bytes(clients, bucket, prefix) == manifest  # untouched
@@ -325,4 +326,4 @@ def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
     s3_sync.sync_folder(clients, folder, bucket, prefix, create_bucket=True)
     assert s3.head_object(Bucket=bucket, Key=f"{prefix}/train/001.Synthetic_Beagle/added.jpg")
     with pytest.raises(UserInputError, match="train/, valid/ and test/"):
-        data_source.refresh_s3(clients, f"s3://{bucket}/nothing-here")
+        refresh_s3(clients, f"s3://{bucket}/nothing-here")

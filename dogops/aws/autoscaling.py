@@ -20,14 +20,13 @@ from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.errors import UserInputError
 from dogops.results import ScalingInfo
-from dogops.settings import ScalingConfig
+from dogops.settings import ScalingConfig, check_scaling
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 METRIC = "SageMakerVariantInvocationsPerInstance"
-MAX_COOLDOWN_S = 3600
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
@@ -42,7 +41,8 @@ def policy_name(endpoint_name: str, variant: str = "AllTraffic") -> str:
 
 
 def validate_scaling(endpoint_name: str, scaling: ScalingConfig, variant: str) -> None:
-    """Raise `UserInputError` for anything AWS would reject (or, worse, moto would accept)."""
+    """Raise `UserInputError` for anything AWS would reject (or, worse, moto would accept): the
+    names, the variant's floor of one instance, then the knobs' bounds (`check_scaling`)."""
     if not _NAME.match(endpoint_name or ""):
         raise UserInputError(
             f"Endpoint name {endpoint_name!r} is not valid: use letters, digits and single hyphens."
@@ -54,22 +54,7 @@ def validate_scaling(endpoint_name: str, scaling: ScalingConfig, variant: str) -
             f"scaling.min_capacity must be at least 1 (got {scaling.min_capacity}): "
             "a SageMaker endpoint variant cannot scale to zero instances here."
         )
-    if scaling.min_capacity > scaling.max_capacity:
-        raise UserInputError(
-            f"scaling.min_capacity ({scaling.min_capacity}) is greater than "
-            f"scaling.max_capacity ({scaling.max_capacity}): lower min or raise max."
-        )
-    target = scaling.target_invocations_per_instance
-    if not (math.isfinite(target) and target > 0):
-        raise UserInputError(
-            f"scaling.target_invocations_per_instance must be a positive number, got {target}."
-        )
-    for name in ("scale_in_cooldown_s", "scale_out_cooldown_s"):
-        value = getattr(scaling, name)
-        if not 0 <= value <= MAX_COOLDOWN_S:
-            raise UserInputError(
-                f"scaling.{name} must be between 0 and {MAX_COOLDOWN_S} seconds, got {value}."
-            )
+    check_scaling(scaling)  # the knobs' own bounds, as the settings check them
 
 
 def _policy_config(scaling: ScalingConfig) -> dict[str, Any]:

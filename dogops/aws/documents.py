@@ -12,8 +12,10 @@ from botocore.exceptions import ClientError
 
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
+from dogops.aws.data_source import download_test_split, refresh_s3
 from dogops.aws.objects import S3Objects
 from dogops.errors import UserInputError
+from dogops.results import SyncReport
 from dogops.settings import Settings
 
 
@@ -86,3 +88,10 @@ class S3Store:
                 return None
             raise
         return scratch
+
+    def data_now(self, uri: str) -> SyncReport:
+        return refresh_s3(self.clients, uri)
+
+    def test_split(self, data: SyncReport) -> Path:
+        cache = self.settings.state_dir.expanduser().resolve() / "data-cache"
+        return download_test_split(self.clients, data.uri, cache)

@@ -1,8 +1,11 @@
 """Backends: the interfaces (`Backend`, the pipeline's steps; `Store`, documents and model
-archives) and the one factory that picks `local` or `aws` for them (`get_backend`, `store_for`).
+archives, and the data of record; `Operations`, the running service) and the one factory that
+picks `local` or `aws` for them (`get_backend`, `store_for`, `operations_for`).
 Nothing outside `dogops/local/`, `dogops/aws/` and this factory should choose a backend."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from dogops.backends.base import Backend, DocumentStore, ObjectReader, Operations, Store
 from dogops.settings import Settings
@@ -30,12 +33,13 @@ def store_for(settings: Settings) -> Store:
     return LocalStore(settings.state_dir)
 
 
-def operations_for(backend: str) -> Operations:
-    """What operating the service on backend `backend` ("local" or "aws") needs to know."""
+def operations_for(backend: str, clients: Any = None) -> Operations:
+    """Operating the service on backend `backend` ("local" or "aws"); `clients` are AWS clients
+    to reuse (the aws backend's own, or a test's), else each call builds them from its settings."""
     if backend == "aws":
         from dogops.aws.operations import AwsOperations
 
-        return AwsOperations()
+        return AwsOperations(clients)
     from dogops.local.operations import LocalOperations
 
     return LocalOperations()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from dogops.errors import DogopsError
 from dogops.results import (
     EndpointInfo,
+    IdleStatus,
     LambdaInfo,
     ScalingInfo,
     SecurityReport,
@@ -65,7 +67,7 @@ class ObjectReader(Protocol):
 
 
 class Store(Protocol):
-    """Where the backend keeps documents and model archives: the state dir, or S3."""
+    """Where the backend keeps documents, model archives and the data: the state dir, or S3."""
 
     def document(self, name: str) -> DocumentStore:
         """The document `name` (e.g. `registry.json`)."""
@@ -80,9 +82,20 @@ class Store(Protocol):
         """The bucket `bucket` read by key (the captures the monitor reads)."""
         ...
 
+    def data_now(self, uri: str) -> SyncReport:
+        """The data set under `uri` in the object store as it is now, named by the hash of its
+        listing (files added there count; nothing is written)."""
+        ...
+
+    def test_split(self, data: SyncReport) -> Path:
+        """A local folder with the data's test split (downloaded when the store is remote)."""
+        ...
+
 
 class Operations(Protocol):
-    """What operating the service needs to know of the backend, with no call to make."""
+    """Operating the running service on the backend: where a person looks, what prices mean,
+    whether there is IAM, how to reach the endpoint, and the idle guard's check, scale-in and
+    sleep. The last four read or change the backend; every one is safe to re-run."""
 
     name: str
 
@@ -96,6 +109,24 @@ class Operations(Protocol):
 
     def no_iam_reason(self) -> str | None:
         """Why there is no IAM to audit here, or None when there is."""
+        ...
+
+    def endpoint_address(self, settings: Settings, name: str) -> EndpointInfo:
+        """How to reach endpoint `name`: by name alone on AWS, the running server's URL locally
+        (`UserInputError` naming the fix when it is not running)."""
+        ...
+
+    def idle_status(self, settings: Settings, max_idle_hours: float, now: datetime) -> IdleStatus:
+        """How long since the endpoint's last invocation, and whether that is past the limit."""
+        ...
+
+    def scale_to_min(self, settings: Settings, status: IdleStatus, apply: bool) -> list[str]:
+        """Lower the endpoint to the scaling minimum; what changed (or would, without `apply`)."""
+        ...
+
+    def put_to_sleep(self, settings: Settings, status: IdleStatus, apply: bool) -> list[str]:
+        """Stop paying for the idle endpoint, keeping what `wake` needs; what changed (or would,
+        without `apply`), [] when nothing did."""
         ...
 
 

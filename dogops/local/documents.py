@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dogops.errors import UserInputError
+from dogops.local.data_source import local_path, refresh_local
 from dogops.local.objects import LocalObjects
+from dogops.results import SyncReport
 
 
 class LocalRegistryStore:
@@ -59,3 +61,10 @@ class LocalStore:
             raise UserInputError(f"model URI {uri!r} is neither file:// nor s3://.")
         archive = Path(uri.removeprefix("file://"))
         return archive if archive.is_file() else None
+
+    def data_now(self, uri: str) -> SyncReport:
+        return refresh_local(uri, self.root / "hash-cache" / "store.json")
+
+    def test_split(self, data: SyncReport) -> Path:
+        """The store folder itself: nothing to download."""
+        return local_path(data.uri) / "test"
