@@ -268,6 +268,30 @@ def endpoint_info(
     )
 
 
+def _ensure_model_and_config(
+    sm: Any, settings: Settings, model: TrainedModel, role_arn: str, run_key: str, *,
+    image: str, version: str, progress: ProgressFn | None,
+) -> tuple[str, str]:
+    """The model and endpoint config for `model` (reused when they exist): their names."""
+    mreq = model_request(settings, model, role_arn=role_arn, image_uri=image, run_key=run_key)
+    model_name = mreq["ModelName"]
+    _ensure(
+        lambda: sm.describe_model(ModelName=model_name),
+        lambda: call_with_role(sm.create_model, role_arn, "CreateModel", **mreq),
+        f"model {model_name} ({model.model_uri})",
+        progress,
+    )
+    creq = config_request(settings, model_name, version, run_key)
+    config_name = creq["EndpointConfigName"]
+    _ensure(
+        lambda: sm.describe_endpoint_config(EndpointConfigName=config_name),
+        lambda: sm.create_endpoint_config(**creq),
+        f"endpoint config {config_name}",
+        progress,
+    )
+    return model_name, config_name
+
+
 def deploy_endpoint(
     clients: AwsClients,
     settings: Settings,
@@ -297,23 +321,9 @@ def deploy_endpoint(
             clients, name, timeout_s=timeout_s, poll_s=poll_s, progress=progress, sleep=sleep
         )
 
-    mreq = model_request(settings, model, role_arn=role_arn, image_uri=image, run_key=run_key)
-    model_name = mreq["ModelName"]
-    _ensure(
-        lambda: sm.describe_model(ModelName=model_name),
-        lambda: call_with_role(sm.create_model, role_arn, "CreateModel", **mreq),
-        f"model {model_name} ({model.model_uri})",
-        progress,
+    model_name, config_name = _ensure_model_and_config(
+        sm, settings, model, role_arn, run_key, image=image, version=version, progress=progress
     )
-    creq = config_request(settings, model_name, version, run_key)
-    config_name = creq["EndpointConfigName"]
-    _ensure(
-        lambda: sm.describe_endpoint_config(EndpointConfigName=config_name),
-        lambda: sm.create_endpoint_config(**creq),
-        f"endpoint config {config_name}",
-        progress,
-    )
-
     current = describe_endpoint(clients, name)
     if current is None:
         sm.create_endpoint(

@@ -45,6 +45,24 @@ def _rollback(
     return f"rolled back to {previous} ({after['EndpointStatus']})"
 
 
+def _plan(settings: Settings, alarms: list[str]) -> str:
+    rollout_config = settings.rollout
+    if not alarms:
+        return "all at once"
+    return (f"{rollout_config.strategy} rollout, steps {rollout_config.steps()} %, bake "
+            f"{rollout_config.bake_seconds} s, auto-rollback on {', '.join(alarms)}")
+
+
+def _failure(described: dict[str, Any], config_name: str) -> str:
+    """Why an update did not end InService on `config_name`; empty when it did."""
+    if described["EndpointStatus"] == "InService" and (
+        described.get("EndpointConfigName") == config_name
+    ):
+        return ""
+    return (f"it ended {described['EndpointStatus']} on {described.get('EndpointConfigName')}: "
+            f"{described.get('FailureReason') or 'no reason given'}")
+
+
 def update_in_place(
     clients: AwsClients,
     settings: Settings,
@@ -68,10 +86,8 @@ def update_in_place(
     previous = current.get("EndpointConfigName")
     guard, alarms = rollout.guarded_update(clients, settings, variant, run_key)
     if progress:
-        how = (f"{settings.rollout.strategy} rollout, steps {settings.rollout.steps()} %, bake "
-               f"{settings.rollout.bake_seconds} s, auto-rollback on {', '.join(alarms)}"
-               if alarms else "all at once")
-        progress(f"updating endpoint {name}: {previous} -> {config_name} ({how})")
+        progress(f"updating endpoint {name}: {previous} -> {config_name} "
+                 f"({_plan(settings, alarms)})")
     old_version = ownership.tag_map(ownership.sagemaker_tags(sm, current["EndpointArn"])).get(
         naming.TAG_MODEL_VERSION)
     sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name, **guard)
@@ -104,14 +120,7 @@ def update_in_place(
                 progress(f"rollout of model {version} rolled back: {result.reason}")
             info = endpoint_info(clients, described, model_name, updated=False)
             return info.model_copy(update={"rollout": result})
-        if described["EndpointStatus"] != "InService" or (
-            described.get("EndpointConfigName") != config_name
-        ):
-            failure = (
-                f"it ended {described['EndpointStatus']} on "
-                f"{described.get('EndpointConfigName')}: "
-                f"{described.get('FailureReason') or 'no reason given'}"
-            )
+        failure = _failure(described, config_name)
     except OperationFailedError as exc:
         failure = str(exc)
     if failure:

@@ -195,6 +195,22 @@ def _prefetch(
     return bucket_ready, listing, manifest
 
 
+def _hasher(
+    cache: HashCache, threshold: int, chunksize: int
+) -> Callable[[tuple[Path, str]], LocalFile]:
+    """(path, rel) -> its LocalFile, from the hash cache when size and mtime still match."""
+
+    def digests(path: Path) -> dict[str, Any]:
+        f = hash_file(path, "", threshold=threshold, chunksize=chunksize)
+        return {"size": f.size, "md5": f.md5, "sha256": f.sha256, "etag": f.etag}
+
+    def hashed(item: tuple[Path, str]) -> LocalFile:
+        path, rel = item
+        return LocalFile(rel=rel, path=path, **cache.hashes(path, rel, digests))
+
+    return hashed
+
+
 def sync_folder(
     clients: AwsClients,
     local_dir: Path,
@@ -215,22 +231,13 @@ def sync_folder(
     `hash_cache` (a file in the state dir) keeps each file's hashes by size and mtime, so a
     re-sync of an unchanged folder reads no file content.
     """
-    started = time.monotonic()
-    local_dir = Path(local_dir)
-    prefix = prefix.strip("/")
+    started, local_dir, prefix = time.monotonic(), Path(local_dir), prefix.strip("/")
     check_layout(local_dir)
     s3 = clients.client("s3")
     say = ThrottledSay(progress, progress_interval_s)
     cache = HashCache(hash_cache, variant=f"s3:{multipart_threshold}:{multipart_chunksize}")
 
-    def _digests(path: Path) -> dict[str, Any]:
-        f = hash_file(path, "", threshold=multipart_threshold, chunksize=multipart_chunksize)
-        return {"size": f.size, "md5": f.md5, "sha256": f.sha256, "etag": f.etag}
-
-    def _hash(item: tuple[Path, str]) -> LocalFile:
-        path, rel = item
-        return LocalFile(rel=rel, path=path, **cache.hashes(path, rel, _digests))
-
+    _hash = _hasher(cache, multipart_threshold, multipart_chunksize)
     # The classic transfer manager: its part sizes are the ones `hash_file` reproduces.
     transfer = TransferConfig(
         multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize,
@@ -272,18 +279,15 @@ def sync_folder(
     deleted = _delete_stale(clients, bucket, prefix, previous, hashed, remote) if delete else 0
     body = _write_manifest(s3, bucket, prefix, hashed, remote, previous, previous_body,
                            keep_previous=not delete)
-    seconds = round(time.monotonic() - started, 3)
     report = SyncReport(
         uri=f"s3://{bucket}/{prefix}", files_total=len(paths), uploaded=len(uploaded),
         skipped=len(paths) - len(uploaded), deleted=deleted,
-        bytes_uploaded=sum(sent.size for sent, _ in uploaded), seconds=seconds,
+        bytes_uploaded=sum(sent.size for sent, _ in uploaded),
+        seconds=round(time.monotonic() - started, 3),
         manifest_sha256=hashlib.sha256(body).hexdigest(),
     )
-    say(
-        f"synced s3://{bucket}/{prefix} in {seconds:.1f} s: {report.uploaded} uploaded, "
-        f"{report.skipped} unchanged, {report.deleted} deleted",
-        force=True,
-    )
+    say(f"synced {report.uri} in {report.seconds:.1f} s: {report.uploaded} uploaded, "
+        f"{report.skipped} unchanged, {report.deleted} deleted", force=True)
     return report
 
 
