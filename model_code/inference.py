@@ -328,6 +328,13 @@ def batch_predict_fn(inputs: list[ImageRequest | RequestError],
     return [a for a in answers if a is not None]
 
 
+
+# The local endpoint's batcher runs batch_predict_fn in place of predict_fn only while predict_fn
+# says it is batch_predict_fn's batch of one: code that replaces predict_fn alone (a patched or
+# customised model) is served through its own predict_fn, one request at a time.
+predict_fn.batch_step = batch_predict_fn  # type: ignore[attr-defined]
+
+
 def response_content_type(accept: str | None, prediction: Prediction | None = None) -> str:
     """The content type output_fn produces for `accept` (first supported entry of a list)."""
     entries = [_media_type(a) for a in (accept or "").split(",")] or [""]

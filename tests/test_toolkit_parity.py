@@ -353,6 +353,30 @@ class _TorchServeBatchContext:
         return self.types.get(idx)
 
 
+def test_a_model_that_replaces_predict_fn_is_served_by_it_in_a_batch_too(
+    trial: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    toolkit_in_process: None,
+) -> None:
+    """Code that redefines predict_fn (and not batch_predict_fn) gets its own predict_fn for
+    every request, batched or not: the batch step is used only while predict_fn declares itself
+    its batch of one. (A canary whose predict_fn raises must fail on batched traffic too.)"""
+    import shutil
+
+    from dogops.local.serving_toolkit import ToolkitWorker
+
+    for name, value in SERVING_ENV.items():
+        monkeypatch.setenv(name, value)
+    model = tmp_path / "model"
+    shutil.copytree(trial["model"], model)
+    with (model / "code" / "inference.py").open("a") as handle:
+        handle.write("\n\ndef predict_fn(data, model):\n    raise RuntimeError('replaced')\n")
+    worker = ToolkitWorker(str(model), str(model / "code"))
+    assert worker.batch_predict_fn is None
+    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    answers = worker.invoke_batch([(jpeg, "image/jpeg", "application/json")] * 3)
+    assert [status for status, _, _ in answers] == [500, 500, 500]
+
+
 def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_own_status(
     trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
 ) -> None:

@@ -14,8 +14,9 @@ does), carrying the model dir, the request headers and the response status / con
 Batches (`invoke_batch`): sagemaker-inference 1.10.1 runs a TorchServe batch through
 input_fn / predict_fn / output_fn one request at a time (its `transform` loops over the batch,
 with the first request's headers for all), so it cannot give a forward pass more than one image.
-When `inference.py` offers `batch_predict_fn(inputs, model)`, the worker keeps the toolkit's
-per-request rules (content type and Accept resolution, UTF-8 decoding, error statuses) but
+When `inference.py` offers `batch_predict_fn(inputs, model)` and declares its `predict_fn` to be
+that function's batch of one (`predict_fn.batch_step = batch_predict_fn`), the worker keeps the
+toolkit's per-request rules (content type and Accept resolution, UTF-8 decoding, error statuses) but
 decodes the requests in parallel, each with its own context, and runs one `batch_predict_fn` for
 the batch. A request that fails fails alone; without `batch_predict_fn` (or with a
 `transform_fn`) each request goes through the toolkit's own path, as a real endpoint does.
@@ -99,7 +100,11 @@ class ToolkitWorker:
         transformer = self.service._service  # the toolkit's Transformer (pinned version)
         module = importlib.import_module(transformer._environment.module_name)
         uses_steps = transformer._transform_fn == transformer._default_transform_fn
-        self.batch_predict_fn = getattr(module, "batch_predict_fn", None) if uses_steps else None
+        batch_step = getattr(module, "batch_predict_fn", None)
+        # Only while predict_fn is declared to be batch_step's batch of one (inference.py sets
+        # `predict_fn.batch_step`): a model that replaces predict_fn keeps its own predict_fn.
+        declared = getattr(getattr(module, "predict_fn", None), "batch_step", None) is batch_step
+        self.batch_predict_fn = batch_step if uses_steps and declared else None
         self._decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
                                             thread_name_prefix="decode")
 
