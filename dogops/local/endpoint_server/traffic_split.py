@@ -116,6 +116,7 @@ class TrafficSplit:
         self.baseline_stats, self.canary_stats = ArmStats(), ArmStats()
         self.phase = "idle"
         self.last: dict[str, Any] | None = None
+        self._last_stats: dict[str, ArmStats] = {}
         self._load_timeout, self._drain_timeout = load_timeout, drain_timeout
         self._lock = threading.Lock()
         self._count = 0
@@ -215,17 +216,22 @@ class TrafficSplit:
                 self.primary, self.model = self.canary, self.canary_model
             self.last = {"decision": "promoted" if promote else "rolled-back",
                          "version": self.canary_model["version"], "reason": reason,
-                         "at": time.time(), "canary": self.canary_stats.snapshot(),
-                         "baseline": self.baseline_stats.snapshot()}
+                         "at": time.time()}
+            # The finished rollout keeps its counters: requests still in flight (a whole batch,
+            # say) record their answers there after the decision. New traffic counts afresh.
+            self._last_stats = {"canary": self.canary_stats, "baseline": self.baseline_stats}
+            self.canary_stats, self.baseline_stats = ArmStats(), ArmStats()
             self.canary, self.canary_model, self.percent, self.phase = None, {}, 0, "idle"
         threading.Thread(target=leaving.close, args=(self._drain_timeout,), daemon=True).start()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
             canary = self.canary
+            last = self.last and {
+                **self.last, **{side: stats.snapshot() for side, stats in self._last_stats.items()}}
             document: dict[str, Any] = {
                 "active": canary is not None, "phase": self.phase, "percent": self.percent,
-                "new_model": dict(self.canary_model), "last": self.last,
+                "new_model": dict(self.canary_model), "last": last,
             }
         if canary is not None:
             document["canary"] = {**self.canary_stats.snapshot(), "workers": canary.snapshot()}
