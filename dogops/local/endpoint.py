@@ -273,7 +273,7 @@ def _server_options(
     name: str, model_dir: Path, code_dir: Path, host: str, port: int, state_file: Path,
     version: str, scaling: ScalingConfig, options: dict[str, Any] | None,
 ) -> ServerOptions:
-    """The new server's options: the scaling settings in the server's terms, then `options`."""
+    """The new server's options: the scaling settings (same names), then `options`."""
     return ServerOptions(
         name=name,
         model_dir=str(model_dir),
@@ -282,12 +282,12 @@ def _server_options(
         port=port,
         state_file=str(state_file),
         model_version=version,
-        min_workers=scaling.min_capacity,
-        max_workers=(scaling.max_capacity if scaling.enabled
-                     else max(1, scaling.min_capacity)),
-        target_invocations=scaling.target_invocations_per_instance,
-        scale_in_cooldown=scaling.scale_in_cooldown_s,
-        scale_out_cooldown=scaling.scale_out_cooldown_s,
+        min_capacity=scaling.min_capacity,
+        max_capacity=(scaling.max_capacity if scaling.enabled
+                      else max(1, scaling.min_capacity)),
+        target_invocations_per_instance=scaling.target_invocations_per_instance,
+        scale_in_cooldown_s=scaling.scale_in_cooldown_s,
+        scale_out_cooldown_s=scaling.scale_out_cooldown_s,
         **(options or {}),
     )
 
@@ -337,7 +337,7 @@ def _launch(
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     # One share of the cores per worker (as the tuner gives each trial): torch's default of every
     # core in every worker oversubscribes the CPU and made 2 workers 5x slower than 1.
-    threads = max(1, (os.cpu_count() or 1) // max(1, server.max_workers))
+    threads = max(1, (os.cpu_count() or 1) // max(1, server.max_capacity))
     child_env.setdefault("OMP_NUM_THREADS", str(threads))
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_root, child_env.get("PYTHONPATH", "")) if p
