@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dogops.backends import operations_for
+from dogops.backends import Operations, operations_for
 from dogops.errors import UserInputError
 from dogops.results import TuningResult
 from dogops.settings import Settings
@@ -193,10 +193,12 @@ def estimate_cost(
     prices: Prices | None = None,
     training_billable_s: float | None = None,
     tuning_billable_s: float | None = None,
+    operations: Operations | None = None,
 ) -> CostEstimate:
     """The cost table for one run of `settings`; see the module docstring for the formulas.
     `training_billable_s` (SageMaker's BillableTimeInSeconds) prices the final training when
-    given: with managed spot it is less than `training_s`, and the line says by how much."""
+    given: with managed spot it is less than `training_s`, and the line says by how much.
+    `operations` (a flow run's `backend.operations`) says what the prices stand for."""
     prices = prices or load_prices()
     train_prices = prices.sagemaker_training_per_hour
     training = settings.training
@@ -232,7 +234,7 @@ def estimate_cost(
         + ("" if concurrency else " (provisioned concurrency off)"),
         prices.is_checked("lambda", "provisioned_concurrency_per_gb_second"),
     ))
-    label = operations_for(settings.backend).price_basis(prices.region)
+    label = (operations or operations_for(settings.backend)).price_basis(prices.region)
     return CostEstimate(
         backend=settings.backend, label=label, currency=prices.currency,
         prices_source=prices.source, prices_as_of=prices.as_of, lines=lines,
@@ -290,7 +292,8 @@ def hosting_price(instance_type: str, prices: Prices | None = None) -> float | N
 
 
 def idle_savings(
-    settings: Settings, instances: int, asleep_hours: float, prices: Prices | None = None
+    settings: Settings, instances: int, asleep_hours: float, prices: Prices | None = None,
+    operations: Operations | None = None,
 ) -> CostEstimate:
     """What an endpoint asleep (deleted/stopped by idle-guard) saves: per day, and so far."""
     prices = prices or load_prices()
@@ -303,7 +306,8 @@ def idle_savings(
         _priced("saved while asleep", instance, asleep_hours * instances, "instance-hours",
                 price, "so far", f"asleep {asleep_hours:.2f} h", checked),
     ]
-    label = operations_for(settings.backend).price_basis(prices.region, short=True)
+    label = (operations or operations_for(settings.backend)).price_basis(prices.region,
+                                                                          short=True)
     return CostEstimate(backend=settings.backend, label=f"idle savings, {label}",
                         currency=prices.currency, prices_source=prices.source,
                         prices_as_of=prices.as_of, lines=lines)

@@ -12,13 +12,8 @@ later sync from the original folder still deletes only what an earlier sync put 
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from dogops.backends import store_for
 from dogops.errors import UserInputError
 from dogops.registry import Registry, RegistryEntry
-from dogops.results import SyncReport
-from dogops.settings import Settings
 
 
 def last_entry(registry: Registry, endpoint_name: str) -> RegistryEntry | None:
@@ -41,14 +36,3 @@ def require_entry(registry: Registry, endpoint_name: str, what: str) -> Registry
             "or pass data_dir."
         )
     return entry
-
-
-def refresh(settings: Settings, uri: str) -> SyncReport:
-    """The data under `uri` as it is now, on `settings.backend`'s object store."""
-    return store_for(settings).data_now(uri)
-
-
-def test_split(settings: Settings, data: SyncReport) -> Path:
-    """A local folder with the data's test split, for scoring: the store folder itself locally,
-    a download (skipping files already there with the same size) on AWS."""
-    return store_for(settings).test_split(data)

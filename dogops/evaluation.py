@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dogops.backends.base import Store
 from dogops.dataset import IMAGE_SUFFIXES
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.settings import Settings
@@ -261,9 +262,12 @@ def recorded_score(metrics: dict[str, float], why: str) -> Score:
     )
 
 
-def fetch_model_dir(model_uri: str, version: str, settings: Settings) -> Path | None:
-    """Unpack the model's archive into `<state_dir>/evaluation/<version>/` (once); None when the
-    archive does not exist (e.g. on moto, which never writes one)."""
+def fetch_model_dir(
+    model_uri: str, version: str, settings: Settings, store: Store | None = None
+) -> Path | None:
+    """Unpack the model's archive in `store` (default: `settings.backend`'s) into
+    `<state_dir>/evaluation/<version>/` (once); None when the archive does not exist (e.g. on
+    moto, which never writes one)."""
     from dogops.backends import store_for
     from dogops.local.training import extract_model_archive
 
@@ -271,7 +275,7 @@ def fetch_model_dir(model_uri: str, version: str, settings: Settings) -> Path | 
     if (dest / "code" / "inference.py").is_file():
         return dest
     scratch = dest.with_name(dest.name + ".tar.gz")
-    archive = store_for(settings).archive_file(model_uri, scratch)
+    archive = (store or store_for(settings)).archive_file(model_uri, scratch)
     if archive is None:
         return None
     try:
@@ -281,10 +285,12 @@ def fetch_model_dir(model_uri: str, version: str, settings: Settings) -> Path | 
 
 
 def score_model(
-    model_uri: str, version: str, metrics: dict[str, float], test_dir: Path, settings: Settings
+    model_uri: str, version: str, metrics: dict[str, float], test_dir: Path, settings: Settings,
+    store: Store | None = None,
 ) -> Score:
-    """Evaluate the archived model on `test_dir`, or fall back to its recorded metrics."""
-    model_dir = fetch_model_dir(model_uri, version, settings)
+    """Evaluate the archived model (in `store`, default `settings.backend`'s) on `test_dir`, or
+    fall back to its recorded metrics."""
+    model_dir = fetch_model_dir(model_uri, version, settings, store)
     if model_dir is None:
         return recorded_score(metrics, f"its archive {model_uri} does not exist")
     return score_model_dir(model_dir, test_dir)

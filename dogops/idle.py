@@ -14,16 +14,16 @@ name; locally it stops the endpoint's server and workers. `scale_to_min` is the 
 AWS it sets the variant's desired instance count to the scaling minimum (which still costs that
 minimum); the local server already scales its workers in to the minimum by itself.
 
-`clients` (AWS clients to reuse) is only read on the aws backend.
+`operations` is the flow run's `backend.operations`; without it, the factory builds them from
+`settings.backend`.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
 
-from dogops.backends import operations_for
+from dogops.backends import Operations, operations_for
 from dogops.errors import UserInputError
 from dogops.results import IdleStatus
 from dogops.settings import Settings
@@ -39,25 +39,26 @@ def _check_hours(max_idle_hours: float) -> None:
 
 
 def idle_status(
-    settings: Settings, max_idle_hours: float, now: datetime | None = None, clients: Any = None
+    settings: Settings, max_idle_hours: float, now: datetime | None = None,
+    operations: Operations | None = None,
 ) -> IdleStatus:
     """The endpoint's idle status on `settings.backend`."""
     _check_hours(max_idle_hours)
-    return operations_for(settings.backend, clients).idle_status(
+    return (operations or operations_for(settings.backend)).idle_status(
         settings, max_idle_hours, now or datetime.now(UTC)
     )
 
 
 def scale_to_min(
-    settings: Settings, status: IdleStatus, apply: bool, clients: Any = None
+    settings: Settings, status: IdleStatus, apply: bool, operations: Operations | None = None
 ) -> list[str]:
     """Lower the variant to the scaling minimum; what changed (or would, without `apply`)."""
-    return operations_for(settings.backend, clients).scale_to_min(settings, status, apply)
+    return (operations or operations_for(settings.backend)).scale_to_min(settings, status, apply)
 
 
 def put_to_sleep(
-    settings: Settings, status: IdleStatus, apply: bool, clients: Any = None
+    settings: Settings, status: IdleStatus, apply: bool, operations: Operations | None = None
 ) -> list[str]:
     """Stop paying for an idle endpoint: delete it on AWS (only if tagged as dogops's), stop its
     server and workers locally. What changed (or would, without `apply`); [] when nothing did."""
-    return operations_for(settings.backend, clients).put_to_sleep(settings, status, apply)
+    return (operations or operations_for(settings.backend)).put_to_sleep(settings, status, apply)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from dogops.backends.base import DocumentStore
+from dogops.backends.base import DocumentStore, Store
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.results import RolledBack, SyncReport, TrainedModel
 from dogops.settings import Settings
@@ -306,11 +306,17 @@ class Registry:
         return True
 
 
+def registry_in(store: Store) -> Registry:
+    """The registry in `store` (a flow run's `backend.store`): a file in the state dir, or an S3
+    object by the data."""
+    return Registry(store.document(REGISTRY_NAME))
+
+
 def registry_for(settings: Settings) -> Registry:
-    """The registry in the backend's store: a file in the state dir, or an S3 object by the data."""
+    """The registry of `settings.backend`, for callers without a backend at hand (the CLI)."""
     from dogops.backends import store_for
 
-    return Registry(store_for(settings).document(REGISTRY_NAME))
+    return registry_in(store_for(settings))
 
 
 def hash_model_code(folder: Path = MODEL_CODE_DIR) -> str:

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dogops.errors import UserInputError
 
-Backend = Literal["local", "aws"]
+BackendName = Literal["local", "aws"]
 Architecture = Literal["efficientnet_lite0", "resnet50"]
 Objective = Literal["validation:loss", "validation:accuracy", "test:loss", "test:accuracy"]
 
@@ -378,7 +378,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    backend: Backend = "local"
+    backend: BackendName = "local"
     data_dir: Path | None = Field(
         None, description="Image folder with train/, valid/, test/; the demo set when empty."
     )

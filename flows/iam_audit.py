@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dogops.aws.clients import AwsClients
 from dogops.aws.iam_audit import AuditReport, apply_cleanup, audit_policies, planned_deletions
-from dogops.backends import operations_for
+from dogops.backends import get_backend
 from dogops.errors import retry_condition
 from dogops.settings import AwsConfig, load_settings
 
@@ -79,7 +79,7 @@ def iam_audit(
     """Audit IAM policies; delete unused customer-managed ones only when `apply` is True."""
     logger = get_run_logger()
     settings = load_settings(backend=backend)
-    reason = operations_for(settings.backend).no_iam_reason()
+    reason = get_backend(settings).operations.no_iam_reason()
     if reason is not None:
         logger.warning(reason)
         create_markdown_artifact(key=ACTIONS_KEY, markdown=f"# IAM audit skipped\n\n{reason}")

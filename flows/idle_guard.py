@@ -19,8 +19,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from dogops.backends import get_backend
 from dogops.idle import IdleStatus
-from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.operations import (
     IDLE_KEY,
     check_idle,
@@ -67,25 +68,26 @@ def idle_guard(
     max_idle_hours: Annotated[float, Field(ge=0)] = 24,
     action: IdleAction = "sleep",
     apply: bool = False,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> IdleGuardResult:
     """Put to sleep (default), scale to the minimum, or tear down an endpoint idle for
     `max_idle_hours` (0: now)."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
-    status = check_idle(settings, max_idle_hours)
+    platform = get_backend(settings)  # built once; every task of this run gets it
+    status = check_idle(platform, max_idle_hours)
     changes: list[str] = []
     if status.idle:
         if action == "sleep":
-            changes = put_to_sleep(settings, status, apply)
+            changes = put_to_sleep(platform, status, apply)
             if apply and changes:
-                mark_asleep(settings, status)
+                mark_asleep(platform, status)
         elif action == "teardown":
-            changes = teardown_resources(settings, apply)
+            changes = teardown_resources(platform, apply)
             report_teardown(changes, apply, settings.backend)
         else:
-            changes = scale_to_min(settings, status, apply)
+            changes = scale_to_min(platform, status, apply)
     get_run_logger().info("idle=%s action=%s apply=%s changes=%s", status.idle, action, apply,
                           changes)
     create_markdown_artifact(key=IDLE_KEY, markdown=_markdown(status, action, apply, changes),

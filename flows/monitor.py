@@ -12,10 +12,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from dogops import monitor
+from dogops.backends import get_backend
 from dogops.settings import (
     DEFAULT_ENDPOINT,
     DEFAULT_MONITOR,
-    Backend,
+    BackendName,
     EndpointConfig,
     MonitorConfig,
     load_settings,
@@ -26,7 +27,7 @@ from tasks.operations import run_namer
 
 @flow(name="monitor", flow_run_name=run_namer("monitor"), log_prints=True)
 def monitor_flow(
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     monitor_config: MonitorConfig = DEFAULT_MONITOR,
     state_dir: str | None = None,
@@ -34,9 +35,10 @@ def monitor_flow(
     """Summarise the endpoint's captured requests of the last `monitor_config.lookback_days`."""
     settings = load_settings(backend=backend, endpoint=endpoint, monitor=monitor_config,
                              state_dir=state_dir)
+    platform = get_backend(settings)  # built once; every task of this run gets it
     since, until = window(settings.monitor.lookback_days)
-    read = read_captures(settings, since, until)
-    test_counts = read_test_split(settings)
+    read = read_captures(platform, since, until)
+    test_counts = read_test_split(platform)
     report = monitor.build_report(
         settings.endpoint.name, since, until, read.uri, read.events, read.files, read.bad_lines,
         test_counts, settings.monitor.low_confidence_threshold,

@@ -20,6 +20,7 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from dogops.backends import Backend, get_backend
 from dogops.errors import UserInputError
 from dogops.evaluation import GateDecision, decide
 from dogops.registry import RegistryEntry
@@ -37,10 +38,9 @@ from dogops.settings import (
     DEFAULT_SCALING,
     DEFAULT_TRAINING,
     DEFAULT_TUNING,
-    Backend,
+    BackendName,
     EndpointConfig,
     ScalingConfig,
-    Settings,
     TrainingConfig,
     TuningConfig,
     load_settings,
@@ -81,13 +81,13 @@ class RetrainResult(BaseModel):
     rollout: RolloutOutcome | None = None
 
 
-def choose_data(settings: Settings, resync: bool) -> tuple[SyncReport, Path, str | None]:
+def choose_data(platform: Backend, resync: bool) -> tuple[SyncReport, Path, str | None]:
     """The data to retrain on, a local folder with its test split, and the folder it was synced
     from (None when it was read from the object store as it is)."""
-    folder = settings.data_dir
+    folder = platform.settings.data_dir
     entry = None
     if folder is None:
-        entry = data_of_record(settings, "retrain")
+        entry = data_of_record(platform, "retrain")
         if resync:
             if not entry.data_dir:
                 raise UserInputError(
@@ -97,17 +97,17 @@ def choose_data(settings: Settings, resync: bool) -> tuple[SyncReport, Path, str
             folder = Path(entry.data_dir)
     if folder is not None:
         data_root = Path(validate_data(folder).root)
-        return upload_data(settings, data_root), data_root / "test", str(data_root)
+        return upload_data(platform, data_root), data_root / "test", str(data_root)
     assert entry is not None
-    data = refresh_data(settings, entry.data_uri)
-    return data, fetch_test_split(settings, data), entry.data_dir or None
+    data = refresh_data(platform, entry.data_uri)
+    return data, fetch_test_split(platform, data), entry.data_dir or None
 
 
 @flow(name="retrain", flow_run_name=run_namer("retrain"), log_prints=True)
 def retrain(
     data_dir: str | None = None,
     resync: bool = False,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     margin: Annotated[float, Field(ge=0, le=1)] = 0.01,
     require_approval: bool = False,
     approval_timeout_s: Annotated[int, Field(ge=1)] = 3600,
@@ -126,19 +126,20 @@ def retrain(
         data_dir=data_dir, backend=backend, tuning=tuning_override, training=training,
         endpoint=endpoint, scaling=scaling, state_dir=state_dir,
     )
+    platform = get_backend(settings)  # built once; every task of this run gets it
     logger = get_run_logger()
-    live_before = read_live_model(settings)
-    data, test_dir, source_dir = choose_data(settings, resync)
+    live_before = read_live_model(platform)
+    data, test_dir, source_dir = choose_data(platform, resync)
     key = make_run_key(settings, data)
-    tuned = tune(settings, data, key)
+    tuned = tune(platform, data, key)
     report_tuning(tuned)
-    candidate = train_best(settings, data, tuned, key)
+    candidate = train_best(platform, data, tuned, key)
     evaluate(candidate, tuned)
-    report_cost(settings, tuned, candidate.training_seconds, candidate.billable_seconds)
+    report_cost(platform, tuned, candidate.training_seconds, candidate.billable_seconds)
 
     decision = decide(
-        score_candidate(settings, candidate, test_dir),
-        score_live(settings, live_before, test_dir),
+        score_candidate(platform, candidate, test_dir),
+        score_live(platform, live_before, test_dir),
         margin,
         candidate.version,
         live_before.model_version if live_before else None,
@@ -156,16 +157,16 @@ def retrain(
         return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
                              data=data, live_before=live_before)
 
-    live = deploy(settings, candidate, key)  # through the guarded rollout
+    live = deploy(platform, candidate, key)  # through the guarded rollout
     rolled = report_rollout(live, candidate)
     if not rolled.promoted:
-        record_rolled_back(settings, candidate, rolled, "retrain")
+        record_rolled_back(platform, candidate, rolled, "retrain")
         logger.warning("rollout of %s rolled back: %s", candidate.version, rolled.reason)
         return RetrainResult(promoted=False, reason=f"passed the gate but the rollout was rolled "
                              f"back: {rolled.reason}", gate=decision, candidate=candidate,
                              data=data, live_before=live_before, endpoint=live, rollout=rolled)
-    scaled = register_autoscaling(settings, live)
-    entry = record_model(settings, candidate, data, live, "retrain", source_dir)
+    scaled = register_autoscaling(platform, live)
+    entry = record_model(platform, candidate, data, live, "retrain", source_dir)
     return RetrainResult(
         promoted=True, reason=reason, gate=decision, candidate=candidate, data=data,
         live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,

@@ -14,10 +14,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
+from dogops.backends import get_backend
 from dogops.errors import OperationFailedError, UserInputError
-from dogops.registry import RegistryEntry, registry_for
+from dogops.registry import RegistryEntry, registry_in
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
-from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
 from tasks.operations import ROLLBACK_KEY, read_live_model, run_namer, set_live_version
 from tasks.rollout import report_rollout
@@ -33,16 +34,17 @@ class RollbackResult(BaseModel):
 @flow(name="rollback", flow_run_name=run_namer("rollback"), log_prints=True)
 def rollback(
     to_version: int | None = None,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> RollbackResult:
     """Redeploy the registry's previous version (or `to_version`) and record it as live."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
+    platform = get_backend(settings)  # built once; every task of this run gets it
     logger = get_run_logger()
-    registry = registry_for(settings)
+    registry = registry_in(platform.store)
     name = settings.endpoint.name
-    current = read_live_model(settings)
+    current = read_live_model(platform)
     target = registry.get(to_version) if to_version is not None else registry.previous(name)
     if target is None and current is None:
         raise UserInputError(
@@ -62,17 +64,17 @@ def rollback(
         )
     logger.info("rolling %s back from v%s to v%d (%s)", name,
                 current.version if current else "-", target.version, target.model_version)
-    live = deploy(settings, target.trained_model(), f"rollback-v{target.version}")
+    live = deploy(platform, target.trained_model(), f"rollback-v{target.version}")
     if live.rollout is not None:  # the way back is guarded too
         outcome = report_rollout(live, target.trained_model())
         if not outcome.promoted:
             raise OperationFailedError(
                 f"rolling {name} back to v{target.version} was itself rolled back "
                 f"({outcome.reason}); v{current.version if current else '-'} keeps serving.")
-    scaled = register_autoscaling(settings, live)
+    scaled = register_autoscaling(platform, live)
     reason = (f"rollback from v{current.version} ({current.model_version})" if current
               else "rollback")
-    restored = set_live_version(settings, target.version, reason)
+    restored = set_live_version(platform, target.version, reason)
     create_markdown_artifact(
         key=ROLLBACK_KEY,
         markdown=(

@@ -15,11 +15,12 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from dogops.backends import get_backend
 from dogops.registry import RegistryEntry
 from dogops.results import EndpointInfo, RolloutOutcome, TrainedModel
 from dogops.settings import (
     DEFAULT_ENDPOINT,
-    Backend,
+    BackendName,
     EndpointConfig,
     RolloutStrategy,
     load_settings,
@@ -42,7 +43,7 @@ def rollout(
     canary_percent: Annotated[int | None, Field(ge=1, le=50)] = None,
     bake_seconds: Annotated[int | None, Field(ge=0, le=3600)] = None,
     strategy: RolloutStrategy | None = None,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> RolloutResult:
@@ -52,11 +53,12 @@ def rollout(
                                "strategy": strategy or ("canary" if canary_percent else None)}
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir,
                              rollout={k: v for k, v in changes.items() if v is not None})
-    model = package_model(settings, Path(model_dir))
-    live = deploy(settings, model, f"rollout-{model.version}")
+    platform = get_backend(settings)  # built once; every task of this run gets it
+    model = package_model(platform, Path(model_dir))
+    live = deploy(platform, model, f"rollout-{model.version}")
     outcome = report_rollout(live, model)
     if not outcome.promoted:
-        record_rolled_back(settings, model, outcome, "rollout")
+        record_rolled_back(platform, model, outcome, "rollout")
         return RolloutResult(model=model, outcome=outcome, endpoint=live)
-    entry = record_model(settings, model, None, live, "rollout")
+    entry = record_model(platform, model, None, live, "rollout")
     return RolloutResult(model=model, outcome=outcome, endpoint=live, registry_entry=entry)

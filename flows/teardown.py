@@ -11,20 +11,21 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
+from dogops.backends import get_backend
+from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.operations import report_teardown, run_namer, teardown_resources
 
 
 @flow(name="teardown", flow_run_name=run_namer("teardown"), log_prints=True)
 def teardown(
     apply: bool = False,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> list[str]:
     """List (dry run) or, with `apply`, delete the endpoint and everything made for it."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
-    lines = teardown_resources(settings, apply)
+    lines = teardown_resources(get_backend(settings), apply)
     report_teardown(lines, apply, settings.backend)
     verb = "removed" if apply else "would remove (dry run; apply=True deletes)"
     get_run_logger().info("%s %d resources: %s", verb, len(lines), ", ".join(lines) or "none")

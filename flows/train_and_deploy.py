@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from dogops import reporting
+from dogops.backends import get_backend
 from dogops.errors import OperationFailedError
 from dogops.registry import RegistryEntry
 from dogops.results import (
@@ -35,7 +36,7 @@ from dogops.settings import (
     DEFAULT_SCALING,
     DEFAULT_TRAINING,
     DEFAULT_TUNING,
-    Backend,
+    BackendName,
     EndpointConfig,
     LambdaConfig,
     ScalingConfig,
@@ -76,7 +77,7 @@ def _run_name() -> str:
 @flow(name="train-and-deploy", flow_run_name=_run_name, log_prints=True)
 def train_and_deploy(
     data_dir: str | None = None,
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     tuning: TuningConfig = DEFAULT_TUNING,
     training: TrainingConfig = DEFAULT_TRAINING,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
@@ -91,41 +92,42 @@ def train_and_deploy(
         data_dir=data_dir, backend=backend, tuning=tuning, training=training,
         endpoint=endpoint, scaling=scaling, lambda_config=lambda_config, state_dir=state_dir,
     )
+    platform = get_backend(settings)  # built once; every task of this run gets it
     logger = get_run_logger()
     logger.info("backend=%s data_dir=%s endpoint=%s", settings.backend, settings.data_dir,
                 settings.endpoint.name)
-    summary = validate_data(settings.data_dir or data_dir_of_record(settings))
+    summary = validate_data(settings.data_dir or data_dir_of_record(platform))
     logger.info("data: %d classes, images per split %s", summary.num_classes,
                 summary.images_per_split)
     data_root = Path(summary.root)
 
-    data = upload_data(settings, data_root)
+    data = upload_data(platform, data_root)
     key = make_run_key(settings, data)
-    tuned = tune(settings, data, key)
+    tuned = tune(platform, data, key)
     report_tuning(tuned)
-    model = train_best(settings, data, tuned, key)
+    model = train_best(platform, data, tuned, key)
     evaluate(model, tuned)
-    live = deploy(settings, model, key)
+    live = deploy(platform, model, key)
     if live.rollout is not None:  # an update, guarded: a rolled-back model goes no further
         outcome = report_rollout(live, model)
         if not outcome.promoted:
-            record_rolled_back(settings, model, outcome, "train-and-deploy")
+            record_rolled_back(platform, model, outcome, "train-and-deploy")
             raise OperationFailedError(
                 f"the rollout of model {model.version} on {live.name} was rolled back "
                 f"({outcome.reason}); the endpoint keeps serving {outcome.old_version}. See the "
                 "`rollout` artifact and the registry's rolled_back list.")
-    report_endpoint(live, settings.backend, settings.aws.region)
-    scaled = register_autoscaling(settings, live)
-    security = secure(settings, live)
-    function = deploy_lambda(settings, live, security)
+    report_endpoint(platform, live)
+    scaled = register_autoscaling(platform, live)
+    security = secure(platform, live)
+    function = deploy_lambda(platform, live, security)
     smoke: dict[str, Any] | StepSkipped = (
-        smoke_test(settings, live, data_root) if run_smoke_test
+        smoke_test(platform, live, data_root) if run_smoke_test
         else StepSkipped(step="smoke-test", reason="run_smoke_test=False")
     )
     if isinstance(smoke, StepSkipped):
         logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
-    entry = record_model(settings, model, data, live, "train-and-deploy", str(data_root))
-    report_cost(settings, tuned, model.training_seconds, model.billable_seconds)
+    entry = record_model(platform, model, data, live, "train-and-deploy", str(data_root))
+    report_cost(platform, tuned, model.training_seconds, model.billable_seconds)
     report_summary(
         reporting.summary_markdown(
             settings.backend, data, tuned, model, live, scaled, security, function, smoke

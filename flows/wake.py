@@ -14,10 +14,11 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
+from dogops.backends import get_backend
 from dogops.errors import UserInputError
-from dogops.registry import Asleep, RegistryEntry, registry_for
+from dogops.registry import Asleep, RegistryEntry, registry_in
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
-from dogops.settings import DEFAULT_ENDPOINT, Backend, EndpointConfig, load_settings
+from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
 from tasks.operations import IDLE_KEY, mark_awake, read_live_model, run_namer
 
@@ -31,22 +32,24 @@ class WakeResult(BaseModel):
 
 @flow(name="wake", flow_run_name=run_namer("wake"), log_prints=True)
 def wake(
-    backend: Backend | None = None,
+    backend: BackendName | None = None,
     endpoint: EndpointConfig = DEFAULT_ENDPOINT,
     state_dir: str | None = None,
 ) -> WakeResult:
     """Deploy the registry's live version again (after idle-guard put the endpoint to sleep)."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
+    platform = get_backend(settings)  # built once; every task of this run gets it
     name = settings.endpoint.name
-    live = read_live_model(settings)
+    live = read_live_model(platform)
     if live is None:
         raise UserInputError(
-            f"nothing to wake on endpoint {name}: the registry {registry_for(settings).uri} has "
-            "no live model for it. Run train-and-deploy first."
+            f"nothing to wake on endpoint {name}: the registry "
+            f"{registry_in(platform.store).uri} has no live model for it. Run train-and-deploy "
+            "first."
         )
-    info = deploy(settings, live.trained_model(), f"wake-v{live.version}")
-    scaled = register_autoscaling(settings, info)
-    was = mark_awake(settings)
+    info = deploy(platform, live.trained_model(), f"wake-v{live.version}")
+    scaled = register_autoscaling(platform, info)
+    was = mark_awake(platform)
     slept = (f"asleep since {was.since:%Y-%m-%d %H:%M} UTC (see `cost-estimate` for the saving)"
              if was else "it was not marked asleep")
     create_markdown_artifact(

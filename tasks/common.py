@@ -1,4 +1,9 @@
-"""What every dogops task shares: retry policy, progress logging, skipped steps."""
+"""What every dogops task shares: retry policy, progress logging, skipped steps.
+
+A flow builds its backend once (`dogops.backends.get_backend(settings)`) and hands it to its
+tasks as their first argument, so a run's steps share one set of AWS clients (and the execution
+role it resolved) and no task chooses a backend itself.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,9 @@ from typing import Any, ParamSpec, TypeVar
 from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
 
-from dogops.backends import get_backend
-from dogops.backends.base import Backend, StepNotSupported
+from dogops.backends.base import StepNotSupported
 from dogops.errors import retry_condition
 from dogops.results import StepSkipped
-from dogops.settings import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -21,7 +24,8 @@ R = TypeVar("R")
 # Steps that call AWS (or start processes) retry transient failures only, with backoff and
 # jitter; a user's mistake fails at once. The backends are idempotent, so a retry reuses what
 # the failed attempt created instead of launching a duplicate. Results are not cached by
-# Prefect: the backends' own checks decide what can be reused, across flow runs too.
+# Prefect: the backends' own checks decide what can be reused, across flow runs too. (Nor could
+# they be: the backend a task gets holds live clients, which have no stable hash.)
 RETRYING: dict[str, Any] = {
     "retries": 3,
     "retry_delay_seconds": [5, 20, 60],
@@ -29,10 +33,6 @@ RETRYING: dict[str, Any] = {
     "retry_condition_fn": retry_condition,
     "cache_policy": NO_CACHE,
 }
-
-
-def backend_for(settings: Settings) -> Backend:
-    return get_backend(settings)
 
 
 def progress() -> Callable[[str], None]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import task
 
+from dogops.backends import Backend
 from dogops.errors import OperationFailedError
 from dogops.results import (
     EndpointInfo,
@@ -18,34 +19,33 @@ from dogops.results import (
     StepSkipped,
     TrainedModel,
 )
-from dogops.settings import Settings
-from tasks.common import RETRYING, backend_for, progress, skippable
+from tasks.common import RETRYING, progress, skippable
 
 
 @task(name="deploy", task_run_name="deploy-{model.version}", **RETRYING)
-def deploy(settings: Settings, model: TrainedModel, run_key: str) -> EndpointInfo:
-    return backend_for(settings).deploy(model, run_key, progress())
+def deploy(backend: Backend, model: TrainedModel, run_key: str) -> EndpointInfo:
+    return backend.deploy(model, run_key, progress())
 
 
 @task(name="register-autoscaling", **RETRYING)
 @skippable("register-autoscaling")
-def register_autoscaling(settings: Settings, endpoint: EndpointInfo) -> ScalingInfo:
-    return backend_for(settings).register_autoscaling(endpoint)
+def register_autoscaling(backend: Backend, endpoint: EndpointInfo) -> ScalingInfo:
+    return backend.register_autoscaling(endpoint)
 
 
 @task(name="secure", **RETRYING)
 @skippable("secure")
-def secure(settings: Settings, endpoint: EndpointInfo) -> SecurityReport:
-    return backend_for(settings).secure(endpoint)
+def secure(backend: Backend, endpoint: EndpointInfo) -> SecurityReport:
+    return backend.secure(endpoint)
 
 
 @task(name="deploy-lambda", **RETRYING)
 @skippable("deploy-lambda")
 def deploy_lambda(
-    settings: Settings, endpoint: EndpointInfo, security: SecurityReport | StepSkipped
+    backend: Backend, endpoint: EndpointInfo, security: SecurityReport | StepSkipped
 ) -> LambdaInfo:
     report = security if isinstance(security, SecurityReport) else SecurityReport()
-    return backend_for(settings).deploy_lambda(endpoint, report)
+    return backend.deploy_lambda(endpoint, report)
 
 
 def first_test_image(data_dir: Path) -> tuple[Path, str]:
@@ -58,11 +58,11 @@ def first_test_image(data_dir: Path) -> tuple[Path, str]:
 
 
 @task(name="smoke-test", **RETRYING)
-def smoke_test(settings: Settings, endpoint: EndpointInfo, data_dir: Path) -> dict[str, Any]:
+def smoke_test(backend: Backend, endpoint: EndpointInfo, data_dir: Path) -> dict[str, Any]:
     """Send one test image through boto3's sagemaker-runtime and check the answer's shape."""
     image, expected = first_test_image(data_dir)
     started = time.perf_counter()
-    body = backend_for(settings).invoke_endpoint(endpoint, image.read_bytes(), "image/jpeg")
+    body = backend.invoke_endpoint(endpoint, image.read_bytes(), "image/jpeg")
     latency_ms = (time.perf_counter() - started) * 1000
     try:
         answer = json.loads(body)

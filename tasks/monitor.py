@@ -13,9 +13,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dogops import capture, monitor
-from dogops.backends import store_for
+from dogops.backends import Backend
 from dogops.reporting import png_markdown
-from dogops.settings import Settings
 from tasks.common import RETRYING
 
 MONITOR_KEY = "monitor"
@@ -31,8 +30,9 @@ def window(lookback_days: int, today: date | None = None) -> tuple[date, date]:
 
 
 @task(name="read-captures", **RETRYING)
-def read_captures(settings: Settings, since: date, until: date) -> capture.CaptureRead:
-    store = store_for(settings).objects(settings.aws.bucket)
+def read_captures(backend: Backend, since: date, until: date) -> capture.CaptureRead:
+    settings = backend.settings
+    store = backend.store.objects(settings.aws.bucket)
     read = capture.read_captures(store, capture.capture_key_prefix(settings),
                                  settings.endpoint.name, since, until)
     get_run_logger().info("read %d captured requests from %d files (%s to %s)",
@@ -41,11 +41,11 @@ def read_captures(settings: Settings, since: date, until: date) -> capture.Captu
 
 
 @task(name="read-test-split", **RETRYING)
-def read_test_split(settings: Settings) -> dict[str, int]:
+def read_test_split(backend: Backend) -> dict[str, int]:
     """Test images per class, from the data manifest the sync wrote next to the data."""
-    key = f"{settings.aws.prefix.strip('/')}/data/_manifest.json".lstrip("/")
-    counts = monitor.split_class_counts(
-        store_for(settings).objects(settings.aws.bucket).read(key))
+    aws = backend.settings.aws
+    key = f"{aws.prefix.strip('/')}/data/_manifest.json".lstrip("/")
+    counts = monitor.split_class_counts(backend.store.objects(aws.bucket).read(key))
     if not counts:
         get_run_logger().warning("no data manifest with a test split at %s: the class "
                                  "distribution is shown without the test split's", key)

@@ -12,14 +12,15 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 
 from dogops import cost, evaluation, idle, registry
+from dogops.backends import Backend
 from dogops.evaluation import GateDecision, Score
 from dogops.registry import RegistryEntry
 from dogops.results import EndpointInfo, SyncReport, TrainedModel, TuningResult
-from dogops.settings import Settings
-from tasks.common import RETRYING, backend_for, progress
+from tasks.common import RETRYING, progress
 
 QUALITY_GATE_KEY = "quality-gate"
 COST_KEY = "cost-estimate"
@@ -52,20 +53,20 @@ def _flow_run_id() -> str | None:
 
 
 @task(name="read-live-model", **RETRYING)
-def read_live_model(settings: Settings) -> RegistryEntry | None:
-    return registry.registry_for(settings).live(settings.endpoint.name)
+def read_live_model(backend: Backend) -> RegistryEntry | None:
+    return registry.registry_in(backend.store).live(backend.settings.endpoint.name)
 
 
 @task(name="record-model", task_run_name="record-model-{model.version}", **RETRYING)
 def record_model(
-    settings: Settings, model: TrainedModel, data: SyncReport | None, endpoint: EndpointInfo,
+    backend: Backend, model: TrainedModel, data: SyncReport | None, endpoint: EndpointInfo,
     source: registry.Source, data_dir: str | None = None,
 ) -> RegistryEntry:
     """Version the deployed model in the registry (a no-op when it is already live there);
     `data_dir` is the folder the data was synced from, kept for `retrain(resync=True)`."""
-    reg = registry.registry_for(settings)
+    reg = registry.registry_in(backend.store)
     entry = reg.record(
-        model, endpoint.name, settings.backend, data=data, flow_run_id=_flow_run_id(),
+        model, endpoint.name, backend.name, data=data, flow_run_id=_flow_run_id(),
         source=source, data_dir=data_dir,
     )
     progress()(f"registry {reg.uri}: version {entry.version} ({entry.model_version}) is live "
@@ -75,10 +76,11 @@ def record_model(
 
 
 @task(name="set-live-version", task_run_name="set-live-v{version}", **RETRYING)
-def set_live_version(settings: Settings, version: int, reason: str) -> RegistryEntry:
-    reg = registry.registry_for(settings)
-    entry = reg.set_live(settings.endpoint.name, version, _flow_run_id(), reason)
-    _publish_registry(reg, settings.endpoint.name)
+def set_live_version(backend: Backend, version: int, reason: str) -> RegistryEntry:
+    reg = registry.registry_in(backend.store)
+    name = backend.settings.endpoint.name
+    entry = reg.set_live(name, version, _flow_run_id(), reason)
+    _publish_registry(reg, name)
     return entry
 
 
@@ -94,23 +96,24 @@ def _publish_registry(reg: registry.Registry, endpoint_name: str) -> None:
 # -- quality gate ----------------------------------------------------------------------------------
 
 
-@task(name="score-candidate", task_run_name="score-candidate-{model.version}")
-def score_candidate(settings: Settings, model: TrainedModel, test_dir: Path) -> Score:
+@task(name="score-candidate", task_run_name="score-candidate-{model.version}",
+      cache_policy=NO_CACHE)
+def score_candidate(backend: Backend, model: TrainedModel, test_dir: Path) -> Score:
     """The candidate on the held-out test split, through its own serving code."""
     score = evaluation.score_model(model.model_uri, model.version, model.metrics, test_dir,
-                                   settings)
+                                   backend.settings, backend.store)
     progress()(f"candidate {model.version}: test accuracy {score.accuracy:.4f} ({score.source})")
     return score
 
 
-@task(name="score-live")
-def score_live(settings: Settings, live: RegistryEntry | None, test_dir: Path) -> Score | None:
+@task(name="score-live", cache_policy=NO_CACHE)
+def score_live(backend: Backend, live: RegistryEntry | None, test_dir: Path) -> Score | None:
     """The live model on the same test split, or None before the first promotion."""
     if live is None:
         progress()("no live model in the registry: the candidate will be the first")
         return None
     score = evaluation.score_model(live.model_uri, live.model_version, live.metrics, test_dir,
-                                   settings)
+                                   backend.settings, backend.store)
     progress()(f"live v{live.version} ({live.model_version}): test accuracy "
                f"{score.accuracy:.4f} ({score.source})")
     return score
@@ -161,16 +164,17 @@ def request_approval(
 # -- cost ------------------------------------------------------------------------------------------
 
 
-@task(name="report-cost")
+@task(name="report-cost", cache_policy=NO_CACHE)
 def report_cost(
-    settings: Settings, tuning: TuningResult | None, training_s: float,
+    backend: Backend, tuning: TuningResult | None, training_s: float,
     training_billable_s: float | None = None,
 ) -> cost.CostEstimate:
     """The run's estimated cost as a table artifact (`cost-estimate`) and in the log; with
     managed spot the tuning and training lines show billable against trained seconds."""
-    estimate = cost.estimate_cost(settings, cost.tuning_seconds(tuning), training_s,
+    estimate = cost.estimate_cost(backend.settings, cost.tuning_seconds(tuning), training_s,
                                   training_billable_s=training_billable_s,
-                                  tuning_billable_s=cost.tuning_billable_seconds(tuning))
+                                  tuning_billable_s=cost.tuning_billable_seconds(tuning),
+                                  operations=backend.operations)
     create_table_artifact(
         key=COST_KEY, table=estimate.rows(),
         description=f"Estimated cost ({estimate.label}); prices: {estimate.prices_source} "
@@ -183,10 +187,10 @@ def report_cost(
 # -- teardown and idle guard -----------------------------------------------------------------------
 
 
-@task(name="teardown-resources", task_run_name="teardown-{settings.backend}", **RETRYING)
-def teardown_resources(settings: Settings, apply: bool) -> list[str]:
+@task(name="teardown-resources", task_run_name="teardown-{backend.name}", **RETRYING)
+def teardown_resources(backend: Backend, apply: bool) -> list[str]:
     """List (dry run) or delete what the project runs; idempotent, so a retry is safe."""
-    return backend_for(settings).teardown(apply)
+    return backend.teardown(apply)
 
 
 def teardown_rows(lines: list[str], apply: bool) -> list[dict[str, Any]]:
@@ -199,43 +203,44 @@ def teardown_rows(lines: list[str], apply: bool) -> list[dict[str, Any]]:
 
 
 @task(name="report-teardown")
-def report_teardown(lines: list[str], apply: bool, backend: str) -> None:
+def report_teardown(lines: list[str], apply: bool, backend_name: str) -> None:
     rows = teardown_rows(lines, apply) or [
         {"kind": "-", "resource": "nothing to remove", "action": "-"}
     ]
     create_table_artifact(
         key=TEARDOWN_KEY, table=rows,
-        description=f"Teardown on the {backend} backend ({'apply' if apply else 'dry run'})",
+        description=f"Teardown on the {backend_name} backend ({'apply' if apply else 'dry run'})",
     )
 
 
 @task(name="check-idle", **RETRYING)
-def check_idle(settings: Settings, max_idle_hours: float) -> idle.IdleStatus:
-    status = idle.idle_status(settings, max_idle_hours)
+def check_idle(backend: Backend, max_idle_hours: float) -> idle.IdleStatus:
+    status = idle.idle_status(backend.settings, max_idle_hours, operations=backend.operations)
     progress()(f"endpoint {status.endpoint_name}: idle={status.idle} "
                f"({status.idle_hours} h, limit {max_idle_hours:g} h) - {status.detail}")
     return status
 
 
 @task(name="scale-to-min", **RETRYING)
-def scale_to_min(settings: Settings, status: idle.IdleStatus, apply: bool) -> list[str]:
-    return idle.scale_to_min(settings, status, apply)
+def scale_to_min(backend: Backend, status: idle.IdleStatus, apply: bool) -> list[str]:
+    return idle.scale_to_min(backend.settings, status, apply, backend.operations)
 
 
 @task(name="put-to-sleep", **RETRYING)
-def put_to_sleep(settings: Settings, status: idle.IdleStatus, apply: bool) -> list[str]:
+def put_to_sleep(backend: Backend, status: idle.IdleStatus, apply: bool) -> list[str]:
     """Delete (AWS) or stop (local) the idle endpoint; idempotent, so a retry is safe."""
-    return idle.put_to_sleep(settings, status, apply)
+    return idle.put_to_sleep(backend.settings, status, apply, backend.operations)
 
 
 @task(name="mark-asleep", **RETRYING)
-def mark_asleep(settings: Settings, status: idle.IdleStatus) -> registry.Asleep | None:
+def mark_asleep(backend: Backend, status: idle.IdleStatus) -> registry.Asleep | None:
     """Record in the registry that the endpoint sleeps (its live version stays live), and leave
     the `cost-estimate` artifact with what sleeping saves. None when the registry has no live
     model for it (then there is nothing `wake` could bring back)."""
     from datetime import UTC, datetime
 
-    reg = registry.registry_for(settings)
+    settings = backend.settings
+    reg = registry.registry_in(backend.store)
     name = settings.endpoint.name
     live = reg.live(name)
     if live is None:
@@ -251,28 +256,30 @@ def mark_asleep(settings: Settings, status: idle.IdleStatus) -> registry.Asleep 
         reason=f"idle {status.idle_hours} h (limit {status.max_idle_hours:g} h)",
     )
     reg.mark_asleep(name, asleep, _flow_run_id())
-    report_savings(settings, reg.asleep(name) or asleep)
+    report_savings(backend, reg.asleep(name) or asleep)
     return asleep
 
 
-def report_savings(settings: Settings, asleep: registry.Asleep) -> cost.CostEstimate:
+def report_savings(backend: Backend, asleep: registry.Asleep) -> cost.CostEstimate:
     """The `cost-estimate` table of what an asleep endpoint saves (per day and so far)."""
     from datetime import UTC, datetime
 
     hours = max(0.0, (datetime.now(UTC) - asleep.since).total_seconds() / 3600)
-    estimate = cost.idle_savings(settings, asleep.instances, hours)
+    estimate = cost.idle_savings(backend.settings, asleep.instances, hours,
+                                 operations=backend.operations)
     create_table_artifact(
         key=COST_KEY, table=estimate.rows(),
-        description=f"What sleeping {settings.endpoint.name} saves ({estimate.label}); prices: "
-        f"{estimate.prices_source} as of {estimate.prices_as_of}",
+        description=f"What sleeping {backend.settings.endpoint.name} saves ({estimate.label}); "
+        f"prices: {estimate.prices_source} as of {estimate.prices_as_of}",
     )
     return estimate
 
 
 @task(name="mark-awake", **RETRYING)
-def mark_awake(settings: Settings) -> registry.Asleep | None:
+def mark_awake(backend: Backend) -> registry.Asleep | None:
     """Clear the registry's asleep mark after a deploy; what it was (for the savings), or None."""
-    was = registry.registry_for(settings).mark_awake(settings.endpoint.name, _flow_run_id())
+    was = registry.registry_in(backend.store).mark_awake(backend.settings.endpoint.name,
+                                                         _flow_run_id())
     if was is not None:
-        report_savings(settings, was)
+        report_savings(backend, was)
     return was

@@ -8,9 +8,10 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_table_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 
 from dogops import reporting
-from dogops.backends import operations_for
+from dogops.backends import Backend
 from dogops.results import EndpointInfo, TrainedModel, TuningResult
 
 
@@ -57,12 +58,12 @@ def evaluate(model: TrainedModel, tuning: TuningResult | None = None) -> dict[st
     return model.metrics
 
 
-@task(name="report-endpoint")
-def report_endpoint(endpoint: EndpointInfo, backend: str, region: str) -> None:
-    link = operations_for(backend).console_link(endpoint, region)
+@task(name="report-endpoint", cache_policy=NO_CACHE)
+def report_endpoint(backend: Backend, endpoint: EndpointInfo) -> None:
+    link = backend.operations.console_link(endpoint, backend.settings.aws.region)
     create_link_artifact(
         key="endpoint", link=link, link_text=f"endpoint {endpoint.name}",
-        description=f"Live endpoint ({backend} backend); invoke at {endpoint.url}",
+        description=f"Live endpoint ({backend.name} backend); invoke at {endpoint.url}",
     )
 
 

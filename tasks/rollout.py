@@ -8,17 +8,17 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from dogops import registry, rollout
+from dogops.backends import Backend
 from dogops.results import EndpointInfo, RolloutOutcome, TrainedModel
-from dogops.settings import Settings
-from tasks.common import RETRYING, backend_for, progress
+from tasks.common import RETRYING, progress
 from tasks.operations import _flow_run_id
 
 ROLLOUT_KEY = "rollout"
 
 
 @task(name="package-model", **RETRYING)
-def package_model(settings: Settings, model_dir: Path) -> TrainedModel:
-    model = rollout.package_model_dir(model_dir, backend_for(settings).store_model)
+def package_model(backend: Backend, model_dir: Path) -> TrainedModel:
+    model = rollout.package_model_dir(model_dir, backend.store_model)
     progress()(f"packed {model_dir} as model {model.version} ({model.model_uri})")
     return model
 
@@ -36,10 +36,10 @@ def report_rollout(endpoint: EndpointInfo, model: TrainedModel) -> RolloutOutcom
 
 @task(name="record-rolled-back", task_run_name="record-rolled-back-{model.version}", **RETRYING)
 def record_rolled_back(
-    settings: Settings, model: TrainedModel, outcome: RolloutOutcome, source: str
+    backend: Backend, model: TrainedModel, outcome: RolloutOutcome, source: str
 ) -> None:
     """Keep the rolled-back candidate and why in the registry; the live version stays."""
-    reg = registry.registry_for(settings)
+    reg = registry.registry_in(backend.store)
     reg.record_rolled_back(rollout.rolled_back_record(
-        settings.endpoint.name, model, outcome, source, _flow_run_id()))
+        backend.settings.endpoint.name, model, outcome, source, _flow_run_id()))
     progress()(f"registry {reg.uri}: candidate {model.version} rolled back ({outcome.reason})")

@@ -8,9 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
+from dogops.backends import Backend
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
-from dogops.settings import Settings
-from tasks.common import RETRYING, backend_for, progress
+from tasks.common import RETRYING, progress
 
 
 @task(name="trial", task_run_name="{name}", cache_policy=NO_CACHE)
@@ -31,12 +31,12 @@ def _trial_as_task(name: str, run: Callable[[], TrialResult]) -> object:
 
 
 @task(name="tune", task_run_name="tune-{run_key}", **RETRYING)
-def tune(settings: Settings, data: SyncReport, run_key: str) -> TuningResult:
-    return backend_for(settings).tune(data, run_key, progress(), trial_wrapper=_trial_as_task)
+def tune(backend: Backend, data: SyncReport, run_key: str) -> TuningResult:
+    return backend.tune(data, run_key, progress(), trial_wrapper=_trial_as_task)
 
 
 @task(name="train-best", task_run_name="train-best-{run_key}", **RETRYING)
 def train_best(
-    settings: Settings, data: SyncReport, tuning: TuningResult, run_key: str
+    backend: Backend, data: SyncReport, tuning: TuningResult, run_key: str
 ) -> TrainedModel:
-    return backend_for(settings).train_best(data, tuning, run_key, progress())
+    return backend.train_best(data, tuning, run_key, progress())

@@ -5,7 +5,9 @@
 * no source module over 450 lines, and no function over 80 (`end_lineno - lineno + 1`, nested
   functions counted in their parent too);
 * only `dogops/local/`, `dogops/aws/` and the factory (`dogops/backends/`) choose between the
-  backends: nowhere else compares a backend name or tests for an `s3://` URI to pick one.
+  backends: nowhere else compares a backend name or tests for an `s3://` URI to pick one;
+* a flow builds its backend once and hands it to its tasks: no task calls the factory, and no
+  flow function calls it more than once.
 
 `KNOWN_*` lists what is still to be moved: a new entry there is a step back, an entry that no
 longer applies must be removed (the tests say which).
@@ -204,6 +206,50 @@ def test_each_layer_imports_only_the_layers_below() -> None:
         or (_layer(target) == _layer(source) and target.split(".")[0] != source.split(".")[0])
     )
     assert upward == []
+
+
+# The factory's entry points: `get_backend` and the two that build one part of a backend, and
+# `registry_for`, which builds a store (for callers with no backend at hand: the CLI).
+FACTORY_CALLS = {"get_backend", "store_for", "operations_for", "registry_for"}
+
+
+def _factory_calls(source: str) -> dict[str, list[str]]:
+    """Per top-level function (or "<module>"), the factory functions it calls, in order."""
+    found: dict[str, list[str]] = {}
+    tree = ast.parse(source)
+    for top in tree.body:
+        scope = top.name if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef)) else (
+            "<module>")
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else (
+                    func.attr if isinstance(func, ast.Attribute) else "")
+                if called in FACTORY_CALLS:
+                    found.setdefault(scope, []).append(called)
+    return found
+
+
+def test_the_factory_call_finder() -> None:
+    source = (
+        "def flow_a(settings):\n    b = get_backend(settings)\n    return backends.store_for(s)\n"
+        "def other(settings):\n    return len(settings)\n"
+    )
+    assert _factory_calls(source) == {"flow_a": ["get_backend", "store_for"]}
+
+
+def test_flows_build_the_backend_once_and_tasks_never() -> None:
+    problems = []
+    for path in _modules().values():
+        name = path.relative_to(REPO).as_posix()
+        calls = _factory_calls(path.read_text(encoding="utf-8"))
+        if name.startswith("tasks/"):
+            problems += [f"{name}::{fn} calls {c} (take the flow's backend instead)"
+                         for fn, cs in calls.items() for c in cs]
+        elif name.startswith("flows/"):
+            problems += [f"{name}::{fn} calls {cs} (build the backend once: get_backend)"
+                         for fn, cs in calls.items() if cs != ["get_backend"]]
+    assert problems == []
 
 
 # Loops that sleep outside dogops/waiting.py, each with why `poll` does not fit. Any other loop

@@ -128,9 +128,9 @@ def test_foreign_endpoint_and_its_scaling_are_left_alone(aws_settings: Any) -> N
     idle = IdleStatus(endpoint_name="dogops-classifier", backend="aws", exists=True, idle=True,
                       max_idle_hours=1, current_instances=3)
     with pytest.raises(NotOwnedError, match="DOGOPS_ENDPOINT__NAME"):
-        scale_to_min(backend.settings, idle, apply=True, clients=backend.clients)
+        scale_to_min(backend.settings, idle, apply=True, operations=backend.operations)
     with pytest.raises(NotOwnedError, match="DOGOPS_ENDPOINT__NAME"):
-        put_to_sleep(backend.settings, idle, apply=True, clients=backend.clients)
+        put_to_sleep(backend.settings, idle, apply=True, operations=backend.operations)
 
     assert backend.teardown(apply=True) == []
     assert sm.describe_endpoint(EndpointName="dogops-classifier")

@@ -271,6 +271,7 @@ def test_aws_sleep_deletes_the_endpoint_and_wake_recreates_it(
 
 def test_aws_sleep_refuses_an_endpoint_dogops_did_not_make(aws_settings: Settings) -> None:
     from dogops.aws.clients import AwsClients
+    from dogops.backends import operations_for
     from dogops.errors import NotOwnedError
     from dogops.idle import idle_status, put_to_sleep
 
@@ -282,10 +283,11 @@ def test_aws_sleep_refuses_an_endpoint_dogops_did_not_make(aws_settings: Setting
         "VariantName": "AllTraffic", "ModelName": "theirs", "InitialInstanceCount": 1,
         "InstanceType": "ml.m5.large"}])
     sm.create_endpoint(EndpointName=aws_settings.endpoint.name, EndpointConfigName="theirs")
-    status = idle_status(aws_settings, 0, clients=clients)
+    operations = operations_for("aws", clients)
+    status = idle_status(aws_settings, 0, operations=operations)
     assert status.idle
     with pytest.raises(NotOwnedError, match="is not dogops's.*DOGOPS_ENDPOINT__NAME"):
-        put_to_sleep(aws_settings, status, apply=True, clients=clients)
+        put_to_sleep(aws_settings, status, apply=True, operations=operations)
     assert sm.list_endpoints()["Endpoints"]
 
 
@@ -294,10 +296,10 @@ def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
 ) -> None:
     """On S3, the data of record is what is under the prefix now; the sync's own manifest is
     not rewritten, so a later resync from the folder does not delete the added object."""
-    from dogops import data_source
     from dogops.aws import s3_sync
     from dogops.aws.clients import AwsClients
     from dogops.aws.data_source import refresh_s3
+    from dogops.backends import store_for
     from model_code.demo_data import generate_demo_dataset
 
     folder = generate_demo_dataset(tmp_path / "dogs", classes=2, train_per_class=3,
@@ -317,7 +319,7 @@ def test_s3_data_of_record_picks_up_added_objects_and_keeps_the_sync_manifest(
     assert grown.manifest_sha256 != same.manifest_sha256
     assert s3_sync.read_manifest_bytes(clients, bucket, prefix) == manifest  # untouched
 
-    test_dir = data_source.test_split(aws_settings, grown)
+    test_dir = store_for(aws_settings).test_split(grown)
     local = sorted(p.relative_to(test_dir).as_posix() for p in test_dir.rglob("*.jpg"))
     assert local == sorted(p.relative_to(folder / "test").as_posix()
                            for p in (folder / "test").rglob("*.jpg"))

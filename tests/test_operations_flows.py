@@ -444,15 +444,17 @@ def test_aws_teardown_leaves_nothing_behind(aws_settings: Settings) -> None:
 
 
 def test_aws_idle_check_and_scale_to_min(aws_settings: Settings) -> None:
+    from dogops.backends import operations_for
     from dogops.idle import idle_status, scale_to_min
 
     clients, settings = _aws_world(aws_settings)
+    operations = operations_for("aws", clients)
     now = datetime.now(UTC)
-    fresh = idle_status(settings, 24, now=now, clients=clients)
+    fresh = idle_status(settings, 24, now=now, operations=operations)
     assert fresh.exists and not fresh.idle and fresh.current_instances == 2
 
     later = now + timedelta(hours=30)  # no invocations at all, 30 h after the deploy
-    quiet = idle_status(settings, 24, now=later, clients=clients)
+    quiet = idle_status(settings, 24, now=later, operations=operations)
     assert quiet.idle and quiet.invocations_in_window == 0 and quiet.idle_hours >= 29.9
 
     clients.client("cloudwatch").put_metric_data(Namespace="AWS/SageMaker", MetricData=[{
@@ -460,12 +462,12 @@ def test_aws_idle_check_and_scale_to_min(aws_settings: Settings) -> None:
         "Dimensions": [{"Name": "EndpointName", "Value": settings.endpoint.name},
                        {"Name": "VariantName", "Value": "AllTraffic"}],
     }])
-    busy = idle_status(settings, 24, now=later, clients=clients)
+    busy = idle_status(settings, 24, now=later, operations=operations)
     assert not busy.idle and busy.invocations_in_window == 5 and busy.idle_hours <= 2
 
-    assert scale_to_min(settings, quiet, apply=False, clients=clients) == [
+    assert scale_to_min(settings, quiet, apply=False, operations=operations) == [
         f"endpoint-capacity:{settings.endpoint.name}:2->1"]
-    scale_to_min(settings, quiet, apply=True, clients=clients)
+    scale_to_min(settings, quiet, apply=True, operations=operations)
     variant = clients.client("sagemaker").describe_endpoint(
         EndpointName=settings.endpoint.name)["ProductionVariants"][0]
     assert variant["CurrentInstanceCount"] == 1

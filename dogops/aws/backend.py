@@ -21,6 +21,8 @@ from dogops.aws import endpoint as endpoint_mod
 from dogops.aws import s3_sync, sagemaker_job, training
 from dogops.aws import tuning as tuning_mod
 from dogops.aws.clients import AwsClients
+from dogops.aws.documents import S3Store
+from dogops.aws.operations import AwsOperations
 from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
 from dogops.dataset import inspect_dataset
 from dogops.errors import UserInputError
@@ -63,6 +65,9 @@ class AwsBackend:
     ) -> None:
         self.settings = settings
         self.clients = clients or AwsClients(settings.aws)
+        # One set of clients for the steps, the store and the operations of a flow run.
+        self.store = S3Store(settings, self.clients)
+        self.operations = AwsOperations(self.clients)
         self.model_code_dir = model_code_dir or default_model_code_dir()
         self.poll_s = poll_s
         self.timeout_s = timeout_s

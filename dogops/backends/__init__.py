@@ -1,7 +1,11 @@
 """Backends: the interfaces (`Backend`, the pipeline's steps; `Store`, documents and model
 archives, and the data of record; `Operations`, the running service) and the one factory that
 picks `local` or `aws` for them (`get_backend`, `store_for`, `operations_for`).
-Nothing outside `dogops/local/`, `dogops/aws/` and this factory should choose a backend."""
+Nothing outside `dogops/local/`, `dogops/aws/` and this factory should choose a backend.
+
+A flow calls `get_backend` once and hands the result (steps, `.store`, `.operations`) to its
+tasks; `store_for` and `operations_for` serve callers outside a flow run (the CLI, the plain
+functions' defaults)."""
 
 from __future__ import annotations
 

@@ -132,8 +132,21 @@ class Operations(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
+    """The pipeline's steps on one backend, with its store and operations: a flow builds it once
+    (`dogops.backends.get_backend`) and hands it to every task of the run."""
+
     name: str
     settings: Settings
+
+    @property
+    def store(self) -> Store:
+        """Documents, model archives and the data of record on this backend."""
+        ...
+
+    @property
+    def operations(self) -> Operations:
+        """Operating the running service on this backend."""
+        ...
 
     def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
         """Sync the train/valid/test folder to the object store; skip unchanged files."""

@@ -23,6 +23,8 @@ from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
 from dogops.capture import local_capture_root
 from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
+from dogops.local.documents import LocalStore
+from dogops.local.operations import LocalOperations
 from dogops.local.store import sync_folder, write_atomic
 from dogops.local.training import (
     extract_model_archive,
@@ -52,6 +54,8 @@ class LocalBackend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = settings.state_dir.expanduser().resolve()
+        self.store = LocalStore(self.root)
+        self.operations = LocalOperations()
 
     # -- paths -----------------------------------------------------------------------------
     @property
