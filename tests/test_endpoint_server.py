@@ -26,6 +26,7 @@ from fixtures.toy_inference import make_model_dir
 
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local.autoscaler import InvocationCounter, ScalingPolicy, TargetTrackingScaler
+from dogops.local.backend import LocalBackend
 from dogops.local.endpoint import (
     endpoint_status,
     list_endpoints,
@@ -37,7 +38,7 @@ from dogops.local.endpoint import (
 from dogops.local.endpoint_server import ServerOptions, parse_args
 from dogops.local.serving_toolkit import ToolkitWorker, public_error
 from dogops.results import EndpointInfo
-from dogops.settings import ScalingConfig
+from dogops.settings import ScalingConfig, Settings
 
 NAME = "toy-endpoint"
 FAST = {"drain_seconds": 0.3}
@@ -249,6 +250,18 @@ def test_ping_and_status(served: tuple[EndpointInfo, Path]) -> None:
     assert read_endpoint(NAME, state_dir) == info
     assert [e.name for e in list_endpoints(state_dir)] == [NAME]
     assert endpoint_status(NAME, state_dir)["server"]["name"] == NAME
+
+
+def test_the_local_backend_reports_the_running_servers_scaling_policy(
+    served: tuple[EndpointInfo, Path],
+) -> None:
+    """`register_autoscaling` reads the policy the server runs (its status document, under the
+    settings' names), not the settings of the run that asks: here they say max 5, it runs 2."""
+    info, state_dir = served
+    settings = Settings(state_dir=state_dir, scaling=ScalingConfig(max_capacity=5))
+    scaling = LocalBackend(settings).register_autoscaling(info)
+    assert (scaling.min_capacity, scaling.max_capacity, scaling.target) == (1, 2, 50)
+    assert (scaling.scale_in_cooldown_s, scaling.scale_out_cooldown_s) == (30, 30)
 
 
 def test_boto3_invoke_endpoint_round_trip(served: tuple[EndpointInfo, Path]) -> None:

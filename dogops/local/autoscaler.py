@@ -11,9 +11,9 @@ and the desired capacity is `ceil(total invocations per minute / target)`, clamp
   minutes in a row; here the cooldown after any activity stands in for that, so a burst that just
   scaled out is not undone a second later.
 
-Stdlib only at import: the endpoint server's front process and its workers import it, and tests
-drive it with a fake clock. The knobs are the settings' (`ScalingConfig`), checked by the
-settings' one check when a policy is built.
+The knobs are the settings' (`ScalingConfig`), checked by the settings' one check when a policy
+is built. Plain logic: the endpoint server's front process runs it (no torch there), and tests
+drive it with a fake clock.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from dogops.settings import ScalingConfig, check_scaling
 
 Clock = Callable[[], float]
 
@@ -42,11 +44,6 @@ class ScalingPolicy:
     scale_out_cooldown_s: int = 30
 
     def __post_init__(self) -> None:
-        # Imported here, not at the top: the spawned workers import this module too (through the
-        # server package) and need neither pydantic nor the settings; only the front process,
-        # which builds policies, pays for it.
-        from dogops.settings import ScalingConfig, check_scaling
-
         check_scaling(ScalingConfig.model_construct(**asdict(self)))
 
     def clamp(self, workers: int) -> int:
