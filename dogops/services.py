@@ -11,13 +11,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from dogops.errors import OperationFailedError
+from dogops.waiting import poll, wait_until
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -61,18 +61,25 @@ def start_prefect_server(
         start_new_session=True,
     )
     (home / "server.pid").write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def healthy_url() -> str | None:
         if proc.poll() is not None:
             raise OperationFailedError(
                 f"Prefect server exited with code {proc.returncode}; see {home / 'server.log'}"
             )
-        if is_healthy(url):
-            return url
-        time.sleep(1)
-    raise OperationFailedError(
+        return url if is_healthy(url) else None
+
+    return poll(healthy_url, timeout_s=timeout_s, poll_s=1, timed_out=lambda: OperationFailedError(
         f"Prefect server not healthy at {url} after {timeout_s:.0f} s; see {home / 'server.log'}"
-    )
+    ))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def stop_prefect_server(state_dir: Path) -> bool:
@@ -85,13 +92,7 @@ def stop_prefect_server(state_dir: Path) -> bool:
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         return False
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
+    if not wait_until(lambda: not _alive(pid), timeout_s=10, poll_s=0.2):
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True

@@ -250,3 +250,74 @@ def test_flows_build_the_backend_once_and_tasks_never() -> None:
             problems += [f"{name}::{fn} calls {cs} (build the backend once: get_backend)"
                          for fn, cs in calls.items() if cs != ["get_backend"]]
     assert problems == []
+
+
+# Loops that sleep outside dogops/waiting.py, each with why `poll` does not fit. Any other loop
+# around a sleep is a hand-written wait: use `dogops.waiting.poll` / `wait_until` instead.
+SLEEPING_LOOPS_ALLOWED = {
+    # A retry schedule on an exception (IAM propagation), not a wait for a state.
+    "dogops/aws/propagation.py::call_with_role",
+    # A bake of fixed length that reports progress: it ends on time by design (no timeout to
+    # raise) and its last sleep shrinks to land on that end.
+    "dogops/local/rollout.py::_bake",
+}
+
+
+def _is_sleep(node: ast.AST) -> bool:
+    """`time.sleep(...)`, `asyncio.sleep(...)`, or an injected `sleep(...)` / `_sleep(...)`."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Attribute) and func.attr == "sleep") or (
+        isinstance(func, ast.Name) and func.id in ("sleep", "_sleep"))
+
+
+def _sleeping_loops(source: str) -> set[str]:
+    """Names of the functions (`<module>` at the top) holding a for/while loop that sleeps."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST, owner: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+                continue
+            if isinstance(child, ast.For | ast.AsyncFor | ast.While) and any(
+                _is_sleep(n) for n in ast.walk(child)
+            ):
+                found.add(owner)
+            visit(child, owner)
+
+    visit(ast.parse(source), "<module>")
+    return found
+
+
+def test_the_sleeping_loop_checker() -> None:
+    source = (
+        "import time\n"
+        "def waits(deadline):\n"
+        "    while time.monotonic() < deadline:\n"
+        "        time.sleep(0.1)\n"
+        "def counts(sleep):\n"
+        "    for _ in range(50):\n"
+        "        sleep(0.2)\n"
+        "def ticks(stop):\n"
+        "    while not stop.wait(1):\n"
+        "        put_to_sleep()\n"
+        "def once():\n"
+        "    time.sleep(1)\n"
+    )
+    assert _sleeping_loops(source) == {"waits", "counts"}
+
+
+def test_waits_go_through_the_one_poll_helper() -> None:
+    found = {
+        f"{path.relative_to(REPO).as_posix()}::{name}"
+        for path in _modules().values()
+        if path.relative_to(REPO).as_posix() != "dogops/waiting.py"
+        for name in _sleeping_loops(path.read_text(encoding="utf-8"))
+    }
+    assert found - SLEEPING_LOOPS_ALLOWED == set(), (
+        f"loops around a sleep outside dogops/waiting.py (use poll / wait_until): "
+        f"{sorted(found - SLEEPING_LOOPS_ALLOWED)}"
+    )
+    assert SLEEPING_LOOPS_ALLOWED - found == set(), "no longer sleeps in a loop: drop it"

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from fixtures.toy_inference import make_model_dir
 
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local.autoscaler import InvocationCounter, ScalingPolicy, TargetTrackingScaler
+from dogops.local.backend import LocalBackend
 from dogops.local.endpoint import (
     endpoint_status,
     list_endpoints,
@@ -33,9 +35,10 @@ from dogops.local.endpoint import (
     start_endpoint,
     stop_endpoint,
 )
+from dogops.local.endpoint_server import ServerOptions, parse_args
 from dogops.local.serving_toolkit import ToolkitWorker, public_error
 from dogops.results import EndpointInfo
-from dogops.settings import ScalingConfig
+from dogops.settings import ScalingConfig, Settings
 
 NAME = "toy-endpoint"
 FAST = {"drain_seconds": 0.3}
@@ -98,7 +101,7 @@ class FakeClock:
 
 
 def test_desired_capacity_is_ceil_of_rate_over_target_clamped() -> None:
-    policy = ScalingPolicy(min_capacity=1, max_capacity=4, target_per_worker_per_minute=50)
+    policy = ScalingPolicy(min_capacity=1, max_capacity=4, target_invocations_per_instance=50)
     assert policy.desired_for(0) == 1
     assert policy.desired_for(50) == 1
     assert policy.desired_for(51) == 2
@@ -107,12 +110,40 @@ def test_desired_capacity_is_ceil_of_rate_over_target_clamped() -> None:
 
 
 def test_policy_rejects_bad_numbers() -> None:
-    with pytest.raises(ValueError, match="greater than max_capacity"):
+    with pytest.raises(ValueError, match="greater than scaling.max_capacity"):
         ScalingPolicy(min_capacity=3, max_capacity=2)
     with pytest.raises(ValueError, match="positive"):
-        ScalingPolicy(target_per_worker_per_minute=0)
+        ScalingPolicy(target_invocations_per_instance=0)
     with pytest.raises(ValueError, match="cooldown"):
         ScalingPolicy(scale_in_cooldown_s=-1)
+
+
+def test_the_server_names_its_scaling_knobs_as_the_settings_do() -> None:
+    """One set of names: the policy, the server's options (and so its command line and status
+    document) and `ScalingConfig` say the same five knobs."""
+    knobs = set(ScalingConfig.model_fields) - {"enabled"}
+    assert set(asdict(ScalingPolicy())) == knobs
+    assert knobs <= {f.name for f in fields(ServerOptions)}
+    options = ServerOptions(name="n", model_dir="m", code_dir="c", min_capacity=0,
+                            max_capacity=3, target_invocations_per_instance=20,
+                            scale_in_cooldown_s=60, scale_out_cooldown_s=5)
+    assert "--target-invocations-per-instance" in options.to_args()
+    assert parse_args(options.to_args()) == options
+
+
+def test_the_server_command_line_refuses_a_bad_knob_with_the_settings_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["--name", "n", "--model-dir", "m", "--code-dir", "c"]
+    with pytest.raises(SystemExit) as exited:
+        parse_args([*base, "--min-capacity", "3", "--max-capacity", "2"])
+    assert exited.value.code == 2
+    assert ("scaling.min_capacity (3) is greater than scaling.max_capacity (2): lower min or "
+            "raise max.") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--scale-in-cooldown-s", "7200"])
+    assert ("scaling.scale_in_cooldown_s must be between 0 and 3600 seconds, got 7200"
+            in capsys.readouterr().err)
 
 
 def test_scale_out_honours_scale_out_cooldown() -> None:
@@ -214,11 +245,23 @@ def test_ping_and_status(served: tuple[EndpointInfo, Path]) -> None:
     assert status["name"] == NAME and status["status"] == "InService"
     assert status["model"]["version"] == "v1"
     assert status["workers"]["ready"] >= 1
-    assert status["scaling"]["policy"]["target_per_worker_per_minute"] == 50
+    assert status["scaling"]["policy"]["target_invocations_per_instance"] == 50
     assert info.url == f"{info.runtime_endpoint_url}/endpoints/{NAME}/invocations"
     assert read_endpoint(NAME, state_dir) == info
     assert [e.name for e in list_endpoints(state_dir)] == [NAME]
     assert endpoint_status(NAME, state_dir)["server"]["name"] == NAME
+
+
+def test_the_local_backend_reports_the_running_servers_scaling_policy(
+    served: tuple[EndpointInfo, Path],
+) -> None:
+    """`register_autoscaling` reads the policy the server runs (its status document, under the
+    settings' names), not the settings of the run that asks: here they say max 5, it runs 2."""
+    info, state_dir = served
+    settings = Settings(state_dir=state_dir, scaling=ScalingConfig(max_capacity=5))
+    scaling = LocalBackend(settings).register_autoscaling(info)
+    assert (scaling.min_capacity, scaling.max_capacity, scaling.target) == (1, 2, 50)
+    assert (scaling.scale_in_cooldown_s, scaling.scale_out_cooldown_s) == (30, 30)
 
 
 def test_boto3_invoke_endpoint_round_trip(served: tuple[EndpointInfo, Path]) -> None:
@@ -466,7 +509,7 @@ def test_scale_to_zero_policy_and_wake() -> None:
     assert scaler.wake(0) is None  # already awake
     clock.now += 29
     assert scaler.evaluate(0) is None  # the wake-up is an activity too
-    with pytest.raises(ValueError, match="max_capacity at least 1"):
+    with pytest.raises(ValueError, match="max_capacity must be at least 1"):
         ScalingPolicy(0, 0)
 
 

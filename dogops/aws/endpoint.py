@@ -34,12 +34,13 @@ from dogops.aws.data_capture import data_capture_config
 from dogops.aws.endpoint_update import update_in_place
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
-from dogops.aws.waiting import poll, wait_with_waiter
+from dogops.aws.waiting import wait_with_waiter
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
 from dogops.serving_env import serving_environment
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pydantic import BaseModel, Field
 from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.iam import delete_policy_with_versions
-from dogops.aws.waiting import poll
 from dogops.errors import UserInputError
 from dogops.iam_policies import is_aws_managed, is_full_access_policy
+from dogops.waiting import poll
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from dogops.aws.client_errors import error_code, http_status
 from dogops.aws.clients import AwsClients
 from dogops.aws.ownership import FUNCTION_SETTING, is_ours, require_ours
 from dogops.aws.propagation import call_with_role
-from dogops.aws.waiting import poll
 from dogops.backends.base import StepNotSupported
 from dogops.errors import DogopsError, OperationFailedError
 from dogops.lambda_package import LambdaPackage, build_package
 from dogops.results import LambdaInfo, StepSkipped
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 log = logging.getLogger(__name__)
 

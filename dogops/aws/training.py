@@ -34,12 +34,12 @@ from dogops.aws.sagemaker_job import (
     static_hyperparameters,
     upload_source,
 )
-from dogops.aws.waiting import poll
 from dogops.errors import OperationFailedError
 from dogops.hyperparameters import hp_value
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrainedModel, TrialResult, TuningResult
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 

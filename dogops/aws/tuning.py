@@ -53,7 +53,6 @@ from dogops.aws.sagemaker_job import (
     static_hyperparameters,
     upload_source,
 )
-from dogops.aws.waiting import poll
 from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
     DATA_MANIFEST_TAG,
     latest_completed_job,
@@ -64,6 +63,7 @@ from dogops.hyperparameters import search_space
 from dogops.progress import Progress
 from dogops.results import SyncReport, TrialResult, TuningResult
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 

@@ -1,40 +1,16 @@
 """The one way dogops waits for AWS: a boto3 waiter where botocore has one for the state we want
-(as prefect-aws's `client_waiter` does), else `poll`, for waits that report progress on every
-look or that no waiter covers.
+(as prefect-aws's `client_waiter` does), else `poll` (`dogops.waiting`, the backend-neutral loop
+both backends share), for waits that report progress on every look or that no waiter covers.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from botocore.exceptions import WaiterError
 
 from dogops.errors import OperationFailedError
-
-T = TypeVar("T")
-
-
-def poll(
-    probe: Callable[[], T | None],
-    *,
-    timeout_s: float,
-    poll_s: float,
-    timed_out: Callable[[], Exception],
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call `probe` until it returns something other than None and return that; sleep `poll_s`
-    between looks; raise `timed_out()` once `timeout_s` has passed. `probe` raises to fail."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = probe()
-        if result is not None:
-            return result
-        if time.monotonic() >= deadline:
-            raise timed_out()
-        sleep(poll_s)
 
 
 def wait_with_waiter(

@@ -11,7 +11,9 @@ and the desired capacity is `ceil(total invocations per minute / target)`, clamp
   minutes in a row; here the cooldown after any activity stands in for that, so a burst that just
   scaled out is not undone a second later.
 
-Stdlib only: the endpoint server's front process imports it, and tests drive it with a fake clock.
+The knobs are the settings' (`ScalingConfig`), checked by the settings' one check when a policy
+is built. Plain logic: the endpoint server's front process runs it (no torch there), and tests
+drive it with a fake clock.
 """
 
 from __future__ import annotations
@@ -24,35 +26,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dogops.settings import ScalingConfig, check_scaling
+
 Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class ScalingPolicy:
-    """The numbers of one target-tracking policy (defaults: the original project's)."""
+    """The numbers of one target-tracking policy, under the settings' names (`ScalingConfig`;
+    defaults: the original project's). Checked by `dogops.settings.check_scaling`, the one check
+    of these knobs: a bad one raises `UserInputError` (a `ValueError`) naming it."""
 
     min_capacity: int = 1
     max_capacity: int = 2
-    target_per_worker_per_minute: float = 50.0
-    scale_in_cooldown_s: float = 30.0
-    scale_out_cooldown_s: float = 30.0
+    target_invocations_per_instance: float = 50.0
+    scale_in_cooldown_s: int = 30
+    scale_out_cooldown_s: int = 30
 
     def __post_init__(self) -> None:
-        # ValueError rather than a dogops error: this module stays import-light (see docstring).
-        # 0 is allowed: the pool scales to zero when idle and a request starts a worker.
-        if self.min_capacity < 0 or self.max_capacity < 1:
-            raise ValueError(f"min_capacity must be at least 0 and max_capacity at least 1, got "
-                             f"{self.min_capacity} and {self.max_capacity}.")
-        if self.min_capacity > self.max_capacity:
-            raise ValueError(
-                f"min_capacity ({self.min_capacity}) is greater than max_capacity "
-                f"({self.max_capacity}): lower min or raise max."
-            )
-        target = self.target_per_worker_per_minute
-        if not (math.isfinite(target) and target > 0):
-            raise ValueError(f"target_per_worker_per_minute must be positive, got {target}.")
-        if self.scale_in_cooldown_s < 0 or self.scale_out_cooldown_s < 0:
-            raise ValueError("cooldowns must be zero or positive seconds.")
+        check_scaling(ScalingConfig.model_construct(**asdict(self)))
 
     def clamp(self, workers: int) -> int:
         return max(self.min_capacity, min(self.max_capacity, workers))
@@ -62,7 +54,7 @@ class ScalingPolicy:
         if rate_per_minute <= 0:
             return self.min_capacity
         # The small epsilon keeps 100/50 from becoming 3 through float noise.
-        return self.clamp(math.ceil(rate_per_minute / self.target_per_worker_per_minute - 1e-9))
+        return self.clamp(math.ceil(rate_per_minute / self.target_invocations_per_instance - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -170,7 +162,7 @@ class TargetTrackingScaler:
             rate_per_minute=round(rate_per_minute, 3),
             reason=(
                 f"{kind}: {per_worker:.1f} invocations/worker/min against a target of "
-                f"{self.policy.target_per_worker_per_minute:g}"
+                f"{self.policy.target_invocations_per_instance:g}"
             ),
         )
         if kind == "scale-out":

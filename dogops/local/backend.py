@@ -179,13 +179,16 @@ class LocalBackend:
         if not scaling.enabled:
             raise StepNotSupported("auto-scaling is disabled in the settings (scaling.enabled)")
         status = local_endpoint.endpoint_status(endpoint.name, self.root)
-        policy = status.get("scaling", {}) if isinstance(status, dict) else {}
+        server = status.get("server") if isinstance(status, dict) else None
+        # The running server's policy (`/dogops/status`), under the settings' names.
+        policy = ((server or {}).get("scaling") or {}).get("policy") or {}
         return ScalingInfo(
             resource_id=f"endpoint/{endpoint.name}/variant/AllTraffic",
-            min_capacity=int(policy.get("min_workers", scaling.min_capacity)),
-            max_capacity=int(policy.get("max_workers", scaling.max_capacity)),
+            min_capacity=int(policy.get("min_capacity", scaling.min_capacity)),
+            max_capacity=int(policy.get("max_capacity", scaling.max_capacity)),
             policy_name=f"{endpoint.name}-invocations-target-tracking",
-            target=float(policy.get("target_invocations", scaling.target_invocations_per_instance)),
+            target=float(policy.get("target_invocations_per_instance",
+                                    scaling.target_invocations_per_instance)),
             scale_in_cooldown_s=int(policy.get("scale_in_cooldown_s", scaling.scale_in_cooldown_s)),
             scale_out_cooldown_s=int(
                 policy.get("scale_out_cooldown_s", scaling.scale_out_cooldown_s)

@@ -34,6 +34,7 @@ from dogops.errors import OperationFailedError, UserInputError
 from dogops.local.endpoint_server import ServerOptions
 from dogops.results import EndpointInfo
 from dogops.settings import ScalingConfig
+from dogops.waiting import poll, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -139,18 +140,12 @@ def _stop_pid(pid: int, name: str, timeout_s: float) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return True
-        time.sleep(0.05)
+    if wait_until(lambda: not _pid_alive(pid), timeout_s=timeout_s, poll_s=0.05):
+        return True
     log.warning("endpoint %s (pid %s) did not stop within %.0f s; killing it", name, pid, timeout_s)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    for _ in range(50):
-        if not _pid_alive(pid):
-            break
-        time.sleep(0.05)
+    wait_until(lambda: not _pid_alive(pid), timeout_s=2.5, poll_s=0.05)
     return True
 
 
@@ -278,7 +273,7 @@ def _server_options(
     name: str, model_dir: Path, code_dir: Path, host: str, port: int, state_file: Path,
     version: str, scaling: ScalingConfig, options: dict[str, Any] | None,
 ) -> ServerOptions:
-    """The new server's options: the scaling settings in the server's terms, then `options`."""
+    """The new server's options: the scaling settings (same names), then `options`."""
     return ServerOptions(
         name=name,
         model_dir=str(model_dir),
@@ -287,12 +282,12 @@ def _server_options(
         port=port,
         state_file=str(state_file),
         model_version=version,
-        min_workers=scaling.min_capacity,
-        max_workers=(scaling.max_capacity if scaling.enabled
-                     else max(1, scaling.min_capacity)),
-        target_invocations=scaling.target_invocations_per_instance,
-        scale_in_cooldown=scaling.scale_in_cooldown_s,
-        scale_out_cooldown=scaling.scale_out_cooldown_s,
+        min_capacity=scaling.min_capacity,
+        max_capacity=(scaling.max_capacity if scaling.enabled
+                      else max(1, scaling.min_capacity)),
+        target_invocations_per_instance=scaling.target_invocations_per_instance,
+        scale_in_cooldown_s=scaling.scale_in_cooldown_s,
+        scale_out_cooldown_s=scaling.scale_out_cooldown_s,
         **(options or {}),
     )
 
@@ -342,7 +337,7 @@ def _launch(
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     # One share of the cores per worker (as the tuner gives each trial): torch's default of every
     # core in every worker oversubscribes the CPU and made 2 workers 5x slower than 1.
-    threads = max(1, (os.cpu_count() or 1) // max(1, server.max_workers))
+    threads = max(1, (os.cpu_count() or 1) // max(1, server.max_capacity))
     child_env.setdefault("OMP_NUM_THREADS", str(threads))
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_root, child_env.get("PYTHONPATH", "")) if p
@@ -364,8 +359,8 @@ def _wait_healthy(
 ) -> tuple[str, int]:
     assert server.state_file is not None
     state_file = Path(server.state_file)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answering() -> tuple[str, int] | None:
         code = process.poll()
         if code is not None:
             raise OperationFailedError(f"the server exited with code {code}")
@@ -374,8 +369,10 @@ def _wait_healthy(
             host = "127.0.0.1" if state["host"] in ("0.0.0.0", "") else state["host"]
             if _ping(f"http://{host}:{state['port']}"):
                 return host, int(state["port"])
-        time.sleep(0.1)
-    raise OperationFailedError(f"/ping did not answer 200 within {timeout_s:g} s")
+        return None
+
+    return poll(answering, timeout_s=timeout_s, poll_s=0.1, timed_out=lambda: OperationFailedError(
+        f"/ping did not answer 200 within {timeout_s:g} s"))
 
 
 def read_endpoint(name: str, state_dir: Path) -> EndpointInfo | None:

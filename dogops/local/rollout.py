@@ -27,6 +27,7 @@ from dogops.errors import OperationFailedError, UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.results import RolloutOutcome
 from dogops.settings import RolloutConfig
+from dogops.waiting import poll
 
 ProgressFn = Callable[[str], None]
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxies
@@ -68,16 +69,16 @@ def _describe(step: dict[str, Any]) -> str:
 
 def _wait_for_new_workers(base: str, version: str, timeout_s: float,
                           sleep: Callable[[float], None]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def loaded() -> bool | None:
         workers = _call(base, "/dogops/status")["rollout"]["canary"]["workers"]
         if workers["ready"]:
-            return
+            return True
         if workers["load_failures"] and not workers["starting"]:
             raise OperationFailedError(workers["load_failures"][-1])
-        if time.monotonic() >= deadline:
-            raise OperationFailedError(f"no new worker loaded model {version} in {timeout_s:g} s")
-        sleep(0.2)
+        return None
+
+    poll(loaded, timeout_s=timeout_s, poll_s=0.2, sleep=sleep, timed_out=lambda: (
+        OperationFailedError(f"no new worker loaded model {version} in {timeout_s:g} s")))
 
 
 def _bake(base: str, percent: int, seconds: float, rollout: RolloutConfig,

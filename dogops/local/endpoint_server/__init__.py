@@ -26,7 +26,8 @@ Run: `python -m dogops.local.endpoint_server --name NAME --model-dir DIR --code-
 answering for `--drain-seconds` (with `Connection: close`), then stops accepting, lets in-flight
 requests finish and stops its workers.
 
-The front imports only the stdlib and `dogops.local.autoscaler`; workers import the toolkits.
+The front imports the stdlib and dogops's plain modules (the autoscaler, the settings' scaling
+check, data capture), never torch; workers import the toolkits.
 
 Modules: `options` (every knob, as a command line and back), `worker` (the worker process: load
 the model code, answer invocations), `pool` (the front's worker pool), `state` (counters, scaling

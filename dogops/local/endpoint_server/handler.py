@@ -48,7 +48,7 @@ class EndpointHandler(BaseHTTPRequestHandler):
         if path == "/ping":
             # Scaled to zero is healthy: the next request starts a worker.
             healthy = self.state.status == "InService" and (
-                self.state.pool.ready_count() > 0 or self.options.min_workers == 0)
+                self.state.pool.ready_count() > 0 or self.options.min_capacity == 0)
             self._send(200 if healthy else 503, b"", "application/json")
         elif path == "/dogops/status":
             self._json(200, self.state.status_document())

@@ -19,11 +19,12 @@ class ServerOptions:
     port: int = 0
     state_file: str | None = None
     model_version: str = ""
-    min_workers: int = 1
-    max_workers: int = 2
-    target_invocations: float = 50.0
-    scale_in_cooldown: float = 30.0
-    scale_out_cooldown: float = 30.0
+    # The scaling knobs, under the settings' names (`ScalingConfig`, which checks them).
+    min_capacity: int = 1
+    max_capacity: int = 2
+    target_invocations_per_instance: float = 50.0
+    scale_in_cooldown_s: int = 30
+    scale_out_cooldown_s: int = 30
     # SageMaker real-time endpoints accept payloads up to 6 MB.
     max_body_bytes: int = 6 * 1024 * 1024
     # Requests allowed to wait for a worker beyond those being served; more get 503 at once.
@@ -47,13 +48,7 @@ class ServerOptions:
     capture_dir: str | None = None
 
     def policy(self) -> ScalingPolicy:
-        return ScalingPolicy(
-            min_capacity=self.min_workers,
-            max_capacity=self.max_workers,
-            target_per_worker_per_minute=self.target_invocations,
-            scale_in_cooldown_s=self.scale_in_cooldown,
-            scale_out_cooldown_s=self.scale_out_cooldown,
-        )
+        return ScalingPolicy(**{f.name: getattr(self, f.name) for f in fields(ScalingPolicy)})
 
     def to_args(self) -> list[str]:
         args: list[str] = []
@@ -82,7 +77,10 @@ def parse_args(argv: list[str] | None = None) -> ServerOptions:
         )
     ns = parser.parse_args(argv)
     options = ServerOptions(**vars(ns))
-    options.policy()  # validates min/max/target/cooldowns before anything starts
+    try:
+        options.policy()  # the scaling knobs' one check (ScalingConfig), before anything starts
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2 with the usage, as for any other bad option
     return options
 
 

@@ -11,6 +11,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from dogops.local.endpoint_server.worker import worker_main
+from dogops.waiting import wait_until
 
 log = logging.getLogger("dogops.endpoint")
 
@@ -218,6 +219,11 @@ class WorkerPool:
         with self._cond:
             return self._starting
 
+    def _settled(self) -> bool:
+        """No request in a worker and no worker still loading (what `close` waits for)."""
+        with self._cond:
+            return not self._busy and not self._starting
+
     def close(self, timeout: float) -> None:
         with self._cond:
             self._closed = True
@@ -225,12 +231,7 @@ class WorkerPool:
             self._cond.notify_all()
         for worker in idle:
             worker.stop()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._cond:
-                if not self._busy and not self._starting:
-                    break
-            time.sleep(0.05)
+        wait_until(self._settled, timeout_s=timeout, poll_s=0.05)
         with self._cond:
             busy = list(self._busy)
         for worker in busy:

@@ -15,6 +15,7 @@ from pathlib import Path
 from dogops.local.endpoint_server.handler import make_handler
 from dogops.local.endpoint_server.options import ServerOptions, parse_args
 from dogops.local.endpoint_server.state import EndpointState
+from dogops.waiting import wait_until
 
 log = logging.getLogger("dogops.endpoint")
 
@@ -86,9 +87,7 @@ def serve(options: ServerOptions) -> int:
     time.sleep(options.drain_seconds)
     server.shutdown()
     server.server_close()
-    deadline = time.monotonic() + options.invocation_timeout
-    while state.in_flight() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not state.in_flight(), timeout_s=options.invocation_timeout, poll_s=0.05)
     state.batcher.close()
     state.pool.close(timeout=5)
     if state.capture is not None:

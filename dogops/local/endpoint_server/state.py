@@ -37,7 +37,7 @@ class EndpointState:
             on_dispatch=self.counter.record,  # counted when a worker takes them, as before
         )
         # A scale-to-zero pool (min 0) starts with one worker, to prove the model loads.
-        self.scaler = TargetTrackingScaler(options.policy(), current=max(1, options.min_workers))
+        self.scaler = TargetTrackingScaler(options.policy(), current=max(1, options.min_capacity))
         self.cold_starts: list[float] = []  # seconds from arrival to a loaded worker
         self.started = time.time()
         self.status = "Creating"
@@ -50,7 +50,7 @@ class EndpointState:
 
     @property
     def capacity(self) -> int:
-        return self.options.max_workers + self.options.max_queue
+        return self.options.max_capacity + self.options.max_queue
 
     def admit(self) -> bool:
         with self._lock:
