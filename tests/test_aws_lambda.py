@@ -298,3 +298,42 @@ def test_delete_lambda_leaves_functions_not_ours(deployed: tuple[AwsClients, Any
     )
     assert delete_lambda(clients, settings, apply=True) == []
     assert client.get_function(FunctionName="dogops-predict")
+
+
+def _function(state: str, update: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {"FunctionName": "dogops-predict", "State": state}
+    if update is not None:
+        config["LastUpdateStatus"] = update
+    if reason is not None:
+        config["LastUpdateStatusReason"] = reason
+    return config
+
+
+def test_wait_until_ready_waits_out_pending_and_an_update_with_boto3_waiters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """moto's functions are Active at once, so the states in between come from Stubber."""
+    monkeypatch.setattr(lambda_deploy, "WAIT_POLL_S", 0.0)
+    client, stub = _stubbed_lambda()
+    name = {"FunctionName": "dogops-predict"}
+    stub.add_response("get_function", {"Configuration": _function("Pending")}, name)
+    stub.add_response("get_function", {"Configuration": _function("Active", "InProgress")}, name)
+    stub.add_response("get_function", {"Configuration": _function("Active", "InProgress")}, name)
+    stub.add_response("get_function", {"Configuration": _function("Active", "Successful")}, name)
+    stub.add_response("get_function_configuration", _function("Active", "Successful"), name)
+    with stub:
+        assert lambda_deploy.wait_until_ready(client, "dogops-predict")["State"] == "Active"
+    stub.assert_no_pending_responses()
+
+
+def test_wait_until_ready_fails_with_lambdas_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lambda_deploy, "WAIT_POLL_S", 0.0)
+    client, stub = _stubbed_lambda()
+    name = {"FunctionName": "dogops-predict"}
+    failed = _function("Active", "Failed", "The role cannot be assumed by Lambda.")
+    stub.add_response("get_function", {"Configuration": _function("Active", "Successful")}, name)
+    stub.add_response("get_function", {"Configuration": failed}, name)
+    stub.add_response("get_function_configuration", failed, name)
+    with stub, pytest.raises(OperationFailedError,
+                             match="dogops-predict failed: The role cannot be assumed"):
+        lambda_deploy.wait_until_ready(client, "dogops-predict")
