@@ -34,23 +34,26 @@ class HashCache:
             except (OSError, ValueError):
                 self._entries = {}
 
-    def cached(self, path: Path, key: str) -> T | None:
-        """The cached hashes of `path` while it is unchanged (one stat, nothing read), else None."""
-        stat = path.stat()
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is not None and entry.get("stamp") == [stat.st_size, stat.st_mtime_ns]:
-            return dict(entry["hashes"])
-        return None
-
-    def hashes(self, path: Path, key: str, compute: Callable[[Path], T]) -> T:
-        """The cached hashes of `path` when it has not changed, else `compute(path)` (cached)."""
+    def _lookup(self, path: Path, key: str) -> tuple[list[int], T | None]:
+        """`path`'s stamp now (one stat, nothing read), and its cached hashes while the stamp is
+        the one they were made at, else None."""
         stat = path.stat()
         stamp = [stat.st_size, stat.st_mtime_ns]
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry.get("stamp") == stamp:
-            return dict(entry["hashes"])
+            return stamp, dict(entry["hashes"])
+        return stamp, None
+
+    def cached(self, path: Path, key: str) -> T | None:
+        """The cached hashes of `path` while it is unchanged (one stat, nothing read), else None."""
+        return self._lookup(path, key)[1]
+
+    def hashes(self, path: Path, key: str, compute: Callable[[Path], T]) -> T:
+        """The cached hashes of `path` when it has not changed, else `compute(path)` (cached)."""
+        stamp, known = self._lookup(path, key)
+        if known is not None:
+            return known
         values = compute(path)
         with self._lock:
             self._entries[key] = {"stamp": stamp, "hashes": values}
