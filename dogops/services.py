@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dogops.errors import OperationFailedError
+from dogops.processes import pid_alive
 from dogops.waiting import poll, wait_until
 
 DEFAULT_HOST = "127.0.0.1"
@@ -74,14 +75,6 @@ def start_prefect_server(
     ))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def stop_prefect_server(state_dir: Path) -> bool:
     pid_file = state_dir / "prefect" / "server.pid"
     if not pid_file.exists():
@@ -92,7 +85,7 @@ def stop_prefect_server(state_dir: Path) -> bool:
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         return False
-    if not wait_until(lambda: not _alive(pid), timeout_s=10, poll_s=0.2):
+    if not wait_until(lambda: not pid_alive(pid), timeout_s=10, poll_s=0.2):
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True

@@ -32,6 +32,7 @@ from typing import Any
 
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local.endpoint_server import ServerOptions
+from dogops.processes import pid_alive
 from dogops.results import EndpointInfo
 from dogops.settings import ScalingConfig
 from dogops.waiting import poll, wait_until
@@ -104,28 +105,9 @@ def _name_lock(name: str, state_dir: Path) -> Iterator[None]:
 # Processes
 
 
-def _pid_alive(pid: int) -> bool:
-    """True when `pid` runs (a zombie child of ours counts as gone, and is reaped)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _is_our_server(pid: int, name: str) -> bool:
     """Guard against pid reuse: the process must be this endpoint's server."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -140,12 +122,12 @@ def _stop_pid(pid: int, name: str, timeout_s: float) -> bool:
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if wait_until(lambda: not _pid_alive(pid), timeout_s=timeout_s, poll_s=0.05):
+    if wait_until(lambda: not pid_alive(pid), timeout_s=timeout_s, poll_s=0.05):
         return True
     log.warning("endpoint %s (pid %s) did not stop within %.0f s; killing it", name, pid, timeout_s)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    wait_until(lambda: not _pid_alive(pid), timeout_s=2.5, poll_s=0.05)
+    wait_until(lambda: not pid_alive(pid), timeout_s=2.5, poll_s=0.05)
     return True
 
 
