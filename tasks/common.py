@@ -35,6 +35,14 @@ RETRYING: dict[str, Any] = {
 }
 
 
+def flow_run_id() -> str | None:
+    """The current flow run's id (what the registry records a change under), None outside one."""
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id
+    return str(run_id) if run_id else None
+
+
 def progress() -> Callable[[str], None]:
     """A progress callback that writes to this task run's Prefect log."""
     return get_run_logger().info

@@ -20,7 +20,7 @@ from dogops.backends import Backend
 from dogops.evaluation import GateDecision, Score
 from dogops.registry import RegistryEntry
 from dogops.results import EndpointInfo, SyncReport, TrainedModel, TuningResult
-from tasks.common import RETRYING, progress
+from tasks.common import RETRYING, flow_run_id, progress
 
 QUALITY_GATE_KEY = "quality-gate"
 COST_KEY = "cost-estimate"
@@ -42,13 +42,6 @@ def run_namer(prefix: str) -> Callable[[], str]:
     return name
 
 
-def _flow_run_id() -> str | None:
-    from prefect.runtime import flow_run
-
-    run_id = flow_run.id
-    return str(run_id) if run_id else None
-
-
 # -- registry ------------------------------------------------------------------------------------
 
 
@@ -66,7 +59,7 @@ def record_model(
     `data_dir` is the folder the data was synced from, kept for `retrain(resync=True)`."""
     reg = registry.registry_in(backend.store)
     entry = reg.record(
-        model, endpoint.name, backend.name, data=data, flow_run_id=_flow_run_id(),
+        model, endpoint.name, backend.name, data=data, flow_run_id=flow_run_id(),
         source=source, data_dir=data_dir,
     )
     progress()(f"registry {reg.uri}: version {entry.version} ({entry.model_version}) is live "
@@ -79,7 +72,7 @@ def record_model(
 def set_live_version(backend: Backend, version: int, reason: str) -> RegistryEntry:
     reg = registry.registry_in(backend.store)
     name = backend.settings.endpoint.name
-    entry = reg.set_live(name, version, _flow_run_id(), reason)
+    entry = reg.set_live(name, version, flow_run_id(), reason)
     _publish_registry(reg, name)
     return entry
 
@@ -255,7 +248,7 @@ def mark_asleep(backend: Backend, status: idle.IdleStatus) -> registry.Asleep | 
         saved_per_day=None if price is None else round(24 * instances * price, 4),
         reason=f"idle {status.idle_hours} h (limit {status.max_idle_hours:g} h)",
     )
-    reg.mark_asleep(name, asleep, _flow_run_id())
+    reg.mark_asleep(name, asleep, flow_run_id())
     report_savings(backend, reg.asleep(name) or asleep)
     return asleep
 
@@ -279,7 +272,7 @@ def report_savings(backend: Backend, asleep: registry.Asleep) -> cost.CostEstima
 def mark_awake(backend: Backend) -> registry.Asleep | None:
     """Clear the registry's asleep mark after a deploy; what it was (for the savings), or None."""
     was = registry.registry_in(backend.store).mark_awake(backend.settings.endpoint.name,
-                                                         _flow_run_id())
+                                                         flow_run_id())
     if was is not None:
         report_savings(backend, was)
     return was

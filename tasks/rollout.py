@@ -10,8 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from dogops import registry, rollout
 from dogops.backends import Backend
 from dogops.results import EndpointInfo, RolloutOutcome, TrainedModel
-from tasks.common import RETRYING, progress
-from tasks.operations import _flow_run_id
+from tasks.common import RETRYING, flow_run_id, progress
 
 ROLLOUT_KEY = "rollout"
 
@@ -41,5 +40,5 @@ def record_rolled_back(
     """Keep the rolled-back candidate and why in the registry; the live version stays."""
     reg = registry.registry_in(backend.store)
     reg.record_rolled_back(rollout.rolled_back_record(
-        backend.settings.endpoint.name, model, outcome, source, _flow_run_id()))
+        backend.settings.endpoint.name, model, outcome, source, flow_run_id()))
     progress()(f"registry {reg.uri}: candidate {model.version} rolled back ({outcome.reason})")
