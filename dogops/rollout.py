@@ -21,6 +21,7 @@ from dogops.results import EndpointInfo, RolledBack, RolloutOutcome, TrainedMode
 
 EXIT_PROMOTED = 0
 EXIT_ROLLED_BACK = 3
+FIGURES_HEADER = "| step | side | requests | 5xx | 5xx % | p99 ms |"  # _figure_lines' columns
 
 
 def package_model_dir(model_dir: Path, store: Callable[[Path, str], str]) -> TrainedModel:
@@ -85,7 +86,7 @@ def rollout_markdown(outcome: RolloutOutcome, endpoint_name: str) -> str:
     if outcome.alarms:
         lines.append(f"- auto-rollback alarms: {', '.join(outcome.alarms)}")
     if outcome.figures:
-        lines += ["", "| step | side | requests | 5xx | 5xx % | p99 ms |",
+        lines += ["", FIGURES_HEADER,
                   "|---|---|---|---|---|---|", *_figure_lines(outcome.figures)]
     if outcome.phases:
         lines += ["", "## Phases", "", *[f"1. {p}" for p in outcome.phases]]
@@ -94,6 +95,6 @@ def rollout_markdown(outcome: RolloutOutcome, endpoint_name: str) -> str:
 
 def decision_text(outcome: RolloutOutcome) -> str:
     """What `dogops rollout` prints: the decision and the figures it was made on."""
-    header = ["| step | side | requests | 5xx | 5xx % | p99 ms |"] if outcome.figures else []
+    header = [FIGURES_HEADER] if outcome.figures else []
     return "\n".join([f"rollout: {outcome.decision} ({outcome.reason})", *header,
                       *_figure_lines(outcome.figures)])
