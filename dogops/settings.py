@@ -420,7 +420,6 @@ DEFAULT_TUNING = TuningConfig()
 DEFAULT_TRAINING = TrainingConfig()
 DEFAULT_ENDPOINT = EndpointConfig()
 DEFAULT_SCALING = ScalingConfig()
-DEFAULT_ROLLOUT = RolloutConfig()
 DEFAULT_LAMBDA = LambdaConfig()
 DEFAULT_MONITOR = MonitorConfig()
 
