@@ -153,18 +153,18 @@ def invoke(
     name = endpoint_name or settings.endpoint.name
     body, content_type = _payload(image)
     accept = "application/x-logits+json" if logits else "application/json"
-    endpoint = _find_endpoint(settings, name)
-    answer = get_backend(settings).invoke_endpoint(endpoint, body, content_type, accept)
+    backend_steps = get_backend(settings)  # one set of clients for the lookup and the call
+    endpoint = _find_endpoint(backend_steps.operations, settings, name)
+    answer = backend_steps.invoke_endpoint(endpoint, body, content_type, accept)
     typer.echo(answer.decode())
 
 
-def _find_endpoint(settings: Any, name: str) -> Any:
-    """How the backend reaches endpoint `name` (a local one must be running)."""
-    from dogops.backends import operations_for
+def _find_endpoint(operations: Any, settings: Any, name: str) -> Any:
+    """How `operations`' backend reaches endpoint `name` (a local one must be running)."""
     from dogops.errors import UserInputError
 
     try:
-        return operations_for(settings.backend).endpoint_address(settings, name)
+        return operations.endpoint_address(settings, name)
     except UserInputError as exc:
         _fail(str(exc))
 
@@ -176,6 +176,7 @@ def invoke_lambda(
     state_dir: StateDir = None,
 ) -> None:
     """Run the packaged Lambda handler locally in its own process, against the local endpoint."""
+    from dogops.backends import operations_for
     from dogops.local.lambda_runner import invoke_local_lambda
 
     settings = _settings("local", state_dir)
@@ -184,7 +185,8 @@ def invoke_lambda(
     except (OSError, ValueError) as exc:
         _fail(f"cannot read a JSON event from {event_file}: {exc}")
         return
-    endpoint = _find_endpoint(settings, endpoint_name or settings.endpoint.name)
+    endpoint = _find_endpoint(operations_for("local"), settings,
+                              endpoint_name or settings.endpoint.name)
     typer.echo(json.dumps(invoke_local_lambda(event, endpoint), indent=1))
 
 
