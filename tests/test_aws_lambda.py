@@ -300,6 +300,7 @@ def test_delete_lambda_leaves_functions_not_ours(deployed: tuple[AwsClients, Any
     assert client.get_function(FunctionName="dogops-predict")
 
 
+
 def _function(state: str, update: str | None = None, reason: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"FunctionName": "dogops-predict", "State": state}
     if update is not None:
@@ -309,31 +310,45 @@ def _function(state: str, update: str | None = None, reason: str | None = None) 
     return config
 
 
-def test_wait_until_ready_waits_out_pending_and_an_update_with_boto3_waiters(
+def test_wait_until_ready_waits_out_pending_and_an_update_one_call_per_look(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """moto's functions are Active at once, so the states in between come from Stubber."""
-    monkeypatch.setattr(lambda_deploy, "WAIT_POLL_S", 0.0)
+    """moto's functions are Active at once, so the states in between come from Stubber. Each
+    look is one GetFunctionConfiguration, and its answer is what the wait returns."""
+    slept: list[float] = []
+    monkeypatch.setattr(lambda_deploy, "_sleep", slept.append)
     client, stub = _stubbed_lambda()
     name = {"FunctionName": "dogops-predict"}
-    stub.add_response("get_function", {"Configuration": _function("Pending")}, name)
-    stub.add_response("get_function", {"Configuration": _function("Active", "InProgress")}, name)
-    stub.add_response("get_function", {"Configuration": _function("Active", "InProgress")}, name)
-    stub.add_response("get_function", {"Configuration": _function("Active", "Successful")}, name)
+    stub.add_response("get_function_configuration", _function("Pending"), name)
+    stub.add_response("get_function_configuration", _function("Active", "InProgress"), name)
     stub.add_response("get_function_configuration", _function("Active", "Successful"), name)
     with stub:
-        assert lambda_deploy.wait_until_ready(client, "dogops-predict")["State"] == "Active"
+        ready = lambda_deploy.wait_until_ready(client, "dogops-predict")
+    assert (ready["State"], ready["LastUpdateStatus"]) == ("Active", "Successful")
+    assert slept == [lambda_deploy.WAIT_POLL_S] * 2
     stub.assert_no_pending_responses()
 
 
+def test_wait_until_ready_takes_an_inactive_function_as_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A function idle for weeks is Inactive; updating it reactivates it, so it is not waited on
+    (boto3's function_active_v2 waiter would spin on it until its timeout)."""
+    monkeypatch.setattr(lambda_deploy, "_sleep", lambda _: None)
+    client, stub = _stubbed_lambda()
+    stub.add_response("get_function_configuration", _function("Inactive", "Successful"),
+                      {"FunctionName": "dogops-predict"})
+    with stub:
+        assert lambda_deploy.wait_until_ready(client, "dogops-predict")["State"] == "Inactive"
+
+
 def test_wait_until_ready_fails_with_lambdas_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lambda_deploy, "WAIT_POLL_S", 0.0)
+    monkeypatch.setattr(lambda_deploy, "_sleep", lambda _: None)
     client, stub = _stubbed_lambda()
     name = {"FunctionName": "dogops-predict"}
-    failed = _function("Active", "Failed", "The role cannot be assumed by Lambda.")
-    stub.add_response("get_function", {"Configuration": _function("Active", "Successful")}, name)
-    stub.add_response("get_function", {"Configuration": failed}, name)
-    stub.add_response("get_function_configuration", failed, name)
+    stub.add_response("get_function_configuration", _function("Active", "InProgress"), name)
+    stub.add_response("get_function_configuration",
+                      _function("Active", "Failed", "The role cannot be assumed by Lambda."), name)
     with stub, pytest.raises(OperationFailedError,
                              match="dogops-predict failed: The role cannot be assumed"):
         lambda_deploy.wait_until_ready(client, "dogops-predict")

@@ -16,6 +16,8 @@ not implement the API at all (moto does not).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -24,12 +26,12 @@ from dogops.aws.client_errors import error_code, http_status
 from dogops.aws.clients import AwsClients
 from dogops.aws.ownership import FUNCTION_SETTING, is_ours, require_ours
 from dogops.aws.propagation import call_with_role
-from dogops.aws.waiting import wait_with_waiter
 from dogops.backends.base import StepNotSupported
 from dogops.errors import DogopsError, OperationFailedError
 from dogops.lambda_package import LambdaPackage, build_package
 from dogops.results import LambdaInfo, StepSkipped
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ PC_TAG = "dogops-provisioned-concurrency"
 MANAGED_BY = "dogops"
 WAIT_TIMEOUT_S = 300.0
 WAIT_POLL_S = 2.0
+_sleep: Callable[[float], None] = time.sleep  # tests replace this to avoid real waits
 
 
 def _tags(settings: Settings) -> dict[str, str]:
@@ -82,27 +85,26 @@ def _matches(version: dict[str, Any], package: LambdaPackage, desired: dict[str,
 
 
 def wait_until_ready(client: Any, function_name: str) -> dict[str, Any]:
-    """Wait until the function is Active and its last update Successful (boto3's
-    `function_active_v2`, then `function_updated_v2` waiters); fail on Failed, with Lambda's
-    reason, and return the function's configuration."""
-    for waiter in ("function_active_v2", "function_updated_v2"):
-        try:
-            wait_with_waiter(
-                client, waiter, FunctionName=function_name, timeout_s=WAIT_TIMEOUT_S,
-                poll_s=WAIT_POLL_S, failure=f"Lambda function {function_name} is not ready "
-                f"after {WAIT_TIMEOUT_S:.0f} s",
-            )
-        except OperationFailedError as exc:
-            config = client.get_function_configuration(FunctionName=function_name)
-            if "Failed" in (config.get("State"), config.get("LastUpdateStatus")):
-                reason = (config.get("LastUpdateStatusReason") or config.get("StateReason")
-                          or "unknown")
-                raise OperationFailedError(
-                    f"Lambda function {function_name} failed: {reason}") from exc
-            raise OperationFailedError(
-                f"Lambda function {function_name} still {config.get('State')}/"
-                f"{config.get('LastUpdateStatus')} after {WAIT_TIMEOUT_S:.0f} s.") from exc
-    return dict(client.get_function_configuration(FunctionName=function_name))
+    """Wait until the function is not Pending and no update is InProgress; fail on Failed."""
+    def look() -> dict[str, Any] | None:
+        config = client.get_function_configuration(FunctionName=function_name)
+        state, update = config.get("State"), config.get("LastUpdateStatus")
+        if state == "Failed" or update == "Failed":
+            reason = config.get("LastUpdateStatusReason") or config.get("StateReason") or "unknown"
+            raise OperationFailedError(f"Lambda function {function_name} failed: {reason}")
+        if state != "Pending" and update != "InProgress":
+            return dict(config)
+        seen[:] = [state, update]
+        return None
+
+    seen: list[Any] = [None, None]
+    return poll(
+        look, timeout_s=WAIT_TIMEOUT_S, poll_s=WAIT_POLL_S, sleep=_sleep,
+        timed_out=lambda: OperationFailedError(
+            f"Lambda function {function_name} still {seen[0]}/{seen[1]} after "
+            f"{WAIT_TIMEOUT_S:.0f} s."
+        ),
+    )
 
 
 def _get_function(client: Any, name: str) -> dict[str, Any] | None:
