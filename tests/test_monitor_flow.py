@@ -154,3 +154,30 @@ def test_monitor_reports_what_the_local_endpoint_captured(
     log_text = "".join(p.read_text(errors="replace")
                        for p in (state_dir / "endpoints" / NAME).glob("server-*.log"))
     assert log_text and not any(b in log_text for b in image_b64)
+
+
+def test_turning_capture_on_for_the_live_model_restarts_its_server_without_a_rollout(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Only the capture setting changed: the same model is served by a fresh server with the new
+    option (before, it was rolled out onto itself, baked, and the old option stayed)."""
+    from dogops.local.backend import LocalBackend
+    from dogops.local.endpoint import read_endpoint_record, stop_endpoint
+
+    state_dir = tmp_path / "state"
+    settings = Settings(state_dir=state_dir).merged(
+        endpoint={"name": NAME, "capture_percent": 0},
+        scaling={"min_capacity": 1, "max_capacity": 1},
+    )
+    model = _train(data_dir, tmp_path / "models", "same", "--epochs", "1")
+    try:
+        first = LocalBackend(settings).deploy(model, "run-1")
+        assert _status(first)["capture"]["percent"] == 0
+        again = LocalBackend(settings.merged(endpoint={"capture_percent": 100})).deploy(
+            model, "run-2")
+        assert again.rollout is None and again.model_name == model.version
+        assert _status(again)["capture"]["percent"] == 100
+        record = read_endpoint_record(NAME, state_dir)
+        assert record is not None and record["capture_percent"] == 100
+    finally:
+        stop_endpoint(NAME, state_dir)

@@ -140,15 +140,20 @@ class LocalBackend:
             if progress:
                 progress(f"endpoint {current.name} already serves model {model.version}")
             return current
-        if current is not None:  # a live endpoint: the guarded rollout, inside its server
+        if current is not None and current.model_name != model.version:
+            # A new model on a live endpoint: the guarded rollout, inside its server.
             from dogops.local.rollout import rollout_local
 
             outcome = rollout_local(current.name, self.root, model_dir, self.settings.rollout,
                                     progress, version=model.version)
             served = local_endpoint.read_endpoint(current.name, self.root) or current
             return served.model_copy(update={"updated": outcome.promoted, "rollout": outcome})
+        # No endpoint yet, or the same model with other server options (capture): a fresh
+        # server, swapped in without downtime; a rollout of a model onto itself proves nothing
+        # and would keep the old server's options.
         if progress:
-            progress(f"starting endpoint {self.settings.endpoint.name} with model {model.version}")
+            verb = "replacing" if current else "starting"
+            progress(f"{verb} endpoint {self.settings.endpoint.name} with model {model.version}")
         return local_endpoint.start_endpoint(
             self.settings.endpoint.name,
             model_dir,
