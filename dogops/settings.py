@@ -216,8 +216,9 @@ class RolloutConfig(BaseModel):
         "(ModelLatency on AWS, the new workers' own timing locally) is above this.",
     )
     min_requests: int = Field(
-        5, ge=1, le=100_000, description="Local: requests the canary must have answered before "
-        "it can be judged; a bake that ends with fewer rolls back (nothing proves it works).",
+        5, ge=1, le=100_000, description="Local: answers the new model must have given before "
+        "its p99 is judged and before a crossed threshold ends a bake early. A bake with no "
+        "traffic passes, as a CloudWatch alarm with no data does not roll back on AWS.",
     )
 
     def steps(self) -> list[int]:
