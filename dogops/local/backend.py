@@ -23,6 +23,7 @@ from dogops.backends.base import ProgressFn, StepNotSupported, TrialWrapper
 from dogops.capture import local_capture_root
 from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
+from dogops.local.data_source import local_path
 from dogops.local.documents import LocalStore
 from dogops.local.operations import LocalOperations
 from dogops.local.store import sync_folder, write_atomic
@@ -128,7 +129,7 @@ class LocalBackend:
     def deploy(
         self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
     ) -> EndpointInfo:
-        archive = Path(model.model_uri.removeprefix("file://"))
+        archive = local_path(model.model_uri)
         model_dir = self.root / "models" / model.version
         if not (model_dir / "metadata.json").exists():
             extract_model_archive(archive, model_dir)

@@ -59,7 +59,7 @@ class LocalStore:
         """The archive at a `file://` URI is already a local file (`scratch` is not used)."""
         if not uri.startswith("file://"):
             raise UserInputError(f"model URI {uri!r} is neither file:// nor s3://.")
-        archive = Path(uri.removeprefix("file://"))
+        archive = local_path(uri)
         return archive if archive.is_file() else None
 
     def data_now(self, uri: str) -> SyncReport:

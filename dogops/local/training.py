@@ -21,6 +21,7 @@ from dogops.local.container import (
     run_training_job,
     write_source_archive,
 )
+from dogops.local.data_source import local_path
 from dogops.local.trial_progress import TrainingWatcher
 from dogops.local.tuner import final_metrics
 from dogops.results import TrainedModel, TrialResult, TuningResult
@@ -168,7 +169,7 @@ def package_trial(
 ) -> TrainedModel:
     """Reuse a tuning trial's model as the final model: copy it and pack model.tar.gz."""
     assert trial.model_uri is not None
-    source = Path(trial.model_uri.removeprefix("file://"))
+    source = local_path(trial.model_uri)
     model_dir = job_dir / "model"
     archive = job_dir / MODEL_ARCHIVE
     if not archive.exists():
