@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 SERVER_MODULE = "dogops.local.endpoint_server"
-# Proxies never apply to our own loopback servers.
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Proxies never apply to our own loopback servers (the endpoint and its rollout controller).
+LOOPBACK_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def _stop_pid(pid: int, name: str, timeout_s: float) -> bool:
 
 def _ping(base_url: str, timeout: float = 2.0) -> bool:
     try:
-        with _HTTP.open(f"{base_url}/ping", timeout=timeout) as response:
+        with LOOPBACK_HTTP.open(f"{base_url}/ping", timeout=timeout) as response:
             return int(response.status) == 200
     except (OSError, urllib.error.URLError):
         return False
@@ -404,7 +404,7 @@ def endpoint_status(name: str, state_dir: Path) -> dict[str, Any]:
     if info is not None and info.runtime_endpoint_url:
         try:
             url = f"{info.runtime_endpoint_url}/dogops/status"
-            with _HTTP.open(url, timeout=5) as response:
+            with LOOPBACK_HTTP.open(url, timeout=5) as response:
                 status["server"] = json.loads(response.read())
         except (OSError, ValueError) as exc:
             status["server"] = None

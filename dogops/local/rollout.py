@@ -30,7 +30,6 @@ from dogops.settings import RolloutConfig
 from dogops.waiting import poll
 
 ProgressFn = Callable[[str], None]
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxies
 REPORT_EVERY_S = 5.0
 
 
@@ -39,7 +38,7 @@ def _call(base: str, path: str, body: dict[str, Any] | None = None) -> dict[str,
     request = urllib.request.Request(f"{base}{path}", data=data, method="GET" if data is None
                                      else "POST", headers={"Content-Type": "application/json"})
     try:
-        with _HTTP.open(request, timeout=30) as response:
+        with local_endpoint.LOOPBACK_HTTP.open(request, timeout=30) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as exc:
         message = exc.read().decode(errors="replace")
@@ -108,9 +107,8 @@ def rollout_local(
 ) -> RolloutOutcome:
     """Roll the model in `model_dir` onto the running endpoint `name`; see the module docstring."""
     model_dir = Path(model_dir).resolve()
-    record = local_endpoint.read_endpoint_record(name, Path(state_dir))
     info = local_endpoint.read_endpoint(name, Path(state_dir))
-    if record is None or info is None or not info.runtime_endpoint_url:
+    if info is None or not info.runtime_endpoint_url:
         raise UserInputError(f"endpoint {name} is not running: deploy a model first "
                              "(`dogops run`, or `dogops wake` after idle-guard).")
     code_dir = model_dir / "code"
@@ -119,7 +117,7 @@ def rollout_local(
                              "model.pth, metadata.json and code/ as train.py writes them.")
     base = info.runtime_endpoint_url
     new = version or local_endpoint.model_version_of(model_dir)
-    old = str(record.get("model_version") or "")
+    old = info.model_name or ""  # the record's model_version
     steps, phases = rollout.steps(), []
     outcome = RolloutOutcome(decision="promoted", strategy=rollout.strategy, steps=steps,
                              bake_seconds=rollout.bake_seconds, old_version=old, new_version=new)
