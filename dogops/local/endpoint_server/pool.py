@@ -34,28 +34,24 @@ class WorkerHandle:
     def pid(self) -> int:
         return int(self.process.pid)
 
-    def call(self, body: bytes, content_type: str, accept: str, timeout: float) -> Any:
+    def _exchange(self, message: tuple[Any, ...], requests: int, timeout: float) -> Any:
+        """Send `message` over the pipe and wait at most `timeout` for the worker's answer."""
         try:
-            self.conn.send(("invoke", body, content_type, accept))
+            self.conn.send(message)
             if not self.conn.poll(timeout):
                 raise WorkerTimeout
-            result = self.conn.recv()
+            answer = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerGone from exc
-        self.invocations += 1
-        return result
+        self.invocations += requests
+        return answer
+
+    def call(self, body: bytes, content_type: str, accept: str, timeout: float) -> Any:
+        return self._exchange(("invoke", body, content_type, accept), 1, timeout)
 
     def call_batch(self, requests: list[tuple[bytes, str, str]], timeout: float) -> list[Any]:
         """Send a batch over the pipe; its answers come back in the same order."""
-        try:
-            self.conn.send(("invoke_batch", requests))
-            if not self.conn.poll(timeout):
-                raise WorkerTimeout
-            answers = self.conn.recv()
-        except (EOFError, OSError) as exc:
-            raise WorkerGone from exc
-        self.invocations += len(requests)
-        return list(answers)
+        return list(self._exchange(("invoke_batch", requests), len(requests), timeout))
 
     def stop(self, timeout: float = 5.0) -> None:
         with contextlib.suppress(OSError):

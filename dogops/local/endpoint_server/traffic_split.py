@@ -21,6 +21,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerPool, WorkerTimeout
@@ -78,29 +79,27 @@ class RoutedWorker:
     def pid(self) -> int:
         return int(self.inner.pid)
 
-    def call(self, body: bytes, content_type: str, accept: str, timeout: float) -> Any:
+    def _counted(self, send: Callable[[], list[Any]], requests: int) -> list[Any]:
+        """`send()`'s answers, each counted on this side with the call's time as its latency;
+        a worker that dies or times out counts as a 500 for every request it had."""
         started = time.monotonic()
         try:
-            result = self.inner.call(body, content_type, accept, timeout)
+            answers = send()
         except (WorkerGone, WorkerTimeout):
-            self.stats.record(500, time.monotonic() - started)
-            raise
-        self.stats.record(int(result[0]), time.monotonic() - started)
-        return result
-
-    def call_batch(self, requests: list[tuple[bytes, str, str]], timeout: float) -> list[Any]:
-        """A batch on this side's worker (the batcher's path): each answer counts on this side,
-        with the batch's time as its latency."""
-        started = time.monotonic()
-        try:
-            answers = self.inner.call_batch(requests, timeout)
-        except (WorkerGone, WorkerTimeout):
-            for _ in requests:
+            for _ in range(requests):
                 self.stats.record(500, time.monotonic() - started)
             raise
         for answer in answers:
             self.stats.record(int(answer[0]), time.monotonic() - started)
         return answers
+
+    def call(self, body: bytes, content_type: str, accept: str, timeout: float) -> Any:
+        return self._counted(lambda: [self.inner.call(body, content_type, accept, timeout)], 1)[0]
+
+    def call_batch(self, requests: list[tuple[bytes, str, str]], timeout: float) -> list[Any]:
+        """A batch on this side's worker (the batcher's path): each answer counts on this side,
+        with the batch's time as its latency."""
+        return self._counted(lambda: self.inner.call_batch(requests, timeout), len(requests))
 
 
 class TrafficSplit:
