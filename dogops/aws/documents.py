@@ -14,6 +14,7 @@ from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
 from dogops.aws.data_source import download_test_split, refresh_s3
 from dogops.aws.objects import S3Objects
+from dogops.aws.training import split_s3_uri
 from dogops.errors import UserInputError
 from dogops.results import SyncReport
 from dogops.settings import Settings
@@ -79,7 +80,7 @@ class S3Store:
         on moto, which never writes one)."""
         if not uri.startswith("s3://"):
             raise UserInputError(f"model URI {uri!r} is neither file:// nor s3://.")
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        bucket, key = split_s3_uri(uri)
         scratch.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.clients.client("s3").download_file(bucket, key, str(scratch))

@@ -35,6 +35,7 @@ from dogops.aws.endpoint_update import update_in_place
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
 from dogops.aws.waiting import wait_with_waiter
+from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
@@ -44,7 +45,6 @@ from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str], None]
 VARIANT = "AllTraffic"
 DEFAULT_ENDPOINT_TIMEOUT_S = 3600.0
 TYPICAL_ENDPOINT_S = 480.0  # what creating or updating an endpoint usually takes

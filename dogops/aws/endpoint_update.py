@@ -19,11 +19,11 @@ from typing import Any
 from dogops.aws import naming, ownership, rollout
 from dogops.aws.clients import AwsClients
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S
+from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
 from dogops.results import EndpointInfo
 from dogops.settings import Settings
 
-ProgressFn = Callable[[str], None]
 # What `dogops.aws.endpoint` lends (passed in, not imported: it imports this module).
 WaitFn = Callable[..., dict[str, Any]]  # wait_for_endpoint
 InfoFn = Callable[..., EndpointInfo]  # endpoint_info

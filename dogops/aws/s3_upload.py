@@ -16,12 +16,12 @@ from typing import Any
 
 from boto3.s3.transfer import TransferConfig
 
+from dogops.backends.base import ProgressFn
 from dogops.errors import TransientError
 from dogops.progress import Progress
 
 MiB = 1024 * 1024
 
-ProgressFn = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from dogops.aws.sagemaker_job import (
     static_hyperparameters,
     upload_source,
 )
+from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
 from dogops.hyperparameters import hp_value
 from dogops.progress import Progress
@@ -43,7 +44,6 @@ from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str], None]
 METADATA_MAX_BYTES = 512 * 1024 * 1024  # stop looking for metadata.json in archives past this
 
 

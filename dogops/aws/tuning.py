@@ -58,6 +58,7 @@ from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part
     latest_completed_job,
     warm_start_config,
 )
+from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.hyperparameters import search_space
 from dogops.progress import Progress
@@ -67,7 +68,6 @@ from dogops.waiting import poll
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str], None]
 
 TERMINAL = ("Completed", "Stopped", "Failed")
 

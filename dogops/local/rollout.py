@@ -23,13 +23,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.results import RolloutOutcome
 from dogops.settings import RolloutConfig
 from dogops.waiting import poll
 
-ProgressFn = Callable[[str], None]
 REPORT_EVERY_S = 5.0
 
 
