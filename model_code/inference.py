@@ -243,8 +243,13 @@ class _BatchPosition:
             index = self._index
         if index >= len(processors):
             return 0, {}
-        headers = processors[index].get_request_properties() or {}
-        return index, {k.lower(): v for k, v in headers.items()}
+        return index, _request_headers(processors, index)
+
+
+def _request_headers(processors: list[Any], index: int) -> dict[str, str]:
+    """Request `index`'s headers in a TorchServe batch, names lower-cased."""
+    headers = processors[index].get_request_properties() or {}
+    return {k.lower(): v for k, v in headers.items()}
 
 
 _POSITION = _BatchPosition()
@@ -361,8 +366,7 @@ def output_fn(prediction: Prediction | RequestError, accept: str | None,
     position = prediction.position
     processors = getattr(context, "request_processor", None) or []
     if 0 < position < len(processors):
-        headers = {k.lower(): v for k, v in processors[position].get_request_properties().items()}
-        accept = headers.get("accept") or accept
+        accept = _request_headers(processors, position).get("accept") or accept
     try:
         if isinstance(prediction, RequestError):
             raise prediction
