@@ -212,8 +212,8 @@ def wait_for_endpoint(
             raise OperationFailedError(f"endpoint {name} disappeared while waiting for it.")
         status = described["EndpointStatus"]
         line = f"endpoint {name}: {status} on {described.get('EndpointConfigName')}"
-        if rollout.phase(described):
-            line += f" (deployment: {rollout.phase(described)})"
+        if deployment := rollout.phase(described):
+            line += f" (deployment: {deployment})"
         if progress and line != last:
             progress(line)
         last = line
