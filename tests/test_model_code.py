@@ -446,3 +446,12 @@ def test_metric_format_is_fixed_notation() -> None:
     assert metrics.parse_progress(metrics.progress_line("features-train", 3, 9)) == (
         "features-train", 3, 9, "images")
     assert metrics.parse_metrics(metrics.progress_line("features-train", 3, 9)) == {}
+
+
+def test_train_help_says_what_train_py_is() -> None:
+    """`--help`'s description is train.py's first docstring paragraph, kept in train_args.py
+    (which cannot import train.py): the two must not drift apart."""
+    from model_code import train, train_args
+
+    assert train.__doc__ is not None
+    assert train.__doc__.split("\n\n")[0] == train_args.DESCRIPTION
