@@ -28,8 +28,6 @@ class S3RegistryStore:
         self.uri = f"s3://{bucket}/{key}"
 
     def read(self) -> bytes | None:
-        from botocore.exceptions import ClientError
-
         try:
             return bytes(self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
         except ClientError as exc:
@@ -38,8 +36,6 @@ class S3RegistryStore:
             raise
 
     def write(self, body: bytes) -> None:
-        from botocore.exceptions import ClientError
-
         try:
             self.s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from dogops.aws.client_errors import error_code
 
 
@@ -22,8 +24,6 @@ class S3Objects:
                 yield str(item["Key"])
 
     def read(self, key: str) -> bytes | None:
-        from botocore.exceptions import ClientError
-
         try:
             return bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except ClientError as exc:

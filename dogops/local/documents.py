@@ -11,6 +11,7 @@ from pathlib import Path
 from dogops.errors import UserInputError
 from dogops.local.data_source import local_path, refresh_local
 from dogops.local.objects import LocalObjects
+from dogops.local.store import write_atomic
 from dogops.results import SyncReport
 
 
@@ -26,8 +27,6 @@ class LocalRegistryStore:
             return None
 
     def write(self, body: bytes) -> None:
-        from dogops.local.store import write_atomic
-
         write_atomic(self.path, body)
 
     @contextlib.contextmanager
