@@ -112,12 +112,7 @@ class ToolkitWorker:
         """(status, body, content type) exactly as the toolkit decided them."""
         self.context.begin(content_type, accept)
         answer = self.service.handle([{"body": bytearray(body)}], self.context)
-        payload = answer[0] if answer else b""
-        if isinstance(payload, str):
-            payload = payload.encode()
-        status, _ = self.context.status
-        out_type = self.context.content_type or ("text/plain" if status >= 400 else accept)
-        return status, bytes(payload), str(out_type)
+        return _answer(self.context, answer[0] if answer else b"", accept)
 
 
     def invoke_batch(self, requests: list[tuple[bytes, str, str]]) -> list[tuple[int, bytes, str]]:
@@ -218,10 +213,16 @@ class _Steps:
         except Exception as exc:  # noqa: BLE001
             failed = self._fail(context, exc)
             return failed.status, failed.body, "text/plain"
-        payload = response.encode() if isinstance(response, str) else bytes(response)
-        status = context.status[0]
-        out = context.content_type or ("text/plain" if status >= 400 else decoded.accept)
-        return status, payload, str(out)
+        return _answer(context, response, decoded.accept)
+
+
+def _answer(context: ServingContext, payload: str | bytes, accept: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) as the toolkit left them in `context`: an error without a
+    content type of its own is text/plain, an answer without one is what was asked for."""
+    status = context.status[0]
+    out_type = context.content_type or ("text/plain" if status >= 400 else accept)
+    body = payload.encode() if isinstance(payload, str) else bytes(payload)
+    return status, body, str(out_type)
 
 
 def public_error(status: int, body: bytes) -> bytes:
