@@ -16,7 +16,7 @@ from dogops.aws.clients import AwsClients
 from dogops.aws.iam_audit import AuditReport, apply_cleanup, audit_policies, planned_deletions
 from dogops.backends import get_backend
 from dogops.errors import retry_condition
-from dogops.settings import AwsConfig, load_settings
+from dogops.settings import load_settings
 
 TABLE_KEY = "iam-audit"
 ACTIONS_KEY = "iam-audit-actions"
@@ -32,8 +32,8 @@ ACTIONS_KEY = "iam-audit-actions"
     retry_condition_fn=retry_condition,
     cache_policy=NO_CACHE,
 )
-def audit_task(aws: AwsConfig, unused_days: int) -> AuditReport:
-    return audit_policies(AwsClients(aws), unused_days=unused_days)
+def audit_task(clients: AwsClients, unused_days: int) -> AuditReport:
+    return audit_policies(clients, unused_days=unused_days)
 
 
 @task(
@@ -44,9 +44,9 @@ def audit_task(aws: AwsConfig, unused_days: int) -> AuditReport:
     retry_condition_fn=retry_condition,
     cache_policy=NO_CACHE,
 )
-def cleanup_task(aws: AwsConfig, report: AuditReport, detach: bool) -> list[str]:
+def cleanup_task(clients: AwsClients, report: AuditReport, detach: bool) -> list[str]:
     # Safe to retry: apply_cleanup re-checks each policy and skips those already gone.
-    return apply_cleanup(AwsClients(aws), report, detach=detach)
+    return apply_cleanup(clients, report, detach=detach)
 
 
 def _actions_markdown(report: AuditReport, apply: bool, detach: bool, deleted: list[str]) -> str:
@@ -85,7 +85,9 @@ def iam_audit(
         create_markdown_artifact(key=ACTIONS_KEY, markdown=f"# IAM audit skipped\n\n{reason}")
         return AuditReport(unused_days=unused_days, notes=[reason])
 
-    report = audit_task(settings.aws, unused_days)
+    # Past the gate the backend is AWS: one set of clients (one credentials lookup) for the run.
+    clients = AwsClients(settings.aws)
+    report = audit_task(clients, unused_days)
     create_table_artifact(
         key=TABLE_KEY,
         table=report.rows(),
@@ -94,7 +96,7 @@ def iam_audit(
     )
     if detach and not apply:
         logger.info("detach=True has no effect without apply=True (dry run)")
-    deleted = cleanup_task(settings.aws, report, detach) if apply else []
+    deleted = cleanup_task(clients, report, detach) if apply else []
     create_markdown_artifact(
         key=ACTIONS_KEY, markdown=_actions_markdown(report, apply, detach, deleted)
     )

@@ -402,6 +402,37 @@ def test_flow_dry_run_leaves_table_artifact(
     assert actions is not None and "Would delete 2" in str(actions.data)
 
 
+def test_flow_apply_deletes_the_unused_policies_on_one_boto3_session(
+    prefect_harness: None, mixed_iam: dict[str, str], moto: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit and the cleanup share one set of clients: one credentials lookup (one load of
+    an `AwsCredentials` block when one is named) and one boto3 session for the run. A spy, not a
+    stand-in: the real constructor runs."""
+    from flows.iam_audit import iam_audit
+
+    monkeypatch.setenv("DOGOPS_AWS__ENDPOINT_URL", moto)
+    monkeypatch.setenv("DOGOPS_AWS__REGION", "us-east-1")
+    monkeypatch.setenv("DOGOPS_AWS__MAX_ATTEMPTS", "1")
+    built: list[AwsClients] = []
+    real_init = AwsClients.__init__
+
+    def counting_init(self: AwsClients, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(AwsClients, "__init__", counting_init)
+    report = iam_audit(backend="aws", apply=True)
+    during_the_run = list(built)
+
+    assert {f.policy_arn for f in report.of_kind("unattached-policy")} == {
+        mixed_iam["orphan"], mixed_iam["console"]}
+    iam = AwsClients(report_settings(moto).aws).client("iam")
+    assert [p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"]] == [
+        mixed_iam["attached"]]
+    sessions = [c for c in during_the_run if c._session is not None]  # those that called AWS
+    assert len(sessions) == 1, f"{len(sessions)} boto3 sessions in one iam-audit run"
+
+
 def test_flow_on_local_backend_says_why_it_does_nothing(prefect_harness: None) -> None:
     from flows.iam_audit import iam_audit
 
