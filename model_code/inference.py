@@ -140,7 +140,6 @@ class ImageRequest:
     position: int = 0  # this request's index in a TorchServe batch
 
 
-
 def _media_type(value: str | None) -> str:
     return (value or "").split(";")[0].strip().lower()
 
@@ -331,7 +330,6 @@ def batch_predict_fn(inputs: list[ImageRequest | RequestError],
                                 model.class_names, min(request.top_k, len(model.class_names)),
                                 request.logits, request.position)
     return [a for a in answers if a is not None]
-
 
 
 # The local endpoint's batcher runs batch_predict_fn in place of predict_fn only while predict_fn

@@ -77,7 +77,6 @@ except ImportError:  # run as `python train.py` inside model_code/
 # --- training ----------------------------------------------------------------------------------
 
 
-
 def emit(line: str) -> None:
     """A metric line (see metrics.py), flushed immediately: tuners read them live."""
     print(line, flush=True)

@@ -163,7 +163,6 @@ def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
                  ckpt)
 
 
-
 def log(message: str) -> None:
     """Progress for people; flushed so a parent process reading our stdout sees it at once."""
     print(f"[train] {message}", flush=True)

@@ -300,7 +300,6 @@ def test_delete_lambda_leaves_functions_not_ours(deployed: tuple[AwsClients, Any
     assert client.get_function(FunctionName="dogops-predict")
 
 
-
 def _function(state: str, update: str | None = None, reason: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"FunctionName": "dogops-predict", "State": state}
     if update is not None:

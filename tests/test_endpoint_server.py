@@ -494,7 +494,6 @@ def test_burst_scales_out_to_max_then_back_in(tmp_path: Path) -> None:
         stop_endpoint(NAME, state_dir)
 
 
-
 def test_scale_to_zero_policy_and_wake() -> None:
     clock = FakeClock()
     policy = ScalingPolicy(0, 2, 50, scale_in_cooldown_s=30, scale_out_cooldown_s=30)

@@ -23,7 +23,6 @@ from dogops.progress import Progress
 MiB = 1024 * 1024
 
 
-
 @dataclass(frozen=True)
 class LocalFile:
     """One local file, hashed the ways S3 and the manifest need."""

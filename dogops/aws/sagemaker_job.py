@@ -157,7 +157,6 @@ def static_hyperparameters(settings: Settings, source_uri: str) -> dict[str, str
     return {k: hp_value(v) for k, v in values.items()}
 
 
-
 def data_channel(data: SyncReport) -> list[dict[str, Any]]:
     return [
         {
@@ -172,7 +171,6 @@ def data_channel(data: SyncReport) -> list[dict[str, Any]]:
             "InputMode": "File",
         }
     ]
-
 
 
 # -- reading results ----------------------------------------------------------------------------

@@ -91,7 +91,6 @@ def parameter_ranges(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-
 def tuning_request(
     settings: Settings,
     *,
@@ -162,7 +161,6 @@ def tuning_request(
         "TrainingJobDefinition": definition,
         "Tags": naming.tags(settings, run_key) + (manifest if data.manifest_sha256 else []),
     }
-
 
 
 _STATES = {

@@ -114,7 +114,6 @@ class ToolkitWorker:
         answer = self.service.handle([{"body": bytearray(body)}], self.context)
         return _answer(self.context, answer[0] if answer else b"", accept)
 
-
     def invoke_batch(self, requests: list[tuple[bytes, str, str]]) -> list[tuple[int, bytes, str]]:
         """One answer per (body, content type, accept), in order; one forward pass for those that
         decode. Falls back to one `invoke` per request when the model code has no batch step."""
