@@ -76,6 +76,23 @@ def aws_settings(moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def aws_clients_built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every `AwsClients` built from here on, in order: how a test shows that a flow run shares
+    one set of clients. A spy, not a stand-in: the real constructor runs."""
+    from dogops.aws.clients import AwsClients
+
+    built: list[Any] = []
+    real_init = AwsClients.__init__
+
+    def counting_init(self: AwsClients, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(AwsClients, "__init__", counting_init)
+    return built
+
+
+@pytest.fixture
 def toolkit_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests that run the serving toolkit in this process: its HandlerService prepends the
     model's code dir to os.environ["PYTHONPATH"] and the worker sets SAGEMAKER_PROGRAM and puts

@@ -71,28 +71,18 @@ def _summary(result: Any) -> str:
 
 def test_flow_on_aws_backend_leaves_the_expected_aws_state_and_reruns_cleanly(
     prefect_harness: None, moto: str, monkeypatch: pytest.MonkeyPatch, data_dir: Path,
-    tmp_path: Path, realistic_tuning_outcomes: None,
+    tmp_path: Path, realistic_tuning_outcomes: None, aws_clients_built: list[Any],
 ) -> None:
     monkeypatch.setenv("DOGOPS_AWS__ENDPOINT_URL", moto)
     monkeypatch.setenv("DOGOPS_AWS__BUCKET", "dogops-flow-test")
     monkeypatch.setenv("DOGOPS_AWS__MAX_ATTEMPTS", "1")
 
     # A flow run builds its backend once and every task uses it: one set of AWS clients (one
-    # credentials lookup, one boto3 session) for the whole run. A spy, not a stand-in: the real
-    # constructor runs.
-    from dogops.aws.clients import AwsClients
-
-    built: list[AwsClients] = []
-    real_init = AwsClients.__init__
-
-    def counting_init(self: AwsClients, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(AwsClients, "__init__", counting_init)
+    # credentials lookup, one boto3 session) for the whole run.
     result = _run(data_dir, tmp_path / "state")
     assert result.backend == "aws"
-    assert len(built) == 1, f"{len(built)} sets of AWS clients in one flow run"
+    built = len(aws_clients_built)
+    assert built == 1, f"{built} sets of AWS clients in one flow run"
 
     s3 = _client(moto, "s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="dogops-flow-test")["Contents"]}

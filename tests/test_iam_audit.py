@@ -403,26 +403,18 @@ def test_flow_dry_run_leaves_table_artifact(
 
 
 def test_flow_apply_deletes_the_unused_policies_on_one_boto3_session(
-    prefect_harness: None, mixed_iam: dict[str, str], moto: str, monkeypatch: pytest.MonkeyPatch
+    prefect_harness: None, mixed_iam: dict[str, str], moto: str, monkeypatch: pytest.MonkeyPatch,
+    aws_clients_built: list[AwsClients],
 ) -> None:
     """The audit and the cleanup share one set of clients: one credentials lookup (one load of
-    an `AwsCredentials` block when one is named) and one boto3 session for the run. A spy, not a
-    stand-in: the real constructor runs."""
+    an `AwsCredentials` block when one is named) and one boto3 session for the run."""
     from flows.iam_audit import iam_audit
 
     monkeypatch.setenv("DOGOPS_AWS__ENDPOINT_URL", moto)
     monkeypatch.setenv("DOGOPS_AWS__REGION", "us-east-1")
     monkeypatch.setenv("DOGOPS_AWS__MAX_ATTEMPTS", "1")
-    built: list[AwsClients] = []
-    real_init = AwsClients.__init__
-
-    def counting_init(self: AwsClients, *args: Any, **kwargs: Any) -> None:
-        built.append(self)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(AwsClients, "__init__", counting_init)
     report = iam_audit(backend="aws", apply=True)
-    during_the_run = list(built)
+    during_the_run = list(aws_clients_built)
 
     assert {f.policy_arn for f in report.of_kind("unattached-policy")} == {
         mixed_iam["orphan"], mixed_iam["console"]}
