@@ -49,14 +49,14 @@ START_TIMEOUT_S = 180.0
 
 
 def java_missing_reason() -> str | None:
-    """Why TorchServe cannot run here, or None: its frontend needs a Java 11+ on PATH."""
+    """Why TorchServe cannot run here, or None: its 0.12 frontend needs Java 17 on PATH."""
     java = shutil.which("java")
     if java is None:
         return "TorchServe needs Java 17 (no `java` on PATH)"
     version = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
     first = (version.stderr or version.stdout).splitlines()[:1]
     digits = first[0].split('"')[1].split(".")[0] if first and '"' in first[0] else "0"
-    if not digits.isdigit() or int(digits) < 11:
+    if not digits.isdigit() or int(digits) < 17:
         return f"TorchServe needs Java 17, found {first}"
     return None
 
@@ -88,7 +88,13 @@ def _free_port() -> int:
 
 
 def container_properties(packages: Path, env: dict[str, str]) -> str:
-    """The properties file the container's toolkit writes for `env`."""
+    """The properties file the container's toolkit writes for `env`.
+
+    As in the container, the toolkit's default-ts.properties has no final newline, so its last
+    line and the first setting it appends run together (`enable_model_api=truedefault_response_
+    timeout=60`): TorchServe sees neither, the model API is off and, unless SAGEMAKER_TS_* are
+    set, the response timeout is TorchServe's 120 s, not SAGEMAKER_MODEL_SERVER_TIMEOUT. Kept
+    as is: this is what serves the model on aws."""
     script = ("from sagemaker_pytorch_serving_container import torchserve as t\n"
               "print(t._generate_ts_config_properties(t.DEFAULT_HANDLER_SERVICE), end='')\n")
     done = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": str(packages)},
