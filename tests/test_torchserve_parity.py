@@ -8,12 +8,12 @@ Every row of the parity battery (`tests/parity_cases.py`: good images, caller mi
 bodies) goes to `POST /invocations` on both, the container's route: TorchServe 0.12 answers
 `/invocations` for its one model, as SageMaker's PyTorch container relies on. Nothing is mocked.
 
-- Both doors must answer with the same status class, request by request, and good images with
-  the same label.
-- Every caller's mistake must be a 4xx on the local endpoint, with no traceback in the body.
+- Both doors must answer with the same status class, request by request; a 4xx from either
+  with no traceback in its body; good images with the same label and probability.
+- Every caller's mistake must be a 4xx on the local endpoint, with a one-line reason.
 
 The table of statuses per door is printed at the end of the module (`pytest -s`). TorchServe
-needs Java: without `java` on PATH the module is skipped, saying so.
+needs Java 17: without it on PATH the module is skipped, saying so.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ BAD = [case for case in CASES if case.name not in GOOD]
 
 # Rows whose fix is on another branch: the integrator removes an entry once it is merged (the
 # marks are strict, so a row that starts passing fails the run until its entry is removed).
-# test name -> row name -> why.
-# Measured on main (2026-12-04): all four answer the same on both stacks, so parity holds, but
-# they are not 4xx yet.
+# test name -> row name -> why. Measured on main (2026-12-04): these four answer the same on
+# both stacks (500, 500, 500, 200), so parity holds, but they are not 4xx yet. json-not-utf8
+# fails on the real stack before input_fn is called (sagemaker_inference/transformer.py): a fix
+# that reaches only the local endpoint makes its parity row fail, as it should.
 FIXED_ELSEWHERE: dict[str, dict[str, str]] = {
     "parity": {},
     "local_4xx": {
