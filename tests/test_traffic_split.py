@@ -112,7 +112,9 @@ def test_exact_share_and_each_side_counted(split: TrafficSplit, store: Path) -> 
     assert command(split, "shift", b'{"percent": 101}', store)[0] == 400
 
 
-def test_rollback_keeps_the_old_pool_and_a_late_worker_goes_home(split: TrafficSplit, store: Path) -> None:
+def test_rollback_keeps_the_old_pool_and_a_late_worker_goes_home(
+    split: TrafficSplit, store: Path,
+) -> None:
     old = split.primary
     _start(split, store)
     new = split.canary
@@ -170,7 +172,9 @@ def test_judge_thresholds() -> None:
                  rollout) == []
 
 
-def test_batches_go_through_the_split_and_count_on_their_side(split: TrafficSplit, store: Path) -> None:
+def test_batches_go_through_the_split_and_count_on_their_side(
+    split: TrafficSplit, store: Path,
+) -> None:
     """Dynamic batching borrows workers from the split: a batch runs on one side's worker and
     each of its requests counts on that side (a rollout is judged on batched traffic too)."""
     _start(split, store)

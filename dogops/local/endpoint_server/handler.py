@@ -22,6 +22,7 @@ from dogops.local.endpoint_server.state import EndpointState
 log = logging.getLogger("dogops.endpoint")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+WRITE_CHUNK = 1 << 16
 ROLLOUT_PATH = "/dogops/rollout/"  # the rollout controller's commands: control.py only
 
 
@@ -233,7 +234,11 @@ class EndpointHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(body)
+            # In chunks: the socket timeout then bounds a stall, not the whole answer (sendall's
+            # timeout is for the whole call), so a slow but steady reader is not cut off.
+            view = memoryview(body)
+            for start in range(0, max(1, len(view)), WRITE_CHUNK):
+                self.wfile.write(view[start:start + WRITE_CHUNK])
 
 
 def make_handler(state: EndpointState) -> type[EndpointHandler]:
