@@ -32,7 +32,7 @@ class EndpointHandler(BaseHTTPRequestHandler):
     state: EndpointState
     # `timeout` (StreamRequestHandler): make_handler sets it to `options.idle_timeout`, so an idle
     # keep-alive connection, or a stalled read or write, is closed instead of holding a thread.
-    _holds_slot = False
+    _holds_slot = False  # this request holds an admission slot (`_invoke`, `_release_slot`)
 
     @property
     def options(self) -> ServerOptions:
