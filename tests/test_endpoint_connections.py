@@ -12,7 +12,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -146,7 +145,8 @@ def test_a_slow_but_steady_reader_gets_all_of_an_answer_longer_than_the_timeout(
         assert time.monotonic() - started > IDLE_TIMEOUT
 
 
-def test_idle_timeout_is_a_setting_the_local_backend_passes(tmp_path: Path) -> None:
+def test_idle_timeout_is_a_setting_with_a_safe_default() -> None:
+    """`endpoint.idle_timeout_s`, which the local backend hands its server as `idle_timeout`."""
     from dogops.settings import Settings
 
     assert Settings().endpoint.idle_timeout_s == 60
