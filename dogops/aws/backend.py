@@ -8,7 +8,8 @@ unchanged).
 
 Where things live: `s3://<bucket>/<prefix>/data/` (the synced data set and its manifest),
 `.../code/<hash>/sourcedir.tar.gz` (model_code), `.../tuning/` and `.../training/` (job outputs),
-`.../captures/` (the endpoint's data capture, `endpoint.capture_percent`).
+`.../captures/` (the endpoint's data capture, `endpoint.capture_percent`), `.../rollouts/`
+(models `dogops rollout` stored) and `.../weights/<hash>/` (pretrained weights for the jobs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
+from dogops import iam_policies
 from dogops.aws import endpoint as endpoint_mod
 from dogops.aws import s3_sync, sagemaker_job, training
 from dogops.aws import tuning as tuning_mod
@@ -185,7 +187,10 @@ class AwsBackend:
         return report
 
     def store_model(self, archive: Path, version: str) -> str:
-        key = f"{self.settings.aws.prefix.strip('/')}/rollouts/{version}/model.tar.gz".lstrip("/")
+        # A folder the execution role dogops creates may read: the endpoint loads it with that
+        # role (tests/test_aws_s3_access.py checks every URI handed to SageMaker).
+        folder = f"{self.settings.aws.prefix.strip('/')}/{iam_policies.ROLLOUT_FOLDER}"
+        key = f"{folder}/{version}/model.tar.gz".lstrip("/")
         self.clients.client("s3").upload_file(str(archive), self.settings.aws.bucket, key)
         return f"s3://{self.settings.aws.bucket}/{key}"
 
