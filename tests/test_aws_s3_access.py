@@ -195,3 +195,19 @@ def test_a_location_the_role_cannot_reach_fails_the_check(aws_settings, monkeypa
     found_all = problems(document, wrong)
     assert len(found_all) == 2
     assert "s3:PutObject" in found_all[0] and "unknown field" in found_all[1]
+
+
+def test_deploying_a_model_the_role_cannot_read_is_refused_before_any_request(aws_settings):
+    """A registry entry or model from anywhere else (another bucket, another folder) would fail
+    on AWS once the endpoint update began; it is refused up front, naming the fix."""
+    from dogops.errors import UserInputError
+
+    backend = AwsBackend(aws_settings)
+    sent = record_requests(backend.clients.client("sagemaker"))
+    for uri in ("s3://someone-elses-bucket/dogops/training/m.tar.gz",
+                f"s3://{aws_settings.aws.bucket}/dogops/elsewhere/m.tar.gz",
+                f"s3://{aws_settings.aws.bucket}/other-project/training/m.tar.gz"):
+        model = TrainedModel(job_name="j", model_uri=uri, hyperparameters={}, version="v")
+        with pytest.raises(UserInputError, match="DOGOPS_AWS__SAGEMAKER_ROLE_ARN"):
+            backend.deploy(model, "run1")
+    assert sent == []

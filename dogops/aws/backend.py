@@ -144,9 +144,29 @@ class AwsBackend:
             poll_s=self.poll_s,
         )
 
+    def _require_readable(self, model_uri: str) -> None:
+        """The endpoint loads the model with the execution role. The role dogops creates reads
+        only its project's folders: a model elsewhere would fail on AWS ("Failed to download
+        model data") once the endpoint update had begun, and pass on moto, which enforces no
+        IAM. A role of the user's own (aws.sagemaker_role_arn) is theirs to judge."""
+        if self.settings.aws.sagemaker_role_arn:
+            return
+        base = f"s3://{self.settings.aws.bucket}/{self.settings.aws.prefix.strip('/')}"
+        readable = [f"{base}/{folder}/" for folder in (*iam_policies.READ_ONLY_FOLDERS,
+                                                       *iam_policies.OUTPUT_FOLDERS)]
+        if not model_uri.startswith(tuple(readable)):
+            raise UserInputError(
+                f"model {model_uri} is not where the execution role dogops creates may read "
+                f"({', '.join(readable)}): SageMaker would fail with 'Failed to download model "
+                "data'. Roll it out from its folder with `dogops rollout --model-dir DIR` (which "
+                f"stores it under {base}/{iam_policies.ROLLOUT_FOLDER}/), or set "
+                "DOGOPS_AWS__SAGEMAKER_ROLE_ARN to a role that can read it."
+            )
+
     def deploy(
         self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
     ) -> EndpointInfo:
+        self._require_readable(model.model_uri)
         return endpoint_mod.deploy_endpoint(
             self.clients,
             self.settings,
