@@ -106,9 +106,10 @@ def tuning_request(
     weights_uri: str = "",
 ) -> dict[str, Any]:
     """The full `CreateHyperParameterTuningJob` request, named from its own content; with
-    `training.spot`, managed spot trials checkpointing under `checkpoint_uri`/<tuning job name>
-    (a checkpoint written with other hyperparameters is never resumed: train.py compares a
-    fingerprint of them)."""
+    `training.spot`, managed spot trials checkpointing under `checkpoint_uri`/<tuning job name>,
+    one folder for all trials, each in its own `<training job name>/` inside it (train.py,
+    `model_code.checkpoint.default_dir`); a checkpoint written with other hyperparameters is
+    never resumed either: train.py compares a fingerprint of them."""
     tuning = settings.tuning
     names = {d["Name"] for d in metric_definitions()}
     if tuning.objective not in names:
