@@ -105,6 +105,20 @@ def test_resnet50_without_local_weights_is_refused_before_any_job(clients, aws_s
     assert sent == []
 
 
+def test_resnet50_without_local_weights_stops_the_run_before_the_data_sync(aws_settings, hub,
+                                                                           tmp_path):
+    from dogops.aws.backend import AwsBackend
+    from model_code.demo_data import generate_demo_dataset
+
+    data = generate_demo_dataset(tmp_path / "dogs", classes=2, train_per_class=1,
+                                 valid_per_class=1, test_per_class=1, image_size=32)
+    backend = AwsBackend(aws_settings.merged(training={"architecture": "resnet50"}))
+    with pytest.raises(UserInputError, match="training.architecture=resnet50"):
+        backend.upload_data(data)
+    buckets = backend.clients.client("s3").list_buckets()["Buckets"]
+    assert buckets == []  # nothing created, nothing uploaded
+
+
 @pytest.mark.slow
 def test_train_py_loads_resnet50_from_the_weights_channel(tmp_path, hub, monkeypatch):
     """What the job does with the channel: SM_CHANNEL_WEIGHTS names the folder SageMaker copied

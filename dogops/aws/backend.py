@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dogops import iam_policies
 from dogops.aws import endpoint as endpoint_mod
-from dogops.aws import s3_sync, sagemaker_job, training
+from dogops.aws import s3_sync, sagemaker_job, training, weights
 from dogops.aws import tuning as tuning_mod
 from dogops.aws.clients import AwsClients
 from dogops.aws.documents import S3Store
@@ -95,6 +95,7 @@ class AwsBackend:
     # -- steps ------------------------------------------------------------------------------
     def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
         inspect_dataset(data_dir)  # the same fail-fast layout check as the local backend
+        weights.local_weights_file(self.settings)  # resnet50 without its weights: before the sync
         return s3_sync.sync_folder(
             self.clients,
             Path(data_dir),
