@@ -152,6 +152,11 @@ class EndpointConfig(BaseModel):
         "every body with the first request's content type, so a JSON request ({\"url\": ...}, as "
         "the Lambda sends) and an image in one batch fail together with 500.",
     )
+    max_url_fetches: int = Field(
+        8, ge=1, le=256,
+        description="Local endpoint: image URLs fetched at once, in the front (never in a model "
+        "worker, so a URL that never answers cannot hold one); one more is answered 429.",
+    )
     capture_percent: int = Field(
         0, ge=0, le=100,
         description="Data capture: the share of requests (0-100 %) whose request and response "
