@@ -62,13 +62,10 @@ try:  # the SageMaker serving toolkit maps this type to its status; anything els
     from sagemaker_inference.errors import BaseInferenceToolkitError
 
     # sagemaker-inference 1.10.1's Transformer.transform decodes a body whose Content-Type is in
-    # content_types.UTF8_TYPES (exactly "application/json" or "text/csv") as UTF-8 before
-    # input_fn, outside any hook of ours, and answers the UnicodeDecodeError of a non-UTF-8 body
-    # with 500 and a traceback. It reads that module-level list on every request, and imports
-    # this module (validate_and_initialize) before the first one, so emptying the list here
-    # hands every body to input_fn as bytes, which answers a bad one 400 (the one lever the
-    # container offers: transform_fn runs after the decoding too). The list is used nowhere
-    # else this model reaches (only the default input_fn, which input_fn replaces).
+    # content_types.UTF8_TYPES ("application/json", "text/csv") as UTF-8 before input_fn (and
+    # transform_fn), answering a non-UTF-8 body 500. It reads the list per request and imports
+    # this module before the first one: emptied, every body reaches input_fn as bytes, which
+    # answers a bad one 400. Only the default input_fn (replaced here) reads it too.
     del _toolkit_types.UTF8_TYPES[:]
 except ImportError:  # stand-alone (evaluation, tests without the toolkit): the same shape
 
