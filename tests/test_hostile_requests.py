@@ -188,3 +188,45 @@ def test_lambda_answers_hostile_events_4xx_without_calling_the_endpoint(
     error = json.loads(response["body"])["error"]
     assert response["statusCode"] == status, error
     assert words in error and "\n" not in error
+
+
+# --------------------------------------------------------------------------------------------
+# The local endpoint, through boto3: the same answers, as SageMaker shapes them
+
+
+@pytest.fixture(scope="module")
+def endpoint_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from dogops.local.endpoint import start_endpoint, stop_endpoint
+    from dogops.settings import ScalingConfig
+
+    state = tmp_path_factory.mktemp("hostile-state")
+    info = start_endpoint("hostile", model_dir, state, ScalingConfig(min_capacity=1,
+                                                                     max_capacity=1),
+                          env={"OMP_NUM_THREADS": "1"}, options={"drain_seconds": 0.2})
+    yield str(info.runtime_endpoint_url)
+    stop_endpoint("hostile", state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("body", "content_type", "status", "words"),
+                         [c[1:] for c in HOSTILE_BODIES] + [
+                             (bilevel_png(12_000, 12_000), "image/png", 413, "megapixels")],
+                         ids=[c[0] for c in HOSTILE_BODIES] + ["pixel-bomb"])
+def test_the_local_endpoint_answers_hostile_bodies_as_model_errors_with_4xx(
+    endpoint_url: str, body: bytes, content_type: str, status: int, words: str
+) -> None:
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("sagemaker-runtime", endpoint_url=endpoint_url,
+                          region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(retries={"total_max_attempts": 1}, read_timeout=30))
+    with pytest.raises(ClientError) as caught:
+        client.invoke_endpoint(EndpointName="hostile", Body=body, ContentType=content_type)
+    error = caught.value.response
+    assert error["Error"]["Code"] == "ModelError"
+    assert error["OriginalStatusCode"] == status, error["OriginalMessage"]
+    assert words in error["OriginalMessage"]
+    assert "Traceback" not in error["Error"]["Message"]
