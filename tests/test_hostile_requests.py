@@ -230,3 +230,42 @@ def test_the_local_endpoint_answers_hostile_bodies_as_model_errors_with_4xx(
     assert error["OriginalStatusCode"] == status, error["OriginalMessage"]
     assert words in error["OriginalMessage"]
     assert "Traceback" not in error["Error"]["Message"]
+
+
+class _BatchContext:
+    """TorchServe's context during a batch, as far as the toolkits use it (as in
+    tests/test_toolkit_parity.py): one header holder per request, a status per index."""
+
+    def __init__(self, model_dir: str, headers: list[dict[str, str]]) -> None:
+        from dogops.local.serving_toolkit import _RequestProcessor
+
+        self.system_properties = {"model_dir": model_dir, "gpu_id": None}
+        self.request_processor = [_RequestProcessor(h) for h in headers]
+        self.statuses: dict[int, int] = {}
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self.statuses[idx] = code
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        pass
+
+
+def test_a_torchserve_batch_led_by_json_answers_each_request_alone(worker: Any,
+                                                                   model_dir: Path) -> None:
+    """With SAGEMAKER_TS_BATCH_SIZE > 1 the toolkit decided UTF-8 decoding for the whole batch
+    from the first request's Content-Type: a JSON request first made the image after it fail to
+    decode, and one non-UTF-8 body failed the whole batch with 500."""
+    from sagemaker_pytorch_serving_container.handler_service import HandlerService
+
+    service = HandlerService()
+    bodies = [b'{"image": "' + base64.b64encode(small_png()) + b'"}', small_png(),
+              b'{"url": "\xff"}', small_png()]
+    kinds = ["application/json", "image/png", "application/json", "image/png"]
+    context = _BatchContext(str(model_dir), [{"Content-Type": k, "Accept": "application/json"}
+                                             for k in kinds])
+    service.initialize(context)
+    answers = service.handle([{"body": bytearray(b)} for b in bodies], context)
+    assert {i: context.statuses.get(i, 200) for i in range(4)} == {0: 200, 1: 200, 2: 400,
+                                                                   3: 200}
+    assert "not UTF-8" in answers[2]
+    assert all(json.loads(answers[i])["label"] in ("a", "b") for i in (0, 1, 3))
