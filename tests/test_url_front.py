@@ -148,3 +148,21 @@ def test_fetches_over_the_bound_are_429_at_once(tmp_path: Path, image_urls: str)
         assert status_page["url_fetches"]["url_fetches_refused_busy"] == 1
     finally:
         stop_endpoint("url-bound", tmp_path / "state")
+
+
+def test_off_by_default_bodies_reach_the_model_code_untouched(tmp_path: Path) -> None:
+    """Other model code (the toy echoes the body it got) is served as the container serves it:
+    only the local backend, serving the project's inference.py, turns the front fetch on."""
+    from fixtures.toy_inference import make_model_dir
+
+    from dogops.local.endpoint import start_endpoint, stop_endpoint
+
+    info = start_endpoint("url-off", make_model_dir(tmp_path), tmp_path / "state",
+                          ScalingConfig(min_capacity=1, max_capacity=1),
+                          options={"drain_seconds": 0.2})
+    try:
+        body = json.dumps({"url": "https://example.com/dog.jpg"}).encode()
+        status, answer, _ = post(str(info.runtime_endpoint_url), body, "application/json")
+        assert status == 200 and answer["url"] == "https://example.com/dog.jpg"
+    finally:
+        stop_endpoint("url-off", tmp_path / "state")

@@ -10,6 +10,10 @@ the endpoint's capacity or enters the batcher. At most `max_url_fetches` fetches
 endpoint; one more is answered 429 ThrottlingException at once (the caller's load, not a fault of
 the model: a 4xx, which guarded rollouts and 5xx alarms do not count).
 
+On only where the server is told so (`max_url_fetches` > 0; the local backend sets
+`endpoint.max_url_fetches`, since it serves the project's `inference.py`, for which both forms
+are the same request): other model code gets its bodies untouched, as in the container.
+
 A refused or failed fetch is answered as the model would answer it: the same `FetchError`
 message and status. Anything that is not a JSON object with a "url" and no inline image (which
 `inference.py` would prefer) goes to the worker unchanged, and is judged there.
@@ -39,10 +43,10 @@ class UrlFront:
     """Resolves URL requests in the calling (HTTP) thread, at most `limit` at a time."""
 
     def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"max_url_fetches must be >= 1, got {limit}")
-        self.limit = limit
-        self._slots = threading.BoundedSemaphore(limit)
+        if limit < 0:
+            raise ValueError(f"max_url_fetches must be >= 0, got {limit}")
+        self.limit = limit  # 0: off, every body goes to the model code as it came
+        self._slots = threading.BoundedSemaphore(max(1, limit))
         self._lock = threading.Lock()
         self.in_flight = 0
         self.refused_busy = 0
@@ -50,7 +54,7 @@ class UrlFront:
     def resolve(self, body: bytes, content_type: str) -> bytes:
         """The body to hand the worker: a URL request's with the image inline, any other as it
         came. Raises `url_fetch.FetchError` (the model's answer) or `FetchBusy`."""
-        payload = _url_request(body, content_type)
+        payload = _url_request(body, content_type) if self.limit else None
         if payload is None:
             return body
         if not self._slots.acquire(blocking=False):
