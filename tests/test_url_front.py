@@ -40,7 +40,7 @@ def png() -> bytes:
 
 @pytest.fixture(scope="module")
 def image_urls() -> Iterator[str]:
-    """/hang never answers (until the module ends); /dog.png is an image."""
+    """/hang never answers (until the module ends); /dog.png is an image, /slow.png after 1.5 s."""
     release = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
@@ -48,6 +48,8 @@ def image_urls() -> Iterator[str]:
             if self.path.startswith("/hang"):
                 release.wait(60)
                 return
+            if self.path.startswith("/slow"):
+                time.sleep(1.5)
             body = png()
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -166,3 +168,18 @@ def test_off_by_default_bodies_reach_the_model_code_untouched(tmp_path: Path) ->
         assert status == 200 and answer["url"] == "https://example.com/dog.jpg"
     finally:
         stop_endpoint("url-off", tmp_path / "state")
+
+
+def test_a_stopping_endpoint_answers_the_url_requests_it_is_fetching(tmp_path: Path,
+                                                                     image_urls: str) -> None:
+    """SIGTERM drains: a URL request still downloading in the front gets its answer."""
+    from dogops.local.endpoint import stop_endpoint
+
+    base = str(_endpoint(tmp_path, "url-drain", max_url_fetches=2).runtime_endpoint_url)
+    body = json.dumps({"url": f"{image_urls}/slow.png"}).encode()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(post, base, body, "application/json")
+        time.sleep(0.4)  # the fetch is under way (1.5 s)
+        stop_endpoint("url-drain", tmp_path / "state")
+        status, answer, _ = pending.result()
+    assert status == 200 and answer["label"] in ("a", "b")

@@ -72,6 +72,10 @@ class UrlFront:
         payload["image"] = base64.b64encode(image).decode("ascii")
         return json.dumps(payload).encode()
 
+    def fetching(self) -> int:
+        with self._lock:
+            return self.in_flight
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"max_url_fetches": self.limit, "url_fetches_in_flight": self.in_flight,
