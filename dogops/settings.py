@@ -155,9 +155,14 @@ class EndpointConfig(BaseModel):
         False,
         description="Also batch in the SageMaker PyTorch container on aws (SAGEMAKER_TS_BATCH_SIZE"
         " / _MAX_BATCH_DELAY from batch_size / max_batch_delay_ms). Off by default: the pinned "
-        "sagemaker-inference 1.10.1 runs a batch one request at a time (no speed-up) and decodes "
-        "every body with the first request's content type, so a JSON request ({\"url\": ...}, as "
-        "the Lambda sends) and an image in one batch fail together with 500.",
+        "sagemaker-inference 1.10.1 runs a batch one request at a time (no speed-up). (It would "
+        "also decode every body with the first request's content type; inference.py takes that "
+        "decoding over, so a JSON request and an image in one batch are each answered alone.)",
+    )
+    max_url_fetches: int = Field(
+        8, ge=1, le=256,
+        description="Local endpoint: image URLs fetched at once, in the front (never in a model "
+        "worker, so a URL that never answers cannot hold one); one more is answered 429.",
     )
     capture_percent: int = Field(
         0, ge=0, le=100,

@@ -48,11 +48,25 @@ JSON_TYPE = "application/json"
 LOGITS_TYPE = "application/x-logits+json"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "application/x-image"})
 DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+# Decoded pixels, checked from the image header before any pixel is decoded: a 400 KB PNG of
+# 12,000 x 12,000 passes the byte limits and costs 1.1 GB to decode. 24 MP is a 6000 x 4000
+# camera original (and above a 4K frame, 8.3 MP); Pillow holds 4 bytes a pixel, so the most one
+# request decodes is ~96 MB (~184 MB peak for a PNG that needs converting), and larger real
+# photos rarely fit the endpoint's 6 MB body anyway. The model sees 224 px or less.
+DEFAULT_MAX_IMAGE_PIXELS = 24_000_000
 DEFAULT_TOP_K = 5
 
 
 try:  # the SageMaker serving toolkit maps this type to its status; anything else becomes 500
+    from sagemaker_inference import content_types as _toolkit_types
     from sagemaker_inference.errors import BaseInferenceToolkitError
+
+    # sagemaker-inference 1.10.1's Transformer.transform decodes a body whose Content-Type is in
+    # content_types.UTF8_TYPES ("application/json", "text/csv") as UTF-8 before input_fn (and
+    # transform_fn), answering a non-UTF-8 body 500. It reads the list per request and imports
+    # this module before the first one: emptied, every body reaches input_fn as bytes, which
+    # answers a bad one 400. Only the default input_fn (replaced here) reads it too.
+    del _toolkit_types.UTF8_TYPES[:]
 except ImportError:  # stand-alone (evaluation, tests without the toolkit): the same shape
 
     class BaseInferenceToolkitError(Exception):  # type: ignore[no-redef]
@@ -82,6 +96,10 @@ def _env_int(name: str, default: int) -> int:
 
 def max_image_bytes() -> int:
     return _env_int("DOGOPS_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
+
+
+def max_image_pixels() -> int:
+    return _env_int("DOGOPS_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def default_top_k() -> int:
@@ -152,16 +170,32 @@ def check_size(body: bytes) -> None:
             f"(DOGOPS_MAX_IMAGE_BYTES): send a smaller image.", 413)
 
 
+def _too_many_pixels(width: int, height: int) -> RequestError:
+    limit = max_image_pixels()
+    return RequestError(
+        f"image is {width} x {height} = {width * height:,} pixels, over the {limit:,}-pixel "
+        f"limit (DOGOPS_MAX_IMAGE_PIXELS): resize it to at most {limit / 1e6:g} megapixels.", 413)
+
+
 def load_image_bytes(payload: bytes) -> Image.Image:
-    """Decode image bytes fully as RGB (PNG with alpha, greyscale, palette all work)."""
+    """Decode image bytes fully as RGB (PNG with alpha, greyscale, palette all work), once the
+    header's size is within the pixel limit (`Image.open` reads the header only)."""
     if not payload:
         raise RequestError("empty image: the request carried no image bytes.")
     check_size(payload)
     try:
-        with Image.open(io.BytesIO(payload)) as image:
-            return image.convert("RGB")
-    except Image.DecompressionBombError as exc:
-        raise RequestError(f"image has too many pixels: {exc}", 413) from exc
+        image = Image.open(io.BytesIO(payload))
+        width, height = image.size
+        if width * height > max_image_pixels():
+            raise _too_many_pixels(width, height)
+        image.load()
+        # An RGB image (most JPEGs) is used as decoded: convert() would copy it.
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except RequestError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's own bound, over 2x its warning size
+        raise RequestError(f"image has too many pixels: {exc} (DOGOPS_MAX_IMAGE_PIXELS is "
+                           f"{max_image_pixels():,}): send a smaller image.", 413) from exc
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for broken data
         raise RequestError(
             f"cannot decode the image ({type(exc).__name__}): send a valid JPEG or PNG."
@@ -194,12 +228,30 @@ def _fetch_url(url: Any) -> bytes:
         raise RequestError(str(exc), exc.status_code) from None
 
 
+def load_json(body: bytes) -> Any:
+    """A JSON body, or a RequestError (400) naming what is wrong with it. Besides syntax: a body
+    that is not UTF-8, nesting deeper than the parser's recursion limit (RecursionError) and an
+    integer of more than `sys.get_int_max_str_digits()` digits (ValueError) are the caller's
+    mistakes too, not the model's."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"JSON body is not UTF-8 ({exc.reason} at byte {exc.start}): "
+                           "send UTF-8 JSON.") from None
+    except RecursionError:
+        raise RequestError("JSON body is nested too deeply: send a flat object like "
+                           '{"url": "https://..."}.') from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"invalid JSON body: {exc}") from None
+    except ValueError as exc:  # int(): "Exceeds the limit (4300 digits) ...; use sys.set_..."
+        reason = str(exc).split(";")[0]  # the rest advises the server, not the caller
+        raise RequestError(f"JSON body holds a number too long to read ({reason}): send "
+                           "numbers of at most a few digits.") from None
+
+
 def parse_json_request(body: bytes) -> ImageRequest:
     """`{"url"|"image"|"b64": ..., "top_k"?: int, "logits"?: bool}` to an ImageRequest."""
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"invalid JSON body: {exc}") from exc
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise RequestError('JSON body must be an object like {"url": "https://..."}.')
     top_k = payload.get("top_k", default_top_k())

@@ -60,15 +60,44 @@ def _host_allowed(host: str, hosts: set[str]) -> bool:
     return any(host == h or (h.startswith(".") and host.endswith(h)) for h in hosts)
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address that a gateway (NAT64, 6to4, Teredo, an
+# old dual stack) may deliver to: each is checked like the IPv4 address itself. (prefix, shift)
+# where the IPv4 address is `(int(address) >> shift) & 0xFFFFFFFF`.
+_EMBEDDING = (
+    (ipaddress.IPv6Network("64:ff9b::/96"), 0),  # NAT64 well-known prefix (RFC 6052)
+    (ipaddress.IPv6Network("::ffff:0:0/96"), 0),  # IPv4-mapped
+    (ipaddress.IPv6Network("::ffff:0:0:0/96"), 0),  # IPv4-translated (RFC 2765 SIIT)
+    (ipaddress.IPv6Network("::/96"), 0),  # IPv4-compatible ::a.b.c.d (deprecated, RFC 4291)
+    (ipaddress.IPv6Network("2002::/16"), 80),  # 6to4 (RFC 3056)
+)
+# Refused whatever they embed: NAT64 local-use prefixes are the operator's own translators, and
+# where their IPv4 bits sit depends on the prefix length each network picked (RFC 8215).
+_NEVER = (ipaddress.IPv6Network("64:ff9b:1::/48"),)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address `ip` embeds in a form some gateway would route to."""
+    value = int(ip)
+    found = [ipaddress.IPv4Address((value >> shift) & 0xFFFFFFFF)
+             for net, shift in _EMBEDDING if ip in net]
+    if ip.teredo:  # 2001::/32: the Teredo server and the (obfuscated) client address
+        found += list(ip.teredo)
+    # ISATAP (RFC 5214): any prefix, interface identifier [02]00:5efe:a.b.c.d.
+    if (value >> 32) & 0xFCFFFFFF == 0x00005EFE:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    return found
+
+
 def _is_public(address: str) -> bool:
     """Globally routable only: refuses private, shared (100.64/10), loopback, link-local,
-    multicast, reserved, and IPv6 forms that embed a refused IPv4 address."""
+    multicast, reserved, and every IPv6 form that embeds a refused IPv4 address (NAT64,
+    IPv4-mapped / -translated / -compatible, 6to4, Teredo, ISATAP)."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is not None and not _is_public(str(embedded)):
+        if any(ip in net for net in _NEVER):
             return False
-        ip = ip.ipv4_mapped or ip
+        if not all(_is_public(str(v4)) for v4 in _embedded_ipv4(ip)):
+            return False
     return ip.is_global and not ip.is_multicast
 
 

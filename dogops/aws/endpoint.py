@@ -82,8 +82,8 @@ def container_environment(settings: Settings) -> dict[str, str]:
     `inference.py` itself reads.
 
     TorchServe batching is opt-in (`endpoint.container_batching`): the pinned toolkit would run
-    each batch one request at a time anyway, and would decode an image with a JSON neighbour's
-    content type (see the setting). `sagemaker-pytorch-inference` (ts_environment.py) turns any
+    each batch one request at a time anyway (see the setting). `sagemaker-pytorch-inference`
+    (ts_environment.py) turns any
     `SAGEMAKER_TS_*` variable into a per-model TorchServe block whose workers default to 1 and
     whose timeout to 60 s, whatever SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT say: so the batch
     settings come with the workers and timeout repeated in its own names.

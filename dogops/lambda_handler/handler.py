@@ -134,12 +134,27 @@ def _from_payload(payload: dict[str, Any]) -> tuple[bytes, str]:
             raise HandlerError(400, f"'image' must be a base64 string. {EXPECTED}")
         data = _b64decode(image, "'image'")
         hint = payload.get("content_type")
-        return _image(data, hint if isinstance(hint, str) else "")
+        hint = hint.split(";")[0].strip().lower() if isinstance(hint, str) else ""
+        if hint and not _is_image_type(hint):
+            # Forwarded as given, base64 of any JSON would reach the model unchecked (a URL
+            # this function refuses, say): 'image' carries image bytes only.
+            raise HandlerError(
+                415, f"unsupported content type {hint!r} for 'image': use image/jpeg, "
+                f"image/png or application/x-image. {EXPECTED}")
+        return _image(data, hint)
     raise HandlerError(400, f"The event has neither 'url' nor 'image'. {EXPECTED}")
 
 
+def _is_image_type(media: str) -> bool:
+    return media.startswith("image/") or media == "application/x-image"
+
+
 def _from_http_event(event: dict[str, Any]) -> tuple[bytes, str]:
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    raw_headers = event.get("headers") or {}
+    if not isinstance(raw_headers, dict):
+        raise HandlerError(400, f"'headers' must be an object of header names and values. "
+                                f"{EXPECTED}")
+    headers = {str(k).lower(): str(v) for k, v in raw_headers.items()}
     body = event.get("body")
     if body is None or body == "":
         query = event.get("queryStringParameters") or {}
@@ -148,18 +163,24 @@ def _from_http_event(event: dict[str, Any]) -> tuple[bytes, str]:
         raise HandlerError(400, f"The request has no body. {EXPECTED}")
     if not isinstance(body, str):
         raise HandlerError(400, f"The request body must be a string. {EXPECTED}")
-    raw = _b64decode(body, "The request body") if event.get("isBase64Encoded") else body.encode()
+    try:  # a JSON event's "\ud800" is a lone surrogate, which UTF-8 cannot encode
+        raw = (_b64decode(body, "The request body") if event.get("isBase64Encoded")
+               else body.encode())
+    except UnicodeEncodeError:
+        raise HandlerError(400, f"The request body is not valid Unicode. {EXPECTED}") from None
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     looks_json = raw.lstrip()[:1] == b"{"
     if content_type == "application/json" or (looks_json and not content_type.startswith("image/")):
         try:
             payload = json.loads(raw)
-        except ValueError:
+        except RecursionError:  # nesting deeper than the parser's recursion limit
+            raise HandlerError(400, f"The JSON body is nested too deeply. {EXPECTED}") from None
+        except ValueError:  # bad syntax or encoding, or an integer over 4,300 digits
             raise HandlerError(400, f"The request body is not valid JSON. {EXPECTED}") from None
         if not isinstance(payload, dict):
             raise HandlerError(400, f"The JSON body must be an object. {EXPECTED}")
         return _from_payload(payload)
-    if content_type.startswith("image/") or content_type == "application/x-image" or _sniff(raw):
+    if _is_image_type(content_type) or _sniff(raw):
         return _image(raw, content_type)
     raise HandlerError(415, f"Unsupported request body ({content_type or 'no type'}). {EXPECTED}")
 

@@ -168,6 +168,7 @@ class LocalBackend:
             options={"batch_size": self.settings.endpoint.batch_size,
                      "idle_timeout": self.settings.endpoint.idle_timeout_s,
                      "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms,
+                     "max_url_fetches": self.settings.endpoint.max_url_fetches,
                      # Data capture as SageMaker's DataCaptureConfig does it, into the local
                      # store (off at 0).
                      **({"capture_percent": capture_percent,

@@ -34,8 +34,9 @@ check, data capture), never torch; workers import the toolkits.
 Modules: `options` (every knob, as a command line and back), `worker` (the worker process: load
 the model code, answer invocations), `pool` (the front's worker pool), `state` (counters, scaling
 and the status document), `handler` (HTTP routing, invocations, AWS-shaped errors), `control`
-(the rollout commands' Unix socket and its client), `serving` (the process: start, wait for the
-model, scale, drain).
+(the rollout commands' Unix socket and its client), `url_front` (image URLs fetched in the front,
+never in a worker, a bounded number at once), `serving` (the process: start, wait for the model,
+scale, drain).
 """
 
 from dogops.local.endpoint_server.options import ServerOptions, parse_args

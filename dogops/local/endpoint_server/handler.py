@@ -18,6 +18,8 @@ from dogops.local.endpoint_server.batching import NoWorker
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerTimeout
 from dogops.local.endpoint_server.state import EndpointState
+from dogops.local.endpoint_server.url_front import FetchBusy
+from model_code.url_fetch import FetchError
 
 log = logging.getLogger("dogops.endpoint")
 
@@ -87,6 +89,9 @@ class EndpointHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        body = self._fetch_image_url(body, runtime_api)  # before it holds capacity or a worker
+        if body is None:
+            return
         if not self.state.admit():
             self._aws_error(
                 503, "ServiceUnavailable",
@@ -109,6 +114,22 @@ class EndpointHandler(BaseHTTPRequestHandler):
         if self._holds_slot:
             self._holds_slot = False
             self.state.done(ok)
+
+    def _fetch_image_url(self, body: bytes, runtime_api: bool) -> bytes | None:
+        """A `{"url": ...}` body with the image fetched inline (url_front.py), None once a
+        refused fetch is answered: as the model answers it, or 429 when every slot is taken."""
+        content_type = self.headers.get("Content-Type") or ""
+        try:
+            return self.state.url_front.resolve(body, content_type)
+        except FetchError as exc:
+            self._model_error(runtime_api, exc.status_code, str(exc))
+        except FetchBusy:
+            self._aws_error(
+                429, "ThrottlingException",
+                f"Endpoint {self.options.name} is fetching {self.options.max_url_fetches} image "
+                "URLs already (max_url_fetches); retry later or send the image inline.",
+            )
+        return None
 
     def _dispatch(self, body: bytes, runtime_api: bool) -> bool:
         content_type = self.headers.get("Content-Type") or "application/octet-stream"

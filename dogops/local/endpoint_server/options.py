@@ -42,6 +42,11 @@ class ServerOptions:
     # and most milliseconds a request waits for company. 1 turns batching off.
     batch_size: int = 16
     max_batch_delay_ms: float = 5.0
+    # Image URLs fetched in the front, at most this many at once; one more is 429
+    # (dogops.local.endpoint_server.url_front). 0: bodies reach the model code untouched, as in
+    # the container (the default: only code known to read {"image": ...} like {"url": ...}, the
+    # project's inference.py, may have its URLs fetched for it; the local backend turns it on).
+    max_url_fetches: int = 0
     # Data capture (DataCaptureConfig): share of answered requests written to `capture_dir`,
     # the local store's copy of the capture prefix; 0 is off.
     capture_percent: int = 0

@@ -91,7 +91,9 @@ def serve(options: ServerOptions) -> int:
     server.shutdown()
     server.server_close()
     stop_control(control)
-    wait_until(lambda: not state.busy(), timeout_s=options.invocation_timeout, poll_s=0.05)
+    # A URL request still downloading in the front is not in flight yet, but is owed an answer.
+    wait_until(lambda: not state.busy() and not state.url_front.fetching(),
+               timeout_s=options.invocation_timeout, poll_s=0.05)
     state.batcher.close()
     state.pool.close(timeout=5)
     if state.capture is not None:

@@ -15,6 +15,7 @@ from dogops.local.endpoint_server.capture import writer_for
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerPool
 from dogops.local.endpoint_server.traffic_split import TrafficSplit
+from dogops.local.endpoint_server.url_front import UrlFront
 
 log = logging.getLogger("dogops.endpoint")
 
@@ -48,6 +49,7 @@ class EndpointState:
         self._answering = 0  # answers known, their slot given back, still being written
         self._lock = threading.Lock()
         self.capture = writer_for(options.name, options.capture_percent, options.capture_dir)
+        self.url_front = UrlFront(options.max_url_fetches)  # image URLs fetched in the front
 
     @property
     def capacity(self) -> int:
@@ -142,6 +144,7 @@ class EndpointState:
                 "invocation_timeout_s": o.invocation_timeout,
             },
             "batching": self.batcher.stats(),
+            "url_fetches": self.url_front.stats(),
             "capture": self.capture.status() if self.capture else {"percent": 0},
             "uptime_s": round(time.time() - self.started, 3),
         }
