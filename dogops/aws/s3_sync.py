@@ -56,6 +56,7 @@ from dogops.aws.s3_upload import (
     upload_all,
     uploader,
 )
+from dogops.dataset import data_files
 from dogops.errors import DataLayoutError, TransientError
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
@@ -86,16 +87,9 @@ def check_layout(local_dir: Path) -> None:
 
 
 def local_files(local_dir: Path) -> list[Path]:
-    """Every regular file under `local_dir`, sorted, without hidden files or our manifest."""
-    files = []
-    for path in sorted(local_dir.rglob("*")):
-        rel = path.relative_to(local_dir)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if rel.as_posix() == MANIFEST_NAME:
-            continue
-        files.append(path)
-    return files
+    """The data's files, sorted: the one walk validation and training use (images under
+    <split>/<class>/, no dot-files, links refused), so S3 holds exactly what was validated."""
+    return sorted(found.path for found in data_files(local_dir))
 
 
 def part_size(size: int, chunksize: int) -> int:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dogops.backends.base import ProgressFn
-from dogops.dataset import inspect_dataset
+from dogops.dataset import data_files, inspect_dataset
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
 from dogops.results import SyncReport
@@ -65,7 +65,7 @@ def sync_folder(
     cache = HashCache(hash_cache)
     new: dict[str, dict[str, object]] = {}
     uploaded = skipped = bytes_uploaded = 0
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(found.path for found in data_files(source))  # what inspect_dataset counted
     tracker = Progress(f"sync {source} to the local store", len(files), "files", say=progress)
     for index, path in enumerate(files, 1):
         key = path.relative_to(source).as_posix()
