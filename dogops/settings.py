@@ -345,6 +345,9 @@ class AwsConfig(BaseModel):
         None, description="Execution role for training and endpoints; created when empty."
     )
     max_attempts: int = Field(5, ge=1, le=20)
+    registry_write_attempts: int = Field(
+        5, ge=1, le=20, description="Read-modify-write tries of the S3 registry document when "
+        "another run wrote it in between (conditional PUT) before the change fails loudly.")
 
 
 class MonitorConfig(BaseModel):
