@@ -63,6 +63,18 @@ class OperationFailedError(DogopsError):
     """A job, endpoint or process ended in a failed state."""
 
 
+def validation_message(exc: Any) -> str:
+    """A pydantic `ValidationError` as one line: each bad field, what is wrong with it and the
+    value given (shortened), instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ())) or "value"
+        given = repr(error.get("input"))
+        given = given if len(given) <= 60 else given[:57] + "..."
+        parts.append(f"{field}: {error.get('msg', 'invalid')} (got {given})")
+    return f"invalid {exc.title}: " + "; ".join(parts)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same call may succeed."""
     if isinstance(exc, TransientError):

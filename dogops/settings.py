@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dogops.errors import UserInputError
+from dogops.errors import UserInputError, validation_message
 
 BackendName = Literal["local", "aws"]
 Architecture = Literal["efficientnet_lite0", "resnet50"]
@@ -399,6 +399,10 @@ class Settings(BaseSettings):
     aws: AwsConfig = Field(default_factory=AwsConfig)
     schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    live_lock_timeout_s: int = Field(
+        4 * 3600, ge=1, le=7 * 86400, description="How long a run waits for another run that "
+        "is changing the same endpoint's live model (deploy, rollout, rollback, promotion, "
+        "wake, sleep, teardown) before it fails; they take turns, never overlap.")
 
     def merged(self, **overrides: Any) -> Settings:
         """A copy with flow parameters applied; `None` means "keep the setting"."""
@@ -435,4 +439,4 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings().merged(**overrides)
     except ValidationError as exc:
-        raise UserInputError(f"Invalid settings: {exc}") from exc
+        raise UserInputError(validation_message(exc)) from exc

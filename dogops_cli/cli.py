@@ -10,11 +10,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
 
+from dogops.errors import DogopsError, validation_message
 from dogops.settings import load_settings
 from dogops_cli import render
 
+
+class _OneLineErrors(TyperGroup):
+    """Any command's user error -- a `DogopsError` or a value pydantic refused (an endpoint
+    name, a backend, a range), wherever it is raised -- ends as one `error:` line and exit 2,
+    never a traceback; only bugs show one."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer bundles its own click)
+        try:
+            return super().invoke(ctx)
+        except DogopsError as exc:
+            _fail(str(exc))
+        except ValidationError as exc:
+            _fail(validation_message(exc))
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="dogops: an image classifier from a data folder to a live, auto-scaled endpoint.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
