@@ -29,13 +29,18 @@ class DatasetSummary(BaseModel):
         return len(self.class_names)
 
 
-def data_files(root: Path) -> Iterator[walk.DataFile]:
+def data_files(root: Path, splits: tuple[str, ...] = SPLITS) -> Iterator[walk.DataFile]:
     """The images of `root` by the one walk training also uses (`model_code.data_files`: no
     dot-files, links refused), its refusals as `DataLayoutError`."""
     try:
-        yield from walk.data_files(root)
+        yield from walk.data_files(root, splits)
     except walk.DataError as exc:
         raise DataLayoutError(str(exc)) from exc
+
+
+def split_images(split_dir: Path) -> list[walk.DataFile]:
+    """The images of one split folder (a store's or a downloaded test/) by the same walk."""
+    return list(data_files(split_dir.parent, (split_dir.name,)))
 
 
 def _class_dirs(root: Path, split: str) -> list[Path]:

@@ -16,6 +16,7 @@ import pytest
 from dogops.aws.s3_sync import local_files
 from dogops.dataset import inspect_dataset
 from dogops.errors import DataLayoutError, UserInputError
+from dogops.evaluation import list_test_images
 from dogops.local.store import sync_folder as local_sync
 from model_code import data as training_data
 from model_code.demo_data import generate_demo_dataset
@@ -45,6 +46,7 @@ def test_validate_sync_and_training_count_the_same_files(data: Path, tmp_path: P
     shutil.copy(next(cls.glob("*.jpg")), cls / ".hidden" / "x.jpg")
     (cls / "notes.txt").write_text("not an image")
     (data / "train" / "stray.jpg").write_bytes(b"not in a class")
+    (class_dirs(data, "test")[0] / "._2.jpg").write_bytes(b"resource fork")
     (cls / "more").mkdir()
     shutil.copy(next(cls.glob("*.jpg")), cls / "more" / "nested.jpg")
 
@@ -53,6 +55,8 @@ def test_validate_sync_and_training_count_the_same_files(data: Path, tmp_path: P
     synced = local_sync(data, tmp_path / "store").files_total
     images = 3 * 2 + 2 * 2 * 2 + 1  # the demo set's, and the nested one
     assert validated == synced == len(local_files(data)) == trained_on(data) == images
+    # The quality gate scores exactly the test images validation counted.
+    assert len(list_test_images(data / "test")) == summary.images_per_split["test"] == 4
 
 
 def _link_a_class_folder(data: Path, outside: Path) -> Path:
