@@ -56,7 +56,6 @@ def _fail(message: str) -> None:
 
 def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> Any:
     """Run `flow`, reporting to the project's Prefect server (see `services.project_prefect`)."""
-    from dogops.errors import DogopsError
     from dogops.services import export_hint, project_prefect
 
     settings = _settings(parameters.get("backend"), state_dir)
@@ -71,10 +70,7 @@ def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> 
     with project_prefect(settings.state_dir) as url:
         typer.echo(f"flow runs report to {url.removesuffix('/api')}  "
                    f"(for plain prefect commands: {export_hint(url)})", err=True)
-        try:
-            return flow(**given)
-        except DogopsError as exc:
-            _fail(str(exc))
+        return flow(**given)  # a DogopsError becomes one line in _OneLineErrors
 
 
 def _endpoint(name: str | None) -> dict[str, Any]:
@@ -180,12 +176,7 @@ def invoke(
 
 def _find_endpoint(operations: Any, settings: Any, name: str) -> Any:
     """How `operations`' backend reaches endpoint `name` (a local one must be running)."""
-    from dogops.errors import UserInputError
-
-    try:
-        return operations.endpoint_address(settings, name)
-    except UserInputError as exc:
-        _fail(str(exc))
+    return operations.endpoint_address(settings, name)
 
 
 @app.command("invoke-lambda")
@@ -263,16 +254,12 @@ def cost(
     """Estimated cost of the configured setup, or what-if `--instance-type T --hours H`
     (prices from dogops/prices.json)."""
     from dogops.cost import estimate_cost, what_if
-    from dogops.errors import UserInputError
 
     if instance_type is not None or hours is not None:
         if instance_type is None or hours is None:
             _fail("a what-if needs both --instance-type and --hours")
             return
-        try:
-            typer.echo(what_if(instance_type, hours, count).text())
-        except UserInputError as exc:
-            _fail(str(exc))
+        typer.echo(what_if(instance_type, hours, count).text())
         return
     typer.echo(estimate_cost(_settings(backend), tuning_seconds, training_seconds).text())
 
@@ -424,16 +411,10 @@ def registry_table(
     as_json: Annotated[bool, typer.Option("--json", help="Rows as JSON.")] = False,
 ) -> None:
     """The model registry: versions, metrics, data, and which one is live (or asleep)."""
-    from dogops.errors import DogopsError
     from dogops.registry import registry_for
 
-    settings = _settings(backend, state_dir)
-    try:
-        reg = registry_for(settings)
-        document = reg.load()
-    except DogopsError as exc:
-        _fail(str(exc))
-        return
+    reg = registry_for(_settings(backend, state_dir))
+    document = reg.load()
     rows = render.registry_rows(document, endpoint_name)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))

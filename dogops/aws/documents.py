@@ -3,6 +3,7 @@ model archives downloaded from `s3://` URIs."""
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dogops.aws.training import split_s3_uri
 from dogops.errors import ConcurrentUpdateError, UserInputError
 from dogops.results import SyncReport
 from dogops.settings import Settings
+from dogops.waiting import poll
 
 # S3's answers when a conditional PUT loses: the ETag moved on (412), or another conditional
 # write to the same key was in flight (409).
@@ -49,23 +51,35 @@ class S3RegistryStore:
         return bytes(answer["Body"].read()), str(answer["ETag"])
 
     def update(self, change: Callable[[bytes | None], bytes | None]) -> None:
-        for attempt in range(1, self.attempts + 1):
+        tries = iter(range(1, self.attempts + 1))
+
+        def attempt() -> bool | None:
+            """True once written (or nothing to write); None when another writer got in first."""
             current, etag = self._read()
             body = change(current)
             if body is None:
-                return
+                return True
             condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
             try:
                 self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body,
                                    ContentType="application/json", **condition)
-                return
+                return True
             except ClientError as exc:
                 if error_code(exc) == "NoSuchBucket":
                     raise self._no_bucket() from exc
                 if error_code(exc) not in CONFLICTS:
                     raise
-            time.sleep(min(0.05 * 2**attempt, 1.0) * random.random())  # jitter: no lock-step
-        raise ConcurrentUpdateError(
+            if next(tries, None) is None:
+                raise self._lost()
+            return None
+
+        next(tries)
+        # Jittered pauses, so two writers that just collided do not collide again in lock-step.
+        poll(attempt, timeout_s=math.inf, poll_s=0.2, timed_out=self._lost,
+             sleep=lambda s: time.sleep(s * random.random()))
+
+    def _lost(self) -> ConcurrentUpdateError:
+        return ConcurrentUpdateError(
             f"{self.uri} changed under us {self.attempts} times in a row (another run is "
             "writing the registry at the same time), so this change was NOT recorded: re-run "
             "the step (a Prefect retry does) once the other run has finished."
