@@ -3,6 +3,8 @@
 How one sync goes, and why in this order:
 
 1. Check the layout (train/ valid/ test/) before touching AWS: a wrong folder fails in a second.
+   The files synced are the data files of the one walk validation and training use
+   (`model_code.data_files`: images under <split>/<class>/, no dot-files, links refused).
 2. Make sure the bucket exists (created on request with AES256 default encryption and every
    public access block flag on; an existing bucket's settings are never overwritten).
 3. Read the previous manifest and list the prefix (the floor of a re-sync: started at once,

@@ -1,8 +1,10 @@
 """The local object store: a folder laid out with the same keys the S3 path uses.
 
-`sync_folder` copies a data folder into `<store>/<bucket>/<prefix>/data/` incrementally: files
-whose size and sha256 match the manifest are skipped, changed ones are replaced atomically
-(temp file + rename), files gone from the source are removed, and the manifest is written last, so
+`sync_folder` copies a data folder's data files (the one walk validation and training use,
+`model_code.data_files`: images under <split>/<class>/, no dot-files, links refused) into
+`<store>/<bucket>/<prefix>/data/` incrementally: files whose size and sha256 match the manifest
+are skipped, changed ones are replaced atomically (temp file + rename), files gone from the
+source are removed (only keys the previous manifest lists), and the manifest is written last, so
 a crash mid-sync leaves the previous manifest and the re-run redoes only what is missing.
 """
 
