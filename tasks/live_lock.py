@@ -63,9 +63,11 @@ def live_model_lock(settings: Settings) -> Iterator[None]:
     try:
         with contextlib.ExitStack() as stack:
             try:
+                # A failed lease renewal (an API blip) must not cancel a run mid-deploy: that
+                # would leave the endpoint half-changed, which is worse than a lease that ends.
                 stack.enter_context(concurrency(
                     name, occupy=1, timeout_seconds=settings.live_lock_timeout_s,
-                    lease_duration=LEASE_S, strict=True,
+                    lease_duration=LEASE_S, strict=True, raise_on_lease_renewal_failure=False,
                 ))
             except TimeoutError as exc:
                 raise ConcurrentUpdateError(
