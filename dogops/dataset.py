@@ -6,14 +6,16 @@ is the training script's job (`model_code.data`), which names a corrupt file whe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from dogops.errors import DataLayoutError
+from model_code import data_files as walk
 
-SPLITS = ("train", "valid", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+SPLITS = walk.SPLITS
+IMAGE_SUFFIXES = walk.IMAGE_EXTENSIONS
 
 
 class DatasetSummary(BaseModel):
@@ -27,14 +29,25 @@ class DatasetSummary(BaseModel):
         return len(self.class_names)
 
 
-def _class_dirs(split_dir: Path) -> list[Path]:
-    return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+def data_files(root: Path, splits: tuple[str, ...] = SPLITS) -> Iterator[walk.DataFile]:
+    """The images of `root` by the one walk training also uses (`model_code.data_files`: no
+    dot-files, links refused), its refusals as `DataLayoutError`."""
+    try:
+        yield from walk.data_files(root, splits)
+    except walk.DataError as exc:
+        raise DataLayoutError(str(exc)) from exc
 
 
-def _images(class_dir: Path) -> list[Path]:
-    return [
-        p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    ]
+def split_images(split_dir: Path) -> list[walk.DataFile]:
+    """The images of one split folder (a store's or a downloaded test/) by the same walk."""
+    return list(data_files(split_dir.parent, (split_dir.name,)))
+
+
+def _class_dirs(root: Path, split: str) -> list[Path]:
+    try:
+        return walk.class_folders(root, split)
+    except walk.DataError as exc:
+        raise DataLayoutError(str(exc)) from exc
 
 
 def inspect_dataset(data_dir: Path | str | None) -> DatasetSummary:
@@ -58,9 +71,13 @@ def inspect_dataset(data_dir: Path | str | None) -> DatasetSummary:
         )
     classes: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
+    images: dict[tuple[str, str], int] = {}
     total_bytes = 0
+    for found in data_files(root):  # the same files the syncs upload and training reads
+        images[found.split, found.class_name] = images.get((found.split, found.class_name), 0) + 1
+        total_bytes += found.path.stat().st_size
     for split in SPLITS:
-        dirs = _class_dirs(root / split)
+        dirs = _class_dirs(root, split)
         if not dirs:
             raise DataLayoutError(
                 f"{root / split} has no class folders: put each class's images in its own "
@@ -69,14 +86,12 @@ def inspect_dataset(data_dir: Path | str | None) -> DatasetSummary:
         classes[split] = [d.name for d in dirs]
         counts[split] = 0
         for d in dirs:
-            images = _images(d)
-            if not images:
+            if not images.get((split, d.name)):
                 raise DataLayoutError(
                     f"Class folder {d} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}): "
                     "add images or remove the folder from every split."
                 )
-            counts[split] += len(images)
-            total_bytes += sum(p.stat().st_size for p in images)
+            counts[split] += images[split, d.name]
     reference = set(classes["train"])
     for split in SPLITS[1:]:
         other = set(classes[split])
@@ -89,6 +104,8 @@ def inspect_dataset(data_dir: Path | str | None) -> DatasetSummary:
                 f"only in {split}/: {only_other or 'none'}. "
                 "Every split needs the same class folders."
             )
+    if len(reference) < 2:
+        raise DataLayoutError(walk.one_class_message(root / "train", classes["train"]))
     return DatasetSummary(
         root=root, class_names=classes["train"], images_per_split=counts, bytes_total=total_bytes
     )

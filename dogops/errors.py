@@ -8,8 +8,10 @@
     │   └── PermissionDeniedError  AWS refused a call (AccessDenied): names the role and the
     │                         missing permission. Never retried.
     ├── TransientError        throttling, 5xx, connection resets, a server still starting. Retried.
-    │   └── RoleNotAssumableYet  a role made seconds ago that a service cannot assume yet (IAM
-    │                         propagates in seconds): retried with backoff for about two minutes.
+    │   ├── RoleNotAssumableYet  a role made seconds ago that a service cannot assume yet (IAM
+    │   │                     propagates in seconds): retried with backoff for about two minutes.
+    │   └── ConcurrentUpdateError  another run changed the registry (or holds the endpoint's
+    │                         live-model lock) each time we tried: nothing was lost, try again.
     └── OperationFailedError  a job or endpoint ended in a failed state: retrying will not help.
 
 Tasks pass `retry_condition_fn=is_transient` so that only `TransientError` (and botocore's
@@ -52,8 +54,25 @@ class RoleNotAssumableYet(TransientError):
     """A service cannot assume a (new) role yet: IAM is eventually consistent."""
 
 
+class ConcurrentUpdateError(TransientError):
+    """Other writers kept changing a document between our read and our write (or another run
+    held the endpoint's live-model lock too long): our change was not applied, loudly."""
+
+
 class OperationFailedError(DogopsError):
     """A job, endpoint or process ended in a failed state."""
+
+
+def validation_message(exc: Any) -> str:
+    """A pydantic `ValidationError` as one line: each bad field, what is wrong with it and the
+    value given (shortened), instead of pydantic's multi-line report."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ())) or "value"
+        given = repr(error.get("input"))
+        given = given if len(given) <= 60 else given[:57] + "..."
+        parts.append(f"{field}: {error.get('msg', 'invalid')} (got {given})")
+    return f"invalid {exc.title}: " + "; ".join(parts)
 
 
 def is_transient(exc: BaseException) -> bool:

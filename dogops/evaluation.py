@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from dogops.backends.base import Store
-from dogops.dataset import IMAGE_SUFFIXES
+from dogops.dataset import split_images
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.settings import Settings
 
@@ -137,13 +137,8 @@ def list_test_images(test_dir: Path) -> list[tuple[Path, str]]:
     test_dir = Path(test_dir)
     if not test_dir.is_dir():
         raise UserInputError(f"test split {test_dir} does not exist: pass the data folder's test/.")
-    found = [
-        (image, class_dir.name)
-        for class_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()
-                                and not p.name.startswith("."))
-        for image in sorted(class_dir.iterdir())
-        if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES
-    ]
+    # The walk validation and training use: a candidate is scored on exactly the test images.
+    found = [(image.path, image.class_name) for image in split_images(test_dir)]
     if not found:
         raise UserInputError(f"test split {test_dir} holds no images in class folders.")
     return found

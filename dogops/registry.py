@@ -1,7 +1,9 @@
 """The model registry: every promoted model, versioned, in one JSON document.
 
     local: <state_dir>/registry.json          (temp file + rename, under a file lock)
-    aws:   s3://<bucket>/<prefix>/registry.json (one PUT, which S3 applies atomically)
+    aws:   s3://<bucket>/<prefix>/registry.json (a PUT conditional on the ETag read: a change
+                                                 another run made in between is re-read, never
+                                                 overwritten)
 
 Each promotion appends an entry (version 1, 2, ...) with what is needed to judge and rebuild the
 model: its URI and content version, metrics, hyperparameters, the data manifest hash, the code
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -34,6 +37,7 @@ SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CODE_DIR = REPO_ROOT / "model_code"
 
+_T = TypeVar("_T")
 Source = Literal["train-and-deploy", "retrain", "rollback", "rollout", "manual"]
 
 
@@ -126,7 +130,9 @@ class Registry:
         return self.store.uri
 
     def load(self) -> RegistryDocument:
-        body = self.store.read()
+        return self._parse(self.store.read())
+
+    def _parse(self, body: bytes | None) -> RegistryDocument:
         if body is None:
             return RegistryDocument()
         try:
@@ -137,8 +143,19 @@ class Registry:
                 "it from a backup or move it aside to start a new one."
             ) from exc
 
-    def _save(self, document: RegistryDocument) -> None:
-        self.store.write(document.model_dump_json(indent=1).encode())
+    def _update(self, change: Callable[[RegistryDocument], tuple[bool, _T]]) -> _T:
+        """Apply `change` (document -> (changed?, result)) through the store's atomic update;
+        on a conflict the store calls it again on the fresh document, so it must only edit it."""
+        results: list[_T] = []
+
+        def apply(body: bytes | None) -> bytes | None:
+            document = self._parse(body)
+            changed, result = change(document)
+            results[:] = [result]
+            return document.model_dump_json(indent=1).encode() if changed else None
+
+        self.store.update(apply)
+        return results[0]
 
     # -- queries ---------------------------------------------------------------------------
     def history(self, endpoint_name: str | None = None) -> list[RegistryEntry]:
@@ -196,14 +213,13 @@ class Registry:
         When that model is already live there, nothing changes and the live entry is returned,
         so a re-run or a retried task does not add a version.
         """
-        with self.store.lock():
-            document = self.load()
+        code = code_version if code_version is not None else current_code_version()
+
+        def promote(document: RegistryDocument) -> tuple[bool, RegistryEntry]:
             current = document.live.get(endpoint_name)
             for entry in document.entries:
                 if entry.version == current and entry.model_version == model.version:
-                    if self._woke(document, endpoint_name, flow_run_id):
-                        self._save(document)
-                    return entry
+                    return self._woke(document, endpoint_name, flow_run_id), entry
             entry = RegistryEntry(
                 version=max((e.version for e in document.entries), default=0) + 1,
                 model_version=model.version,
@@ -216,7 +232,7 @@ class Registry:
                 data_uri=data.uri if data else "",
                 data_dir=data_dir or "",
                 data_files=data.files_total if data else 0,
-                code_version=code_version if code_version is not None else current_code_version(),
+                code_version=code,
                 endpoint_name=endpoint_name,
                 backend=backend,
                 promoted_at=datetime.now(UTC),
@@ -232,62 +248,66 @@ class Registry:
                 version=entry.version, from_version=current, flow_run_id=flow_run_id,
                 reason=f"{source} promoted model {model.version}",
             ))
-            self._save(document)
-            return entry
+            return True, entry
+
+        return self._update(promote)
 
     def record_rolled_back(self, rejected: RolledBack) -> None:
         """Keep a rolled-back candidate and the reason (the live pointer does not move)."""
-        with self.store.lock():
-            document = self.load()
+
+        def keep(document: RegistryDocument) -> tuple[bool, None]:
             document.rolled_back.append(rejected)
-            self._save(document)
+            return True, None
+
+        self._update(keep)
 
     def set_live(
         self, endpoint_name: str, version: int, flow_run_id: str | None = None, reason: str = ""
     ) -> RegistryEntry:
         """Point `endpoint_name` at an existing version (a rollback); no-op when already live."""
-        with self.store.lock():
-            document = self.load()
+
+        def point(document: RegistryDocument) -> tuple[bool, RegistryEntry]:
             entry = next((e for e in document.entries if e.version == version), None)
             if entry is None:
                 raise UserInputError(f"registry {self.uri} has no version {version}.")
             current = document.live.get(endpoint_name)
             if current == version:
-                if self._woke(document, endpoint_name, flow_run_id):
-                    self._save(document)
-                return entry
+                return self._woke(document, endpoint_name, flow_run_id), entry
             document.live[endpoint_name] = version
             self._woke(document, endpoint_name, flow_run_id)
             document.events.append(RegistryEvent(
                 at=datetime.now(UTC), action="rollback", endpoint_name=endpoint_name,
                 version=version, from_version=current, flow_run_id=flow_run_id, reason=reason,
             ))
-            self._save(document)
-            return entry
+            return True, entry
+
+        return self._update(point)
 
     def mark_asleep(
         self, endpoint_name: str, asleep: Asleep, flow_run_id: str | None = None
     ) -> None:
         """Say that `endpoint_name` was deleted/stopped while idle; its live version stays."""
-        with self.store.lock():
-            document = self.load()
+
+        def sleep(document: RegistryDocument) -> tuple[bool, None]:
             if endpoint_name in document.asleep:
-                return
+                return False, None
             document.asleep[endpoint_name] = asleep
             document.events.append(RegistryEvent(
                 at=asleep.since, action="sleep", endpoint_name=endpoint_name,
                 version=asleep.version, flow_run_id=flow_run_id, reason=asleep.reason,
             ))
-            self._save(document)
+            return True, None
+
+        self._update(sleep)
 
     def mark_awake(self, endpoint_name: str, flow_run_id: str | None = None) -> Asleep | None:
         """Clear the asleep mark (after a deploy); returns what it was, or None."""
-        with self.store.lock():
-            document = self.load()
+
+        def wake(document: RegistryDocument) -> tuple[bool, Asleep | None]:
             was = document.asleep.get(endpoint_name)
-            if self._woke(document, endpoint_name, flow_run_id):
-                self._save(document)
-            return was
+            return self._woke(document, endpoint_name, flow_run_id), was
+
+        return self._update(wake)
 
     def asleep(self, endpoint_name: str) -> Asleep | None:
         return self.load().asleep.get(endpoint_name)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dogops.errors import UserInputError
+from dogops.errors import UserInputError, validation_message
 
 BackendName = Literal["local", "aws"]
 Architecture = Literal["efficientnet_lite0", "resnet50"]
@@ -357,6 +357,9 @@ class AwsConfig(BaseModel):
         None, description="Execution role for training and endpoints; created when empty."
     )
     max_attempts: int = Field(5, ge=1, le=20)
+    registry_write_attempts: int = Field(
+        5, ge=1, le=20, description="Read-modify-write tries of the S3 registry document when "
+        "another run wrote it in between (conditional PUT) before the change fails loudly.")
 
 
 class MonitorConfig(BaseModel):
@@ -408,6 +411,10 @@ class Settings(BaseSettings):
     aws: AwsConfig = Field(default_factory=AwsConfig)
     schedules: ScheduleConfig = Field(default_factory=ScheduleConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    live_lock_timeout_s: int = Field(
+        4 * 3600, ge=1, le=7 * 86400, description="How long a run waits for another run that "
+        "is changing the same endpoint's live model (deploy, rollout, rollback, promotion, "
+        "wake, sleep, teardown) before it fails; they take turns, never overlap.")
 
     def merged(self, **overrides: Any) -> Settings:
         """A copy with flow parameters applied; `None` means "keep the setting"."""
@@ -444,4 +451,4 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings().merged(**overrides)
     except ValidationError as exc:
-        raise UserInputError(f"Invalid settings: {exc}") from exc
+        raise UserInputError(validation_message(exc)) from exc

@@ -10,11 +10,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from typer.core import TyperGroup
 
+from dogops.errors import DogopsError, validation_message
 from dogops.settings import load_settings
 from dogops_cli import render
 
+
+class _OneLineErrors(TyperGroup):
+    """Any command's user error -- a `DogopsError` or a value pydantic refused (an endpoint
+    name, a backend, a range), wherever it is raised -- ends as one `error:` line and exit 2,
+    never a traceback; only bugs show one."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer bundles its own click)
+        try:
+            return super().invoke(ctx)
+        except DogopsError as exc:
+            _fail(str(exc))
+        except ValidationError as exc:
+            _fail(validation_message(exc))
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="dogops: an image classifier from a data folder to a live, auto-scaled endpoint.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
@@ -37,7 +56,6 @@ def _fail(message: str) -> None:
 
 def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> Any:
     """Run `flow`, reporting to the project's Prefect server (see `services.project_prefect`)."""
-    from dogops.errors import DogopsError
     from dogops.services import export_hint, project_prefect
 
     settings = _settings(parameters.get("backend"), state_dir)
@@ -52,10 +70,7 @@ def _run_flow(flow: Any, state_dir: Path | None, parameters: dict[str, Any]) -> 
     with project_prefect(settings.state_dir) as url:
         typer.echo(f"flow runs report to {url.removesuffix('/api')}  "
                    f"(for plain prefect commands: {export_hint(url)})", err=True)
-        try:
-            return flow(**given)
-        except DogopsError as exc:
-            _fail(str(exc))
+        return flow(**given)  # a DogopsError becomes one line in _OneLineErrors
 
 
 def _endpoint(name: str | None) -> dict[str, Any]:
@@ -161,12 +176,7 @@ def invoke(
 
 def _find_endpoint(operations: Any, settings: Any, name: str) -> Any:
     """How `operations`' backend reaches endpoint `name` (a local one must be running)."""
-    from dogops.errors import UserInputError
-
-    try:
-        return operations.endpoint_address(settings, name)
-    except UserInputError as exc:
-        _fail(str(exc))
+    return operations.endpoint_address(settings, name)
 
 
 @app.command("invoke-lambda")
@@ -244,16 +254,12 @@ def cost(
     """Estimated cost of the configured setup, or what-if `--instance-type T --hours H`
     (prices from dogops/prices.json)."""
     from dogops.cost import estimate_cost, what_if
-    from dogops.errors import UserInputError
 
     if instance_type is not None or hours is not None:
         if instance_type is None or hours is None:
             _fail("a what-if needs both --instance-type and --hours")
             return
-        try:
-            typer.echo(what_if(instance_type, hours, count).text())
-        except UserInputError as exc:
-            _fail(str(exc))
+        typer.echo(what_if(instance_type, hours, count).text())
         return
     typer.echo(estimate_cost(_settings(backend), tuning_seconds, training_seconds).text())
 
@@ -405,16 +411,10 @@ def registry_table(
     as_json: Annotated[bool, typer.Option("--json", help="Rows as JSON.")] = False,
 ) -> None:
     """The model registry: versions, metrics, data, and which one is live (or asleep)."""
-    from dogops.errors import DogopsError
     from dogops.registry import registry_for
 
-    settings = _settings(backend, state_dir)
-    try:
-        reg = registry_for(settings)
-        document = reg.load()
-    except DogopsError as exc:
-        _fail(str(exc))
-        return
+    reg = registry_for(_settings(backend, state_dir))
+    document = reg.load()
     rows = render.registry_rows(document, endpoint_name)
     if as_json:
         typer.echo(json.dumps(rows, indent=1))

@@ -13,6 +13,7 @@ count locally (see `dogops.idle`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
 from prefect import flow, get_run_logger
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from dogops.backends import get_backend
 from dogops.idle import IdleStatus
 from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
+from tasks.live_lock import live_model_lock
 from tasks.operations import (
     IDLE_KEY,
     check_idle,
@@ -78,15 +80,16 @@ def idle_guard(
     platform = get_backend(settings)  # built once; every task of this run gets it
     status = check_idle(platform, max_idle_hours)
     changes: list[str] = []
-    if status.idle:
-        if action == "sleep":
+    # A dry run changes nothing, so it need not wait for a run that changes the endpoint.
+    with live_model_lock(settings) if apply and status.idle else contextlib.nullcontext():
+        if status.idle and action == "sleep":
             changes = put_to_sleep(platform, status, apply)
             if apply and changes:
                 mark_asleep(platform, status)
-        elif action == "teardown":
+        elif status.idle and action == "teardown":
             changes = teardown_resources(platform, apply)
             report_teardown(changes, apply, settings.backend)
-        else:
+        elif status.idle:
             changes = scale_to_min(platform, status, apply)
     get_run_logger().info("idle=%s action=%s apply=%s changes=%s", status.idle, action, apply,
                           changes)

@@ -53,6 +53,7 @@ from tasks.data import (
     validate_data,
 )
 from tasks.endpoint import deploy, register_autoscaling
+from tasks.live_lock import live_model_lock
 from tasks.operations import (
     read_live_model,
     record_model,
@@ -101,6 +102,15 @@ def choose_data(platform: Backend, resync: bool) -> tuple[SyncReport, Path, str 
     assert entry is not None
     data = refresh_data(platform, entry.data_uri)
     return data, fetch_test_split(platform, data), entry.data_dir or None
+
+
+def live_moved(before: RegistryEntry | None, now: RegistryEntry | None) -> str | None:
+    """Why not to promote when another run changed the live model since the gate read it."""
+    if (before and before.version) == (now and now.version):
+        return None
+    return (f"the live model changed while this run trained (v{before.version if before else '-'}"
+            f" -> v{now.version if now else '-'}), so the quality gate judged the candidate "
+            "against a model that no longer serves: nothing was deployed; run retrain again.")
 
 
 @flow(name="retrain", flow_run_name=run_namer("retrain"), log_prints=True)
@@ -157,16 +167,23 @@ def retrain(
         return RetrainResult(promoted=False, reason=reason, gate=decision, candidate=candidate,
                              data=data, live_before=live_before)
 
-    live = deploy(platform, candidate, key)  # through the guarded rollout
-    rolled = report_rollout(live, candidate)
-    if not rolled.promoted:
-        record_rolled_back(platform, candidate, rolled, "retrain")
-        logger.warning("rollout of %s rolled back: %s", candidate.version, rolled.reason)
-        return RetrainResult(promoted=False, reason=f"passed the gate but the rollout was rolled "
-                             f"back: {rolled.reason}", gate=decision, candidate=candidate,
-                             data=data, live_before=live_before, endpoint=live, rollout=rolled)
-    scaled = register_autoscaling(platform, live)
-    entry = record_model(platform, candidate, data, live, "retrain", source_dir)
+    with live_model_lock(settings):  # from deploy to the registry: no other run in between
+        moved = live_moved(live_before, read_live_model(platform))
+        if moved:  # the gate judged the candidate against a model that no longer serves
+            logger.warning("not promoted: %s", moved)
+            return RetrainResult(promoted=False, reason=moved, gate=decision,
+                                 candidate=candidate, data=data, live_before=live_before)
+        live = deploy(platform, candidate, key)  # through the guarded rollout
+        rolled = report_rollout(live, candidate)
+        if not rolled.promoted:
+            record_rolled_back(platform, candidate, rolled, "retrain")
+            logger.warning("rollout of %s rolled back: %s", candidate.version, rolled.reason)
+            return RetrainResult(promoted=False, reason=f"passed the gate but the rollout was "
+                                 f"rolled back: {rolled.reason}", gate=decision,
+                                 candidate=candidate, data=data, live_before=live_before,
+                                 endpoint=live, rollout=rolled)
+        scaled = register_autoscaling(platform, live)
+        entry = record_model(platform, candidate, data, live, "retrain", source_dir)
     return RetrainResult(
         promoted=True, reason=reason, gate=decision, candidate=candidate, data=data,
         live_before=live_before, registry_entry=entry, endpoint=live, scaling=scaled,

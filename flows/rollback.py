@@ -14,12 +14,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from dogops.backends import get_backend
+from dogops.backends import Backend, get_backend
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.registry import RegistryEntry, registry_in
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
 from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
+from tasks.live_lock import live_model_lock
 from tasks.operations import ROLLBACK_KEY, read_live_model, run_namer, set_live_version
 from tasks.rollout import report_rollout
 
@@ -41,6 +42,12 @@ def rollback(
     """Redeploy the registry's previous version (or `to_version`) and record it as live."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
     platform = get_backend(settings)  # built once; every task of this run gets it
+    with live_model_lock(settings):  # what is live is read and changed with no run in between
+        return _roll_back(platform, to_version)
+
+
+def _roll_back(platform: Backend, to_version: int | None) -> RollbackResult:
+    settings = platform.settings
     logger = get_run_logger()
     registry = registry_in(platform.store)
     name = settings.endpoint.name

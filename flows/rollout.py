@@ -26,6 +26,7 @@ from dogops.settings import (
     load_settings,
 )
 from tasks.endpoint import deploy
+from tasks.live_lock import live_model_lock
 from tasks.operations import record_model, run_namer
 from tasks.rollout import package_model, record_rolled_back, report_rollout
 
@@ -55,10 +56,11 @@ def rollout(
                              rollout={k: v for k, v in changes.items() if v is not None})
     platform = get_backend(settings)  # built once; every task of this run gets it
     model = package_model(platform, Path(model_dir))
-    live = deploy(platform, model, f"rollout-{model.version}")
-    outcome = report_rollout(live, model)
-    if not outcome.promoted:
-        record_rolled_back(platform, model, outcome, "rollout")
-        return RolloutResult(model=model, outcome=outcome, endpoint=live)
-    entry = record_model(platform, model, None, live, "rollout")
+    with live_model_lock(settings):  # from deploy to the registry: no other run in between
+        live = deploy(platform, model, f"rollout-{model.version}")
+        outcome = report_rollout(live, model)
+        if not outcome.promoted:
+            record_rolled_back(platform, model, outcome, "rollout")
+            return RolloutResult(model=model, outcome=outcome, endpoint=live)
+        entry = record_model(platform, model, None, live, "rollout")
     return RolloutResult(model=model, outcome=outcome, endpoint=live, registry_entry=entry)

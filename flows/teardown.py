@@ -9,10 +9,13 @@ and the registry stay, so `train-and-deploy` or `rollback` can bring the endpoin
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import flow, get_run_logger
 
 from dogops.backends import get_backend
 from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
+from tasks.live_lock import live_model_lock
 from tasks.operations import report_teardown, run_namer, teardown_resources
 
 
@@ -25,7 +28,9 @@ def teardown(
 ) -> list[str]:
     """List (dry run) or, with `apply`, delete the endpoint and everything made for it."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
-    lines = teardown_resources(get_backend(settings), apply)
+    # Deleting the endpoint changes what serves: not while another run deploys to it.
+    with live_model_lock(settings) if apply else contextlib.nullcontext():
+        lines = teardown_resources(get_backend(settings), apply)
     report_teardown(lines, apply, settings.backend)
     verb = "removed" if apply else "would remove (dry run; apply=True deletes)"
     get_run_logger().info("%s %d resources: %s", verb, len(lines), ", ".join(lines) or "none")

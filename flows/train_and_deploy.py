@@ -46,6 +46,7 @@ from dogops.settings import (
 )
 from tasks.data import data_dir_of_record, upload_data, validate_data
 from tasks.endpoint import deploy, deploy_lambda, register_autoscaling, secure, smoke_test
+from tasks.live_lock import live_model_lock
 from tasks.operations import record_model, report_cost
 from tasks.reporting import evaluate, report_endpoint, report_summary, report_tuning
 from tasks.rollout import record_rolled_back, report_rollout
@@ -107,26 +108,27 @@ def train_and_deploy(
     report_tuning(tuned)
     model = train_best(platform, data, tuned, key)
     evaluate(model, tuned)
-    live = deploy(platform, model, key)
-    if live.rollout is not None:  # an update, guarded: a rolled-back model goes no further
-        outcome = report_rollout(live, model)
-        if not outcome.promoted:
-            record_rolled_back(platform, model, outcome, "train-and-deploy")
-            raise OperationFailedError(
-                f"the rollout of model {model.version} on {live.name} was rolled back "
-                f"({outcome.reason}); the endpoint keeps serving {outcome.old_version}. See the "
-                "`rollout` artifact and the registry's rolled_back list.")
-    report_endpoint(platform, live)
-    scaled = register_autoscaling(platform, live)
-    security = secure(platform, live)
-    function = deploy_lambda(platform, live, security)
-    smoke: dict[str, Any] | StepSkipped = (
-        smoke_test(platform, live, data_root) if run_smoke_test
-        else StepSkipped(step="smoke-test", reason="run_smoke_test=False")
-    )
-    if isinstance(smoke, StepSkipped):
-        logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
-    entry = record_model(platform, model, data, live, "train-and-deploy", str(data_root))
+    with live_model_lock(settings):  # from deploy to the registry: no other run in between
+        live = deploy(platform, model, key)
+        if live.rollout is not None:  # an update, guarded: a rolled-back model goes no further
+            outcome = report_rollout(live, model)
+            if not outcome.promoted:
+                record_rolled_back(platform, model, outcome, "train-and-deploy")
+                raise OperationFailedError(
+                    f"the rollout of model {model.version} on {live.name} was rolled back "
+                    f"({outcome.reason}); the endpoint keeps serving {outcome.old_version}. "
+                    "See the `rollout` artifact and the registry's rolled_back list.")
+        report_endpoint(platform, live)
+        scaled = register_autoscaling(platform, live)
+        security = secure(platform, live)
+        function = deploy_lambda(platform, live, security)
+        smoke: dict[str, Any] | StepSkipped = (
+            smoke_test(platform, live, data_root) if run_smoke_test
+            else StepSkipped(step="smoke-test", reason="run_smoke_test=False")
+        )
+        if isinstance(smoke, StepSkipped):
+            logger.warning("step 'smoke-test' skipped: %s", smoke.reason)
+        entry = record_model(platform, model, data, live, "train-and-deploy", str(data_root))
     report_cost(platform, tuned, model.training_seconds, model.billable_seconds)
     report_summary(
         reporting.summary_markdown(

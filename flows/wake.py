@@ -14,12 +14,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from dogops.backends import get_backend
+from dogops.backends import Backend, get_backend
 from dogops.errors import UserInputError
 from dogops.registry import Asleep, RegistryEntry, registry_in
 from dogops.results import EndpointInfo, ScalingInfo, StepSkipped
 from dogops.settings import DEFAULT_ENDPOINT, BackendName, EndpointConfig, load_settings
 from tasks.endpoint import deploy, register_autoscaling
+from tasks.live_lock import live_model_lock
 from tasks.operations import IDLE_KEY, mark_awake, read_live_model, run_namer
 
 
@@ -39,7 +40,12 @@ def wake(
     """Deploy the registry's live version again (after idle-guard put the endpoint to sleep)."""
     settings = load_settings(backend=backend, endpoint=endpoint, state_dir=state_dir)
     platform = get_backend(settings)  # built once; every task of this run gets it
-    name = settings.endpoint.name
+    with live_model_lock(settings):  # what is live is read and changed with no run in between
+        return _wake(platform)
+
+
+def _wake(platform: Backend) -> WakeResult:
+    name = platform.settings.endpoint.name
     live = read_live_model(platform)
     if live is None:
         raise UserInputError(

@@ -14,12 +14,26 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-SPLITS = ("train", "valid", "test")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+try:
+    from model_code.data_files import (
+        IMAGE_EXTENSIONS,
+        SPLITS,
+        DataError,
+        class_folders,
+        data_files,
+        one_class_message,
+    )
+except ImportError:  # on SageMaker the source dir itself is on the path
+    from data_files import (  # type: ignore[no-redef]
+        IMAGE_EXTENSIONS,
+        SPLITS,
+        DataError,
+        class_folders,
+        data_files,
+        one_class_message,
+    )
 
-
-class DataError(ValueError):
-    """The data folder is not usable; the message names the folder or file and the fix."""
+__all__ = ["IMAGE_EXTENSIONS", "SPLITS", "DataError", "ImageDataset", "Split", "scan_dataset"]
 
 
 @dataclass(frozen=True)
@@ -43,18 +57,6 @@ class Split:
         return rows
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 def scan_split(data_dir: Path, name: str) -> tuple[Path, dict[str, list[Path]]]:
     """The class folders of one split and their images; raises DataError on a bad layout."""
     root = data_dir / name
@@ -63,21 +65,22 @@ def scan_split(data_dir: Path, name: str) -> tuple[Path, dict[str, list[Path]]]:
             f"missing split folder {root}: the data folder needs train/, valid/ and test/ "
             f"sub-folders, each with one folder per class (ImageFolder layout)."
         )
-    class_dirs = _visible_dirs(root)
+    class_dirs = class_folders(data_dir, name)
     if not class_dirs:
         raise DataError(
             f"split folder {root} has no class folders: put each class's images in its own "
             f"sub-folder, e.g. {root}/001.Affenpinscher/image.jpg."
         )
-    by_class: dict[str, list[Path]] = {}
+    by_class: dict[str, list[Path]] = {d.name: [] for d in class_dirs}
+    for found in data_files(data_dir, (name,)):  # the one walk validate and the syncs use
+        by_class[found.class_name].append(found.path)
     for class_dir in class_dirs:
-        images = _images_in(class_dir)
+        images = by_class[class_dir.name]
         if not images:
             raise DataError(
                 f"class folder {class_dir} is empty (no {'/'.join(sorted(IMAGE_EXTENSIONS))} "
                 f"images): add images or remove the folder from every split."
             )
-        by_class[class_dir.name] = images
     return root, by_class
 
 
@@ -91,6 +94,8 @@ def scan_dataset(data_dir: str | Path) -> dict[str, Split]:
         )
     scanned = {name: scan_split(data_dir, name) for name in SPLITS}
     class_names = tuple(sorted(scanned["train"][1]))
+    if len(class_names) < 2:
+        raise DataError(one_class_message(data_dir / "train", class_names))
     for name in ("valid", "test"):
         other = set(scanned[name][1])
         if other != set(class_names):

@@ -10,6 +10,7 @@ from typing import Any
 from prefect import task
 
 from dogops.backends import Backend
+from dogops.dataset import split_images
 from dogops.errors import OperationFailedError
 from dogops.results import (
     EndpointInfo,
@@ -50,10 +51,8 @@ def deploy_lambda(
 
 def first_test_image(data_dir: Path) -> tuple[Path, str]:
     """A test image and its class, to check the live endpoint's answer against."""
-    for class_dir in sorted(p for p in (data_dir / "test").iterdir() if p.is_dir()):
-        for image in sorted(class_dir.iterdir()):
-            if image.is_file():
-                return image, class_dir.name
+    for image in split_images(data_dir / "test"):  # the images validation counted
+        return image.path, image.class_name
     raise OperationFailedError(f"no test image under {data_dir / 'test'} for the smoke test")
 
 

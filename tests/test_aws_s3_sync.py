@@ -232,7 +232,7 @@ def test_crash_mid_sync_then_rerun_completes(clients: AwsClients, tmp_path: Path
 
 def test_multipart_file_is_skipped_on_resync(clients: AwsClients, tmp_path: Path):
     data = small_tree(tmp_path / "data")
-    big = data / "train/a/big.bin"
+    big = data / "train/a/big.jpg"
     big.write_bytes(os.urandom(12 * MiB))
     options: dict[str, Any] = {"multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB}
     s3 = clients.client("s3")
@@ -240,8 +240,8 @@ def test_multipart_file_is_skipped_on_resync(clients: AwsClients, tmp_path: Path
 
     first = sync_folder(clients, data, BUCKET, PREFIX, create_bucket=True, **options)
     assert first.uploaded == 5 and len(parts) == 3  # 5 + 5 + 2 MB
-    remote_etag = s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/train/a/big.bin")["ETag"]
-    local = hash_file(big, "train/a/big.bin", threshold=5 * MiB, chunksize=5 * MiB)
+    remote_etag = s3.head_object(Bucket=BUCKET, Key=f"{PREFIX}/train/a/big.jpg")["ETag"]
+    local = hash_file(big, "train/a/big.jpg", threshold=5 * MiB, chunksize=5 * MiB)
     assert remote_etag.strip('"') == local.etag and local.etag.endswith("-3")
 
     parts.clear()

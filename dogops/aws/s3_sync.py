@@ -3,6 +3,8 @@
 How one sync goes, and why in this order:
 
 1. Check the layout (train/ valid/ test/) before touching AWS: a wrong folder fails in a second.
+   The files synced are the data files of the one walk validation and training use
+   (`model_code.data_files`: images under <split>/<class>/, no dot-files, links refused).
 2. Make sure the bucket exists (created on request with AES256 default encryption and every
    public access block flag on; an existing bucket's settings are never overwritten).
 3. Read the previous manifest and list the prefix (the floor of a re-sync: started at once,
@@ -56,6 +58,7 @@ from dogops.aws.s3_upload import (
     upload_all,
     uploader,
 )
+from dogops.dataset import data_files
 from dogops.errors import DataLayoutError, TransientError
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
@@ -86,16 +89,9 @@ def check_layout(local_dir: Path) -> None:
 
 
 def local_files(local_dir: Path) -> list[Path]:
-    """Every regular file under `local_dir`, sorted, without hidden files or our manifest."""
-    files = []
-    for path in sorted(local_dir.rglob("*")):
-        rel = path.relative_to(local_dir)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if rel.as_posix() == MANIFEST_NAME:
-            continue
-        files.append(path)
-    return files
+    """The data's files, sorted: the one walk validation and training use (images under
+    <split>/<class>/, no dot-files, links refused), so S3 holds exactly what was validated."""
+    return sorted(found.path for found in data_files(local_dir))
 
 
 def part_size(size: int, chunksize: int) -> int:

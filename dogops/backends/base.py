@@ -8,7 +8,6 @@ duplicating it or failing on "already exists". A step a backend cannot do raises
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -46,9 +45,11 @@ class DocumentStore(Protocol):
 
     def read(self) -> bytes | None: ...
 
-    def write(self, body: bytes) -> None: ...
-
-    def lock(self) -> contextlib.AbstractContextManager[None]: ...
+    def update(self, change: Callable[[bytes | None], bytes | None]) -> None:
+        """Replace the document by `change(current body)` with no update lost to another writer
+        (a file lock locally, a conditional PUT on S3); `change` returns None to leave it as it
+        is, and may be called more than once (again on a fresh read after a conflict)."""
+        ...
 
 
 class ObjectReader(Protocol):

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from dogops.dataset import inspect_dataset
+from dogops.dataset import data_files, inspect_dataset
 from dogops.errors import UserInputError
 from dogops.hash_cache import HashCache
 from dogops.local.store import file_sha256
-from dogops.results import DATA_MANIFEST, SyncReport, listing_report
+from dogops.results import SyncReport, listing_report
 
 
 def local_path(uri: str) -> Path:
@@ -30,10 +30,8 @@ def refresh_local(uri: str, hash_cache: Path | None = None) -> SyncReport:
     inspect_dataset(root)
     cache = HashCache(hash_cache)
     files: dict[str, dict[str, Any]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(found.path for found in data_files(root)):  # what the sync copied
         key = path.relative_to(root).as_posix()
-        if key == DATA_MANIFEST or path.name.startswith("."):
-            continue
         digests = cache.hashes(
             path, key, lambda p: {"size": p.stat().st_size, "sha256": file_sha256(p)}
         )

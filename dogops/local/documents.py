@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dogops.errors import UserInputError
@@ -26,12 +26,16 @@ class LocalRegistryStore:
         except FileNotFoundError:
             return None
 
-    def write(self, body: bytes) -> None:
-        write_atomic(self.path, body)
+    def update(self, change: Callable[[bytes | None], bytes | None]) -> None:
+        """Read, change and write under an exclusive file lock, so two processes promoting at
+        once take turns; the write is a temp file + rename, so readers see old or new."""
+        with self._lock():
+            body = change(self.read())
+            if body is not None:
+                write_atomic(self.path, body)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Serialise read-modify-write across processes (two flows promoting at once)."""
+    def _lock(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.with_name(f".{self.path.name}.lock").open("a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -1,8 +1,10 @@
 """The local object store: a folder laid out with the same keys the S3 path uses.
 
-`sync_folder` copies a data folder into `<store>/<bucket>/<prefix>/data/` incrementally: files
-whose size and sha256 match the manifest are skipped, changed ones are replaced atomically
-(temp file + rename), files gone from the source are removed, and the manifest is written last, so
+`sync_folder` copies a data folder's data files (the one walk validation and training use,
+`model_code.data_files`: images under <split>/<class>/, no dot-files, links refused) into
+`<store>/<bucket>/<prefix>/data/` incrementally: files whose size and sha256 match the manifest
+are skipped, changed ones are replaced atomically (temp file + rename), files gone from the
+source are removed (only keys the previous manifest lists), and the manifest is written last, so
 a crash mid-sync leaves the previous manifest and the re-run redoes only what is missing.
 """
 
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 
 from dogops.backends.base import ProgressFn
-from dogops.dataset import inspect_dataset
+from dogops.dataset import data_files, inspect_dataset
 from dogops.hash_cache import HashCache
 from dogops.progress import Progress
 from dogops.results import SyncReport
@@ -65,7 +67,7 @@ def sync_folder(
     cache = HashCache(hash_cache)
     new: dict[str, dict[str, object]] = {}
     uploaded = skipped = bytes_uploaded = 0
-    files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(found.path for found in data_files(source))  # what inspect_dataset counted
     tracker = Progress(f"sync {source} to the local store", len(files), "files", say=progress)
     for index, path in enumerate(files, 1):
         key = path.relative_to(source).as_posix()
