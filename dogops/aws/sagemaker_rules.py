@@ -120,7 +120,8 @@ def _hyperparameters(request: dict[str, Any], _: UpdateContext | None) -> str | 
 
 def _metric_definitions(request: dict[str, Any], _: UpdateContext | None) -> str | None:
     found = (_definition(request).get("AlgorithmSpecification") or {}).get("MetricDefinitions")
-    return f"{len(found)} MetricDefinitions: at most 40" if len(found or []) > 40 else None
+    count = len(found or [])
+    return f"{count} MetricDefinitions: at most 40" if count > 40 else None
 
 
 def _environment(request: dict[str, Any], _: UpdateContext | None) -> str | None:
@@ -222,8 +223,8 @@ def _blue_green_bounds(request: dict[str, Any], _: UpdateContext | None) -> str 
 def _same_variants(request: dict[str, Any], context: UpdateContext | None) -> str | None:
     if context is None or not request.get("DeploymentConfig"):
         return None
-    old = {v.get("VariantName") for v in context.old_variants}
-    new = {v.get("VariantName") for v in context.new_variants}
+    old = {str(v.get("VariantName")) for v in context.old_variants}
+    new = {str(v.get("VariantName")) for v in context.new_variants}
     return None if old == new else (f"a blue/green deployment keeps the variant names: "
                                     f"{sorted(old)} -> {sorted(new)}")
 
@@ -231,8 +232,8 @@ def _same_variants(request: dict[str, Any], context: UpdateContext | None) -> st
 def _not_to_serverless(request: dict[str, Any], context: UpdateContext | None) -> str | None:
     if context is None:
         return None
-    old = {v.get("VariantName") for v in context.old_variants if "ServerlessConfig" not in v}
-    new = {v.get("VariantName") for v in context.new_variants if "ServerlessConfig" in v}
+    old = {str(v.get("VariantName")) for v in context.old_variants if "ServerlessConfig" not in v}
+    new = {str(v.get("VariantName")) for v in context.new_variants if "ServerlessConfig" in v}
     if old & new:
         return (f"variant(s) {sorted(old & new)} would go from instances to serverless: "
                 "SageMaker cannot update a real-time endpoint to serverless; delete the endpoint "
