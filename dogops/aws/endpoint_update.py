@@ -72,6 +72,17 @@ def needs_deregistration(
             and new.get(v.get("VariantName"), object()) != v.get("InstanceType")}
 
 
+def fleet_size(new_variants: list[dict[str, Any]]) -> int:
+    """The instances the new config's fleet starts with: what a traffic-shifting step is a
+    share of."""
+    return max([int(v.get("InitialInstanceCount") or 1) for v in new_variants] or [1])
+
+
+def update_request(name: str, config_name: str, guard: dict[str, Any]) -> dict[str, Any]:
+    """`UpdateEndpoint` of endpoint `name` to `config_name` with `guard` (`rollout`)."""
+    return {"EndpointName": name, "EndpointConfigName": config_name, **guard}
+
+
 def _rollback(
     clients: AwsClients, name: str, previous: str, wait: Callable[[], dict[str, Any]],
     progress: ProgressFn | None, context: UpdateContext,
@@ -82,7 +93,7 @@ def _rollback(
         return f"SageMaker kept it on the previous config {previous}"
     if progress:
         progress(f"rolling endpoint {name} back to {previous}")
-    request = {"EndpointName": name, "EndpointConfigName": previous}
+    request = update_request(name, previous, {})
     back = UpdateContext(context.new_variants, context.old_variants, context.scaling_targets)
     check_request("UpdateEndpoint", request, back)
     clients.client("sagemaker").update_endpoint(**request)
@@ -164,9 +175,9 @@ def update_in_place(
     old_variants = config_variants(sm, previous)
     registered, lifted = _scaling_pause(clients, settings, name, variant, old_variants,
                                         new_variants)
-    count = max([int(v.get("InitialInstanceCount") or 1) for v in new_variants] or [1])
-    guard, alarms, chosen = rollout.guarded_update(clients, settings, variant, run_key, count)
-    request = {"EndpointName": name, "EndpointConfigName": config_name, **guard}
+    guard, alarms, chosen = rollout.guarded_update(clients, settings, variant, run_key,
+                                                   fleet_size(new_variants))
+    request = update_request(name, config_name, guard)
     context = UpdateContext(old_variants, new_variants, frozenset(registered - lifted))
     check_request("UpdateEndpoint", request, context)  # before anything changes
     if progress:
