@@ -48,7 +48,7 @@ class PermissionDeniedError(UserInputError):
 
 
 class SageMakerRuleError(UserInputError):
-    """A SageMaker request that breaks a documented AWS rule; names the rule, its page and the fix."""
+    """A SageMaker request breaking a documented AWS rule; names the rule, its page, the fix."""
 
 
 class TransientError(DogopsError):
