@@ -206,3 +206,14 @@ def test_without_the_sdk_the_built_in_table_knows_only_real_images(monkeypatch):
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-gpu-py311")
     with pytest.raises(UserInputError, match="training.py_version 'py312'"):
         framework_image("eu-west-1", TrainingConfig(py_version="py312"), "ml.m5.xlarge")
+
+
+def test_an_endpoint_whose_config_was_deleted_still_updates(clients, aws_settings, monkeypatch):
+    """SageMaker lets a live endpoint's config be deleted; the update then has no old variants
+    to compare, and goes on (the old code never read them)."""
+    sm = clients.client("sagemaker")
+    first = deploy(clients, aws_settings, trained("v1"))
+    sm.delete_endpoint_config(EndpointConfigName=first.config_name)
+    fake = FakeDeployment(sm, monkeypatch)
+    second = deploy(clients, aws_settings, trained("v2"), run_key="run2")
+    assert [r["EndpointConfigName"] for r in fake.requests] == [second.config_name]

@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from dogops.aws import naming, ownership, rollout
+from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S
 from dogops.aws.sagemaker_rules import UpdateContext, check_request
@@ -40,7 +43,13 @@ def config_variants(sm: Any, config_name: str | None) -> list[dict[str, Any]]:
     """The ProductionVariants of endpoint config `config_name` ([] for none)."""
     if not config_name:
         return []
-    return list(sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"])
+    try:
+        described = sm.describe_endpoint_config(EndpointConfigName=config_name)
+    except ClientError as exc:  # deleted while the endpoint runs: SageMaker allows that
+        if error_code(exc) != "ValidationException" or "Could not find" not in error_message(exc):
+            raise
+        return []
+    return list(described["ProductionVariants"])
 
 
 def kept_instance_count(settings: Settings, current: dict[str, Any] | None, variant: str) -> int:
@@ -57,6 +66,16 @@ def kept_instance_count(settings: Settings, current: dict[str, Any] | None, vari
               for v in (current or {}).get("ProductionVariants", [])
               if v.get("VariantName") == variant and "CurrentServerlessConfig" not in v]
     return max([settings.endpoint.initial_instance_count, *counts])
+
+
+def _live_variants(current: dict[str, Any]) -> list[dict[str, Any]]:
+    """The variants as DescribeEndpoint shows them, for an endpoint whose config was deleted:
+    names and serverless or not; the instance type is unknown, so a registered target counts
+    as changing type and is lifted for the update (harmless, it is registered again after)."""
+    return [{"VariantName": v.get("VariantName"),
+             **({"ServerlessConfig": v["CurrentServerlessConfig"]}
+                if "CurrentServerlessConfig" in v else {})}
+            for v in current.get("ProductionVariants", [])]
 
 
 def needs_deregistration(
@@ -172,7 +191,7 @@ def update_in_place(
     sm = clients.client("sagemaker")
     name = current["EndpointName"]
     previous = current.get("EndpointConfigName")
-    old_variants = config_variants(sm, previous)
+    old_variants = config_variants(sm, previous) or _live_variants(current)
     registered, lifted = _scaling_pause(clients, settings, name, variant, old_variants,
                                         new_variants)
     guard, alarms, chosen = rollout.guarded_update(clients, settings, variant, run_key,
