@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from test_aws_rollout import FakeDeployment
-from test_aws_sagemaker import calls, clients, deploy, trained
+from test_aws_sagemaker import FakeUpdates, calls, clients, deploy, trained
 
 from dogops.aws.autoscaling import is_registered, register_autoscaling
 from dogops.aws.sagemaker_job import framework_image
-from dogops.errors import SageMakerRuleError, UserInputError
+from dogops.errors import OperationFailedError, SageMakerRuleError, UserInputError
 from dogops.rollout import rollout_markdown
 from dogops.settings import EndpointConfig, RolloutConfig, Settings, TrainingConfig, load_settings
 
@@ -166,6 +166,18 @@ def test_an_instance_type_change_deregisters_then_registers_again(clients, aws_s
     assert len(policies) == 1
     assert any("deregistered for the update" in line for line in lines)
     assert any("registered again" in line for line in lines)
+
+
+def test_a_failed_instance_type_change_still_registers_again(clients, aws_settings,
+                                                               monkeypatch):
+    first = deploy(clients, aws_settings, trained("v1"))
+    register_autoscaling(clients, EP, aws_settings.scaling, project="dogops")
+    fake = FakeUpdates(clients.client("sagemaker"), monkeypatch, healthy_config=first.config_name)
+    aws_settings.endpoint.instance_type = "ml.m5.xlarge"
+    with pytest.raises(OperationFailedError, match=f"rolled back to {first.config_name}"):
+        deploy(clients, aws_settings, trained("v2"), run_key="run2")
+    assert len(fake.requests) == 2  # the update, then the rollback to the old config
+    assert is_registered(clients, EP)
 
 
 def test_a_new_model_on_the_same_instance_type_stays_registered(clients, aws_settings,
