@@ -214,7 +214,7 @@ def update_arguments(
 
 
 def guarded_update(
-    clients: AwsClients, settings: Settings, variant: str, run_key: str, instance_count: int = 1
+    clients: AwsClients, settings: Settings, variant: str, run_key: str, instance_count: int
 ) -> tuple[dict[str, Any], list[str], Plan]:
     """`update_arguments` with the endpoint's alarms made first (none for serverless)."""
     if settings.endpoint.mode == "serverless":
