@@ -213,3 +213,33 @@ def test_an_update_is_only_checked_with_its_context():
         check_request("UpdateEndpoint", request)
     with pytest.raises(ValueError, match="no SageMaker rules"):
         check_request("DeleteEverything", {})
+
+
+SENDERS = {"create_training_job": "CreateTrainingJob",
+           "create_hyper_parameter_tuning_job": "CreateHyperParameterTuningJob",
+           "create_model": "CreateModel", "create_endpoint_config": "CreateEndpointConfig",
+           "create_endpoint": "CreateEndpoint", "update_endpoint": "UpdateEndpoint"}
+
+
+def test_every_send_is_checked_in_the_function_that_sends_it():
+    """Read from the source (nothing runs): a function of dogops/aws that calls or hands on
+    `<client>.create_model` (etc.) also calls `check_request("CreateModel", ...)`; a new send
+    point without the check fails here."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "dogops" / "aws"
+    unchecked, seen = [], set()
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            sends = {SENDERS[n.attr] for n in ast.walk(node)
+                     if isinstance(n, ast.Attribute) and n.attr in SENDERS}
+            checked = {n.args[0].value for n in ast.walk(node)
+                       if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "check_request"
+                       and n.args and isinstance(n.args[0], ast.Constant)}
+            seen |= sends
+            unchecked += [f"{path.name}::{node.name}: {op}" for op in sorted(sends - checked)]
+    assert unchecked == []
+    assert seen == set(SENDERS.values())  # each operation is sent somewhere and was looked at
