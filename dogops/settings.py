@@ -122,6 +122,13 @@ class EndpointConfig(BaseModel):
     )
     host: str = Field("127.0.0.1", description="Local backend: address the endpoint binds to.")
     port: int = Field(0, ge=0, le=65535, description="Local backend: 0 picks a free port.")
+    idle_timeout_s: float = Field(
+        60.0, gt=0, le=3600,
+        description="Local backend: seconds a keep-alive connection may idle (or a read or write "
+        "stall) before the endpoint closes it. 60 s as a load balancer's default idle timeout: "
+        "long enough that a client's next call reuses its connection, short enough that idle "
+        "sockets do not pile up; boto3 sees a closed pooled connection and opens a new one.",
+    )
     model_server_workers: int = Field(
         1, ge=1, le=64,
         description="SAGEMAKER_MODEL_SERVER_WORKERS: model processes per endpoint instance.",
@@ -167,15 +174,11 @@ class EndpointConfig(BaseModel):
                 "number of GB: 1024, 2048, 3072, 4096, 5120 or 6144."
             )
         if self.mode == "serverless" and self.capture_percent > 0:
-            # AWS: "Feature exclusions" of Serverless Inference, data capture among them
-            # (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html). The
-            # local endpoint would capture, so both backends refuse the pair alike.
+            # AWS: serverless-endpoints.html "feature exclusions"; both backends refuse alike.
             raise UserInputError(
                 f"endpoint.mode=serverless with endpoint.capture_percent={self.capture_percent}: "
-                "SageMaker serverless endpoints do not support data capture. Set "
-                "DOGOPS_ENDPOINT__CAPTURE_PERCENT=0, or DOGOPS_ENDPOINT__MODE=instance to keep "
-                "capturing."
-            )
+                "SageMaker serverless endpoints do not support data capture. Set DOGOPS_ENDPOINT__"
+                "CAPTURE_PERCENT=0, or DOGOPS_ENDPOINT__MODE=instance to keep capturing.")
         provisioned = self.serverless_provisioned_concurrency
         if provisioned is not None and provisioned > self.serverless_max_concurrency:
             raise UserInputError(

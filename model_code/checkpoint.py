@@ -3,7 +3,8 @@ resumes after its last finished epoch instead of starting over.
 
 SageMaker syncs `/opt/ml/checkpoints` (CheckpointConfig.LocalPath) with S3 while a managed spot
 job runs and copies it back into the new instance after an interruption; the local backend gives
-each job its own folder. One file, `checkpoint.pt`, rewritten after every epoch under a temporary
+each job its own folder. Each job checkpoints in its own subfolder (`default_dir`), one file,
+`checkpoint.pt`, rewritten after every epoch under a temporary
 name and renamed: a kill mid-write leaves the previous epoch's checkpoint intact.
 
 It holds what the next epoch depends on, so a resumed run ends with the same model as an
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,15 +29,30 @@ import torch
 
 FILE_NAME = "checkpoint.pt"
 SAGEMAKER_CHECKPOINT_DIR = "/opt/ml/checkpoints"
+_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
 
 def default_dir(env: Any = None) -> Path | None:
     """DOGOPS_CHECKPOINT_DIR (the local backend's job folder), else SageMaker's
-    /opt/ml/checkpoints when it exists (CheckpointConfig creates it), else none."""
+    /opt/ml/checkpoints when it exists (CheckpointConfig creates it), else none; inside it, the
+    job's own folder named by TRAINING_JOB_NAME when that is set.
+
+    All the trials of a SageMaker tuning job share one CheckpointConfig, so one S3 folder synced
+    into every trial's /opt/ml/checkpoints: one file name there would have parallel trials
+    overwrite each other. SageMaker sets TRAINING_JOB_NAME in the container (the training
+    toolkit reads it too: sagemaker_training.params.TRAINING_JOB_ENV), a different name per
+    trial, and a spot job restarted after an interruption keeps its name, so it finds its own
+    checkpoint again."""
     env = os.environ if env is None else env
     if env.get("DOGOPS_CHECKPOINT_DIR"):
-        return Path(env["DOGOPS_CHECKPOINT_DIR"])
-    return Path(SAGEMAKER_CHECKPOINT_DIR) if Path(SAGEMAKER_CHECKPOINT_DIR).is_dir() else None
+        base = Path(env["DOGOPS_CHECKPOINT_DIR"])
+    elif Path(SAGEMAKER_CHECKPOINT_DIR).is_dir():
+        base = Path(SAGEMAKER_CHECKPOINT_DIR)
+    else:
+        return None
+    job = env.get("TRAINING_JOB_NAME") or ""
+    # Job names are [a-zA-Z0-9-]; anything else (a path) is not used as a folder name.
+    return base / job if _JOB_NAME.fullmatch(job) else base
 
 
 def fingerprint(settings: dict[str, Any]) -> str:

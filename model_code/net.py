@@ -107,12 +107,21 @@ def _efficientnet_lite0_backbone(image_size: int, pretrained: bool) -> tuple[nn.
 
 
 def find_resnet50_weights(weights: str | Path | None = None) -> Path:
-    """The ResNet-50 ImageNet weights file: `weights` if given, else the torch hub cache.
+    """The ResNet-50 ImageNet weights file: `weights` if given (a file, or a folder holding
+    `resnet50-*.pth`), else the torch hub cache.
 
     Never downloads: without internet a download would hang or fail late, so a missing file is
     reported at once with where to put it.
     """
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    if weights and Path(weights).is_dir():  # a folder: SageMaker's `weights` input channel
+        shipped = sorted(Path(weights).glob("resnet50-*.pth"))
+        if shipped:
+            return shipped[0]
+        raise WeightsNotFoundError(
+            f"the weights folder {weights} has no resnet50-*.pth: dogops ships the file from the "
+            f"torch hub cache of the machine that starts the job (e.g. {checkpoints})."
+        )
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():

@@ -235,8 +235,8 @@ def run(args: argparse.Namespace, paths: Paths) -> dict[str, Any]:
                                                     for k, v in splits.items()))
 
     model = net.build_model(args.architecture, len(class_names), image_size=args.image_size,
-                            pretrained=True, weights=args.weights).to(device)
-    weights_id = net.weights_identity(args.architecture, args.weights)
+                            pretrained=True, weights=paths.weights).to(device)
+    weights_id = net.weights_identity(args.architecture, paths.weights)
     feature_sets, cache_hit = _split_features(args, paths, splits, model, device, weights_id)
 
     # Re-seed so training does not depend on whether the features came from the cache

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="Skip unreadable images with a warning instead of stopping.")
     add("feature-cache-dir", type=_str, default=None,
         help="Folder for cached backbone features (default: env DOGOPS_FEATURE_CACHE_DIR).")
-    add("weights", type=_str, default=None, help="torchvision ResNet-50 weights file.")
+    add("weights", type=_str, default=None, help="torchvision ResNet-50 weights file (default: "
+        "env SM_CHANNEL_WEIGHTS, else the torch hub cache).")
     add("num-threads", type=_int, default=None, help="torch CPU threads.")
     add("num-workers", type=_int, default=None, help="DataLoader workers (default 0 on CPU).")
     add("data-dir", type=_str, default=None, help="Default: env SM_CHANNEL_TRAINING.")
@@ -145,6 +146,7 @@ class Paths:
     output_dir: Path
     cache_dir: Path | None
     checkpoint_dir: Path | None = None
+    weights: str | None = None
 
 
 def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
@@ -159,8 +161,10 @@ def resolve_paths(args: argparse.Namespace, env: Any = None) -> Paths:
     output_dir = args.output_dir or env.get("SM_OUTPUT_DATA_DIR") or model_dir
     cache = args.feature_cache_dir or env.get("DOGOPS_FEATURE_CACHE_DIR") or None
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoint.default_dir(env)
+    # On SageMaker the ResNet-50 weights arrive in the `weights` channel (dogops.aws.weights).
+    weights = args.weights or env.get("SM_CHANNEL_WEIGHTS") or None
     return Paths(Path(data_dir), Path(model_dir), Path(output_dir), Path(cache) if cache else None,
-                 ckpt)
+                 ckpt, weights)
 
 
 def log(message: str) -> None:

@@ -110,6 +110,31 @@ def toolkit_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
+def parity_trial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One small model trained by the local tuner, shared by the parity tests
+    (tests/parity_cases.py): trained once per session, whichever of them runs first."""
+    from parity_cases import train_trial
+
+    return train_trial(tmp_path_factory.mktemp("parity"))
+
+
+@pytest.fixture(scope="session")
+def drip_url() -> Iterator[str]:
+    """An image server on 127.0.0.1 that sends its headers, then one byte every 0.5 s."""
+    from parity_cases import drip_server
+
+    yield from drip_server()
+
+
+@pytest.fixture(scope="session")
+def image_url(parity_trial: dict[str, Any]) -> Iterator[str]:
+    """An image server on 127.0.0.1 serving the parity trial's test image."""
+    from parity_cases import image_server, sample_jpeg
+
+    yield from image_server(sample_jpeg(parity_trial))
+
+
+@pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """One Prefect test server for the whole session (starting one costs ~20 s)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -94,6 +94,11 @@ def sagemaker_tables(
         ("s3:GetObject", f"{objects}/data/train/001.Beagle/dog 1.jpg", {}),
         ("s3:GetObject", f"{objects}/data/_manifest.json", {}),
         ("s3:GetObject", f"{objects}/code/0123456789abcdef/sourcedir.tar.gz", {}),
+        # `dogops rollout` stores the model there; the endpoint loads it with this role.
+        ("s3:GetObject", f"{objects}/rollouts/0123456789abcdef/model.tar.gz", {}),
+        # The jobs' pretrained weights channel (dogops.aws.weights).
+        ("s3:GetObject", f"{objects}/weights/0123456789abcdef/resnet50-11ad3fa6.pth", {}),
+        ("s3:ListBucket", s3, {"s3:prefix": f"{prefix}/weights/0123456789abcdef/"}),
         ("s3:GetObject", f"{objects}/tuning/dogops-hpo-1-abc/output/model.tar.gz", {}),
         ("s3:GetObject", f"{objects}/training/dogops-train-1/output/model.tar.gz", {}),
         ("s3:PutObject", f"{objects}/tuning/dogops-hpo-1-abc/output/model.tar.gz", {}),
@@ -137,6 +142,8 @@ def sagemaker_tables(
         ("s3:GetObject", f"{objects}/registry.json", {}),
         ("s3:PutObject", f"{objects}/registry.json", {}),
         ("s3:PutObject", f"{objects}/code/0123456789abcdef/sourcedir.tar.gz", {}),
+        ("s3:PutObject", f"{objects}/rollouts/0123456789abcdef/model.tar.gz", {}),
+        ("s3:PutObject", f"{objects}/weights/0123456789abcdef/resnet50-11ad3fa6.pth", {}),
         ("s3:PutObject", f"{objects}/data/train/001.Beagle/dog 1.jpg", {}),
         ("s3:DeleteObject", f"{objects}/tuning/job/output/model.tar.gz", {}),
         ("s3:PutBucketPolicy", s3, {}),

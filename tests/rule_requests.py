@@ -25,6 +25,7 @@ from dogops.settings import Settings
 ROLE = "arn:aws:iam::123456789012:role/dogops-sagemaker-execution"
 DATA = SyncReport(uri="s3://dogops-test/dogops/data", files_total=4, manifest_sha256="ab" * 32)
 CHECKPOINTS = "s3://dogops-test/dogops/checkpoints"
+WEIGHTS = "s3://dogops-test/dogops/weights/0123456789abcdef/"
 ALARMS = ["dogops-classifier-dogops-5xx-rate", "dogops-classifier-dogops-latency-p99"]
 
 Requests = list[tuple[str, dict[str, Any], UpdateContext | None]]
@@ -38,8 +39,12 @@ def model(version: str) -> TrainedModel:
 def job_requests(settings: Settings) -> Requests:
     """CreateHyperParameterTuningJob and CreateTrainingJob, as `run_tuning` / `train_best`."""
     training = settings.training
+    # resnet50's weights travel in a channel (`dogops.aws.weights.ship_weights`, which needs
+    # the file and S3: its URI is given here); EfficientNet-Lite0's come with a pip package.
+    weights = WEIGHTS if training.architecture == "resnet50" else ""
     common: dict[str, Any] = {"run_key": "run1", "data": DATA, "source_uri": "s3://b/code.tgz",
-                              "role_arn": ROLE, "checkpoint_uri": CHECKPOINTS}
+                              "role_arn": ROLE, "checkpoint_uri": CHECKPOINTS,
+                              "weights_uri": weights}
     tuning = tuning_request(
         settings, image_uri=framework_image(settings.aws.region, training,
                                             training.tuning_instance_type),

@@ -133,7 +133,8 @@ def test_secure_and_lambda_use_the_endpoint_arn(aws_settings):  # type: ignore[n
 
     settings = aws_settings.merged(lambda_={"provisioned_concurrency": 0})
     backend = AwsBackend(settings, poll_s=0)
-    model = TrainedModel(job_name="j", model_uri="s3://dogops-test/m/model.tar.gz",
+    # Under training/: the role dogops creates reads models there (test_aws_s3_access.py).
+    model = TrainedModel(job_name="j", model_uri="s3://dogops-test/dogops/training/m.tar.gz",
                          hyperparameters={}, version="v1")
     endpoint = backend.deploy(model, "run1")  # the SageMaker role is created on the way
     security = backend.secure(endpoint)

@@ -175,7 +175,8 @@ def test_local_job_folder_keeps_its_checkpoints_so_a_stopped_job_resumes(
                                on_line=lambda line: line.startswith("Epoch: 2 "))
     assert stopped.stopped_early
     assert "starting at epoch 1 (no checkpoint in" in stopped.log_text
-    assert (job / CHECKPOINTS / checkpoint.FILE_NAME).is_file()
+    # Under the job's name, as on SageMaker (TRAINING_JOB_NAME: tuning trials share one folder).
+    assert (job / CHECKPOINTS / "job" / checkpoint.FILE_NAME).is_file()
 
     prepare_job(job, demo, hps, source)  # a re-run of the job keeps checkpoints/
     again = run_training_job(job, env, job / "train.log")

@@ -74,6 +74,8 @@ def test_sagemaker_policy_scoped_to_bucket_prefix() -> None:
         ("s3:ListBucket", "arn:aws:s3:::dogops-data"),
         ("s3:GetObject", f"{objects}/data/*"),
         ("s3:GetObject", f"{objects}/code/*"),
+        ("s3:GetObject", f"{objects}/rollouts/*"),
+        ("s3:GetObject", f"{objects}/weights/*"),
         ("s3:GetObject", f"{objects}/tuning/*"),
         ("s3:GetObject", f"{objects}/training/*"),
         ("s3:GetObject", f"{objects}/checkpoints/*"),

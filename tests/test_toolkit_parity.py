@@ -11,14 +11,11 @@ go to real servers on 127.0.0.1 (allowed through the environment, as an operator
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,47 +23,17 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from http_servers import http_server
-from PIL import Image
+from parity_cases import LABEL, SERVING_ENV, URL_TIMEOUT_S, Sources, sample_jpeg, toolkit_cases
 
-from dogops.settings import ScalingConfig, Settings, TrainingConfig, TuningConfig
+from dogops.settings import ScalingConfig, Settings
 
 pytestmark = pytest.mark.slow
 
 ENDPOINT = "parity-endpoint"
-LABEL = "002.Synthetic_Collie"
-URL_TIMEOUT_S = 1.0
-# URLs to 127.0.0.1 over http are allowed so the drip server is reachable; every other URL case
-# is still refused (scheme, host list, or address), as the table asserts.
-SERVING_ENV = {
-    "DOGOPS_ALLOWED_URL_SCHEMES": "https,http,s3",
-    "DOGOPS_ALLOWED_URL_HOSTS": "127.0.0.1",
-    "DOGOPS_URL_TIMEOUT_S": str(URL_TIMEOUT_S),
-}
 
 
 # --------------------------------------------------------------------------------------------
-# One trial through the training toolkit
-
-
-@pytest.fixture(scope="module")
-def trial(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from dogops.local.tuner import LocalTuner
-    from model_code.demo_data import generate_demo_dataset
-
-    root = tmp_path_factory.mktemp("parity")
-    data = generate_demo_dataset(root / "data", classes=3, train_per_class=10,
-                                 valid_per_class=3, test_per_class=3, image_size=64)
-    tuning = TuningConfig(max_jobs=1, max_parallel_jobs=1, epochs=3, batch_sizes=[8],
-                          learning_rate_min=0.01, learning_rate_max=0.01, strategy="random")
-    training = TrainingConfig(image_size=64, epochs=3)
-    result = LocalTuner(job_name="parity-job", job_dir=root / "job", data_dir=data,
-                        tuning=tuning, training=training).run()
-    best = result.best
-    assert best is not None and best.model_uri is not None, result.trials
-    trial_dir = Path(best.model_uri.removeprefix("file://")).parent
-    return {"data": data, "dir": trial_dir, "model": trial_dir / "model", "result": best,
-            "tuning": tuning, "training": training, "job_dir": root / "job"}
+# One trial through the training toolkit (the `parity_trial` fixture, tests/conftest.py)
 
 
 def _env_lines(log: str) -> dict[str, str]:
@@ -80,12 +47,12 @@ def _env_lines(log: str) -> dict[str, str]:
 
 
 def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
-    trial: dict[str, Any],
+    parity_trial: dict[str, Any],
 ) -> None:
     from dogops.aws.sagemaker_job import static_hyperparameters
 
-    trial_dir: Path = trial["dir"]
-    source = trial["job_dir"] / "sourcedir.tar.gz"
+    trial_dir: Path = parity_trial["dir"]
+    source = parity_trial["job_dir"] / "sourcedir.tar.gz"
     written = json.loads((trial_dir / "input" / "config" / "hyperparameters.json").read_text())
     # SageMaker writes every value as a JSON-encoded string: "8", not 8.
     assert all(isinstance(v, str) for v in written.values()), written
@@ -93,7 +60,7 @@ def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
     assert written["sagemaker_program"] == "train.py"
     assert written["sagemaker_submit_directory"] == str(source)
     # The same strings the aws backend sends the SageMaker tuner as static hyperparameters.
-    settings = Settings(tuning=trial["tuning"], training=trial["training"])
+    settings = Settings(tuning=parity_trial["tuning"], training=parity_trial["training"])
     sent = static_hyperparameters(settings, "s3://bucket/code/sourcedir.tar.gz")
     for name, value in sent.items():
         if name not in ("sagemaker_submit_directory", "sagemaker_region"):
@@ -108,75 +75,11 @@ def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
         "image_size": 64, "learning_rate": 0.01, "patience": 3, "seed": 42,
     }
     assert env["SM_CHANNEL_TRAINING"] == str(trial_dir / "input" / "data" / "training")
-    assert Path(env["SM_CHANNEL_TRAINING"]).resolve() == trial["data"].resolve()
+    assert Path(env["SM_CHANNEL_TRAINING"]).resolve() == parity_trial["data"].resolve()
     assert env["SM_MODEL_DIR"] == str(trial_dir / "model")
     assert (trial_dir / "code" / "train.py").is_file()  # unpacked from sourcedir.tar.gz
     assert (trial_dir / "output" / "success").exists()  # written by the toolkit
-    assert "Epoch: 3" in log and trial["result"].state == "Completed"
-
-
-# --------------------------------------------------------------------------------------------
-# The requests
-
-
-def _png(jpeg: bytes, mode: str) -> bytes:
-    out = io.BytesIO()
-    Image.open(io.BytesIO(jpeg)).convert(mode).save(out, format="PNG")
-    return out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def drip_url() -> Iterator[str]:
-    """An image server that sends its headers, then one byte every 0.5 s."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", "100")
-            self.end_headers()
-            try:
-                for _ in range(100):
-                    self.wfile.write(b"\xff")
-                    self.wfile.flush()
-                    time.sleep(0.5)
-            except OSError:
-                pass
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http_server(Handler) as url:
-        yield f"{url}/dog.jpg"
-
-
-def _cases(jpeg: bytes, drip: str) -> list[tuple[str, bytes, str, Any, int]]:
-    """(name, body, content type, the Lambda event carrying the same, expected status)."""
-
-    def url(value: str) -> tuple[bytes, str, Any]:
-        return json.dumps({"url": value}).encode(), "application/json", {"url": value}
-
-    def image(raw: bytes, content_type: str) -> tuple[bytes, str, Any]:
-        return raw, content_type, {"image": base64.b64encode(raw).decode()}
-
-    oversized = jpeg + os.urandom(11 * 1024 * 1024)  # over every limit: 6 MB, 10 MB
-    text_event = {"httpMethod": "POST", "headers": {"content-type": "text/plain"},
-                  "body": "a dog, honestly"}
-    table: list[tuple[str, tuple[bytes, str, Any], int]] = [
-        ("good-jpeg", image(jpeg, "image/jpeg"), 200),
-        ("rgba-png", image(_png(jpeg, "RGBA"), "image/png"), 200),
-        ("greyscale-png", image(_png(jpeg, "L"), "image/png"), 200),
-        ("oversized", image(oversized, "image/jpeg"), 413),
-        ("broken-jpeg", image(b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20, "image/jpeg"), 400),
-        ("empty-body", image(b"", "image/jpeg"), 400),
-        ("text-plain", (b"a dog, honestly", "text/plain", text_event), 415),
-        ("json-without-url", (b'{"foo": 1}', "application/json", {"foo": 1}), 400),
-        ("metadata-url", url("http://169.254.169.254/latest/meta-data/iam/"), 400),
-        ("file-url", url("file:///etc/passwd"), 400),
-        ("shared-address-url", url("https://100.64.0.1/dog.jpg"), 400),
-        ("drip-server", url(drip), 400),
-    ]
-    return [(name, *request, status) for name, request, status in table]
+    assert "Epoch: 3" in log and parity_trial["result"].state == "Completed"
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +87,7 @@ def _cases(jpeg: bytes, drip: str) -> list[tuple[str, bytes, str, Any, int]]:
 
 
 @pytest.fixture(scope="module")
-def endpoint_url(trial: dict[str, Any],
+def endpoint_url(parity_trial: dict[str, Any],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from dogops.local.endpoint import start_endpoint, stop_endpoint
     from dogops.serving_env import serving_environment
@@ -192,18 +95,18 @@ def endpoint_url(trial: dict[str, Any],
     state_dir = tmp_path_factory.mktemp("parity-state")
     env = {**serving_environment(Settings()), **SERVING_ENV}
     scaling = ScalingConfig(min_capacity=1, max_capacity=1)
-    info = start_endpoint(ENDPOINT, trial["model"], state_dir, scaling, env=env,
+    info = start_endpoint(ENDPOINT, parity_trial["model"], state_dir, scaling, env=env,
                           options={"drain_seconds": 0.3})
     yield str(info.runtime_endpoint_url)
     stop_endpoint(ENDPOINT, state_dir)
 
 
-def _in_process(trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+def _in_process(parity_trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
     from dogops.local.serving_toolkit import ToolkitWorker
 
     for name, value in SERVING_ENV.items():
         monkeypatch.setenv(name, value)
-    worker = ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))
+    worker = ToolkitWorker(str(parity_trial["model"]), str(parity_trial["model"] / "code"))
 
     def call(body: bytes, content_type: str) -> tuple[int, str]:
         status, payload, _ = worker.invoke(body, content_type, "application/json")
@@ -250,17 +153,18 @@ def _through_lambda(url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_one_parity_table_three_doors(
-    trial: dict[str, Any], endpoint_url: str, drip_url: str, monkeypatch: pytest.MonkeyPatch,
-    toolkit_in_process: None,
+    parity_trial: dict[str, Any], endpoint_url: str, drip_url: str, image_url: str,
+    monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
 ) -> None:
-    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    jpeg = sample_jpeg(parity_trial)
     doors = {
-        "handler-service": _in_process(trial, monkeypatch),
+        "handler-service": _in_process(parity_trial, monkeypatch),
         "endpoint": _through_endpoint(endpoint_url),
     }
     via_lambda = _through_lambda(endpoint_url, monkeypatch)
     rows = []
-    for name, body, content_type, event, expected in _cases(jpeg, drip_url):
+    cases = toolkit_cases(Sources(jpeg, image_url, drip_url))
+    for name, body, content_type, event, expected in cases:
         answers = {}
         for door, call in doors.items():
             started = time.monotonic()
@@ -283,7 +187,7 @@ def test_one_parity_table_three_doors(
 
 
 def test_the_whole_table_as_one_batch_answers_each_request_alone(
-    trial: dict[str, Any], drip_url: str, monkeypatch: pytest.MonkeyPatch,
+    parity_trial: dict[str, Any], drip_url: str, image_url: str, monkeypatch: pytest.MonkeyPatch,
     toolkit_in_process: None,
 ) -> None:
     """The worker's batch path (what the endpoint's batcher sends): every row of the parity table
@@ -293,10 +197,10 @@ def test_the_whole_table_as_one_batch_answers_each_request_alone(
 
     for name, value in SERVING_ENV.items():
         monkeypatch.setenv(name, value)
-    worker = ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))
+    worker = ToolkitWorker(str(parity_trial["model"]), str(parity_trial["model"] / "code"))
     assert worker.batch_predict_fn is not None
-    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
-    cases = _cases(jpeg, drip_url)
+    jpeg = sample_jpeg(parity_trial)
+    cases = toolkit_cases(Sources(jpeg, image_url, drip_url))
     requests = [(body, content_type, "application/json") for _, body, content_type, _, _ in cases]
     forwards: list[int] = []
     module = worker.service._service._model.module
@@ -351,7 +255,7 @@ class _TorchServeBatchContext:
 
 
 def test_a_model_that_replaces_predict_fn_is_served_by_it_in_a_batch_too(
-    trial: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    parity_trial: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     toolkit_in_process: None,
 ) -> None:
     """Code that redefines predict_fn (and not batch_predict_fn) gets its own predict_fn for
@@ -364,18 +268,18 @@ def test_a_model_that_replaces_predict_fn_is_served_by_it_in_a_batch_too(
     for name, value in SERVING_ENV.items():
         monkeypatch.setenv(name, value)
     model = tmp_path / "model"
-    shutil.copytree(trial["model"], model)
+    shutil.copytree(parity_trial["model"], model)
     with (model / "code" / "inference.py").open("a") as handle:
         handle.write("\n\ndef predict_fn(data, model):\n    raise RuntimeError('replaced')\n")
     worker = ToolkitWorker(str(model), str(model / "code"))
     assert worker.batch_predict_fn is None
-    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    jpeg = sample_jpeg(parity_trial)
     answers = worker.invoke_batch([(jpeg, "image/jpeg", "application/json")] * 3)
     assert [status for status, _, _ in answers] == [500, 500, 500]
 
 
 def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_own_status(
-    trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
+    parity_trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch, toolkit_in_process: None,
 ) -> None:
     """On a real endpoint with SAGEMAKER_TS_BATCH_SIZE > 1, sagemaker-inference's Transformer
     runs a batch one request at a time with the first request's headers and no index.
@@ -385,11 +289,12 @@ def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_ow
 
     from dogops.local.serving_toolkit import ToolkitWorker
 
-    ToolkitWorker(str(trial["model"]), str(trial["model"] / "code"))  # env and sys.path
-    context = _TorchServeBatchContext(str(trial["model"]))
+    model = parity_trial["model"]
+    ToolkitWorker(str(model), str(model / "code"))  # env and sys.path
+    context = _TorchServeBatchContext(str(parity_trial["model"]))
     service = HandlerService()
     service.initialize(context)
-    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    jpeg = sample_jpeg(parity_trial)
     as_json = json.dumps({"image": base64.b64encode(jpeg).decode(), "logits": True}).encode()
     broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
     for _ in range(2):  # a second batch starts counting again
@@ -410,12 +315,12 @@ def test_a_torchserve_batch_through_the_toolkit_answers_each_request_with_its_ow
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
-    trial: dict[str, Any], endpoint_url: str,
+    parity_trial: dict[str, Any], endpoint_url: str,
 ) -> None:
     """Through boto3 and the endpoint's batcher: 12 clients at once, every third one sending a
     broken image. Each good one gets its label, each bad one its own 400, and the front served
     them in fewer batches than requests."""
-    jpeg = sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+    jpeg = sample_jpeg(parity_trial)
     broken = b"\xff\xd8\xff\xe0" + b"not really a jpeg" * 20
     call = _through_endpoint(endpoint_url)
     status_url = endpoint_url.rstrip("/") + "/dogops/status"

@@ -5,7 +5,9 @@ pools run in test_rollout_local.py."""
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,6 +73,19 @@ def split(monkeypatch: pytest.MonkeyPatch) -> TrafficSplit:
     return result
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """The model store, holding the new model the tests roll out (the split only checks paths)."""
+    (tmp_path / "models" / "new" / "code").mkdir(parents=True)
+    return tmp_path / "models"
+
+
+def _start(split: TrafficSplit, store: Path, version: str = "new") -> tuple[int, dict[str, Any]]:
+    model = store / "new"
+    body = {"model_dir": str(model), "code_dir": str(model / "code"), "version": version}
+    return command(split, "start", json.dumps(body).encode(), store)
+
+
 def _serve(split: TrafficSplit, n: int) -> None:
     for _ in range(n):
         worker = split.acquire(1)
@@ -79,12 +94,11 @@ def _serve(split: TrafficSplit, n: int) -> None:
         split.release(worker)
 
 
-def test_exact_share_and_each_side_counted(split: TrafficSplit) -> None:
+def test_exact_share_and_each_side_counted(split: TrafficSplit, store: Path) -> None:
     old = split.primary
-    assert command(split, "start", b'{"model_dir": "/m", "code_dir": "/m/code", '
-                                   b'"version": "new"}')[0] == 200
+    assert _start(split, store)[0] == 200
     new = split.canary
-    assert command(split, "shift", b'{"percent": 25}')[0] == 200
+    assert command(split, "shift", b'{"percent": 25}', store)[0] == 200
     _serve(split, 200)
     assert (new.lent, old.lent) == (50, 150)  # type: ignore[union-attr]
     assert (new.returned, old.returned) == (50, 150)  # type: ignore[union-attr]
@@ -94,18 +108,20 @@ def test_exact_share_and_each_side_counted(split: TrafficSplit) -> None:
     assert (status["baseline"]["requests"], status["baseline"]["errors_5xx"]) == (150, 0)
     assert status["canary"]["error_rate_percent"] == 100.0
     # A second rollout cannot start over this one; a bad percent is refused.
-    assert command(split, "start", b'{"model_dir": "x", "code_dir": "x", "version": "v"}')[0] == 409
-    assert command(split, "shift", b'{"percent": 101}')[0] == 400
+    assert _start(split, store, "v")[0] == 409
+    assert command(split, "shift", b'{"percent": 101}', store)[0] == 400
 
 
-def test_rollback_keeps_the_old_pool_and_a_late_worker_goes_home(split: TrafficSplit) -> None:
+def test_rollback_keeps_the_old_pool_and_a_late_worker_goes_home(
+    split: TrafficSplit, store: Path,
+) -> None:
     old = split.primary
-    command(split, "start", b'{"model_dir": "/m", "code_dir": "/m/code", "version": "new"}')
+    _start(split, store)
     new = split.canary
-    command(split, "shift", b'{"percent": 100}')
+    command(split, "shift", b'{"percent": 100}', store)
     borrowed = split.acquire(1)  # a request in flight on the new model...
     assert borrowed is not None and borrowed.pool is new
-    code, answer = command(split, "rollback", b'{"reason": "5xx"}')
+    code, answer = command(split, "rollback", b'{"reason": "5xx"}', store)
     assert code == 200 and answer["last"]["decision"] == "rolled-back"
     split.release(borrowed)  # ...goes back to its own pool, which is closing
     assert new.returned == 1 and split.primary is old  # type: ignore[union-attr]
@@ -114,20 +130,20 @@ def test_rollback_keeps_the_old_pool_and_a_late_worker_goes_home(split: TrafficS
     assert worker is not None and worker.pool is old
 
 
-def test_promote_swaps_the_pools_and_the_model(split: TrafficSplit) -> None:
+def test_promote_swaps_the_pools_and_the_model(split: TrafficSplit, store: Path) -> None:
     old = split.primary
-    command(split, "start", b'{"model_dir": "/m", "code_dir": "/m/code", "version": "new"}')
+    _start(split, store)
     new = split.canary
-    command(split, "promote", b'{"reason": "fine"}')
+    command(split, "promote", b'{"reason": "fine"}', store)
     assert split.primary is new and split.model["version"] == "new"
     assert old.closed.wait(2) and new.target == 2  # type: ignore[union-attr]
 
 
 def test_a_request_waiting_on_a_closed_pool_is_served_by_the_new_one(
-    split: TrafficSplit, monkeypatch: pytest.MonkeyPatch,
+    split: TrafficSplit, monkeypatch: pytest.MonkeyPatch, store: Path,
 ) -> None:
     old = split.primary
-    command(split, "start", b'{"model_dir": "/m", "code_dir": "/m/code", "version": "new"}')
+    _start(split, store)
     new = split.canary
 
     def promoted_while_waiting(timeout: float) -> None:
@@ -156,11 +172,13 @@ def test_judge_thresholds() -> None:
                  rollout) == []
 
 
-def test_batches_go_through_the_split_and_count_on_their_side(split: TrafficSplit) -> None:
+def test_batches_go_through_the_split_and_count_on_their_side(
+    split: TrafficSplit, store: Path,
+) -> None:
     """Dynamic batching borrows workers from the split: a batch runs on one side's worker and
     each of its requests counts on that side (a rollout is judged on batched traffic too)."""
-    command(split, "start", b'{"model_dir": "/m", "code_dir": "/m/code", "version": "new"}')
-    command(split, "shift", b'{"percent": 50}')
+    _start(split, store)
+    command(split, "shift", b'{"percent": 50}', store)
     batcher = Batcher(split, batch_size=8, max_delay_s=0.05, invocation_timeout=5,
                       queue_timeout=5)
     batcher._recent.append(8)  # traffic has been concurrent: requests wait to be batched
@@ -177,3 +195,38 @@ def test_batches_go_through_the_split_and_count_on_their_side(split: TrafficSpli
     status = split.status()
     assert status["canary"]["requests"] + status["baseline"]["requests"] == 32
     assert status["canary"]["errors_5xx"] == answers.count(500) == status["canary"]["requests"]
+
+
+@pytest.mark.parametrize("percent", [b"1e400", b"-1e400", b"NaN", b"Infinity", b"12.5", b"true",
+                                     b'"50"', b"-1", b"101", b"null"])
+def test_a_percent_that_is_not_a_whole_number_0_to_100_is_a_400(
+    split: TrafficSplit, store: Path, percent: bytes,
+) -> None:
+    """`int(1e400)` raised OverflowError, which no handler caught: the connection dropped."""
+    _start(split, store)
+    code, answer = command(split, "shift", b'{"percent": ' + percent + b"}", store)
+    assert code == 400 and "percent must be" in answer["message"]
+    assert split.percent == 0
+    assert command(split, "shift", b'{"percent": 10.0}', store)[0] == 200 and split.percent == 10
+
+
+def test_a_model_outside_the_store_is_refused_and_nothing_starts(
+    split: TrafficSplit, store: Path, tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "code").mkdir(parents=True)
+    (store / "escape").symlink_to(elsewhere)  # inside by name, outside once resolved
+    inside = str(store / "new")
+    for model_dir, code_dir in [(str(elsewhere), str(elsewhere / "code")),
+                                (str(store / "escape"), str(store / "escape" / "code")),
+                                (f"{inside}/../../elsewhere", f"{inside}/code"),
+                                (inside, str(elsewhere / "code")), (str(store), inside)]:
+        body = json.dumps({"model_dir": model_dir, "code_dir": code_dir, "version": "evil"})
+        code, answer = command(split, "start", body.encode(), store)
+        assert code == 400 and "is not inside the model store" in answer["message"], model_dir
+        assert "\n" not in answer["message"]
+        assert split.canary is None and split.status()["active"] is False
+    assert command(split, "start", b"[1]", store)[0] == 400
+    assert command(split, "start", b'{"version": "v"}', store)[0] == 400
+    code, answer = _start(split, store)
+    assert code == 200 and split.canary_model["model_dir"] == str((store / "new").resolve())

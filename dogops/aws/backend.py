@@ -8,7 +8,8 @@ unchanged).
 
 Where things live: `s3://<bucket>/<prefix>/data/` (the synced data set and its manifest),
 `.../code/<hash>/sourcedir.tar.gz` (model_code), `.../tuning/` and `.../training/` (job outputs),
-`.../captures/` (the endpoint's data capture, `endpoint.capture_percent`).
+`.../captures/` (the endpoint's data capture, `endpoint.capture_percent`), `.../rollouts/`
+(models `dogops rollout` stored) and `.../weights/<hash>/` (pretrained weights for the jobs).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import importlib.util
 import logging
 from pathlib import Path
 
+from dogops import iam_policies
 from dogops.aws import endpoint as endpoint_mod
-from dogops.aws import s3_sync, sagemaker_job, training
+from dogops.aws import s3_sync, sagemaker_job, training, weights
 from dogops.aws import tuning as tuning_mod
 from dogops.aws.clients import AwsClients
 from dogops.aws.documents import S3Store
@@ -93,6 +95,7 @@ class AwsBackend:
     # -- steps ------------------------------------------------------------------------------
     def upload_data(self, data_dir: Path, progress: ProgressFn | None = None) -> SyncReport:
         inspect_dataset(data_dir)  # the same fail-fast layout check as the local backend
+        weights.local_weights_file(self.settings)  # resnet50 without its weights: before the sync
         return s3_sync.sync_folder(
             self.clients,
             Path(data_dir),
@@ -142,9 +145,29 @@ class AwsBackend:
             poll_s=self.poll_s,
         )
 
+    def _require_readable(self, model_uri: str) -> None:
+        """The endpoint loads the model with the execution role. The role dogops creates reads
+        only its project's folders: a model elsewhere would fail on AWS ("Failed to download
+        model data") once the endpoint update had begun, and pass on moto, which enforces no
+        IAM. A role of the user's own (aws.sagemaker_role_arn) is theirs to judge."""
+        if self.settings.aws.sagemaker_role_arn:
+            return
+        base = f"s3://{self.settings.aws.bucket}/{self.settings.aws.prefix.strip('/')}"
+        readable = [f"{base}/{folder}/" for folder in (*iam_policies.READ_ONLY_FOLDERS,
+                                                       *iam_policies.OUTPUT_FOLDERS)]
+        if not model_uri.startswith(tuple(readable)):
+            raise UserInputError(
+                f"model {model_uri} is not where the execution role dogops creates may read "
+                f"({', '.join(readable)}): SageMaker would fail with 'Failed to download model "
+                "data'. Roll it out from its folder with `dogops rollout --model-dir DIR` (which "
+                f"stores it under {base}/{iam_policies.ROLLOUT_FOLDER}/), or set "
+                "DOGOPS_AWS__SAGEMAKER_ROLE_ARN to a role that can read it."
+            )
+
     def deploy(
         self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
     ) -> EndpointInfo:
+        self._require_readable(model.model_uri)
         return endpoint_mod.deploy_endpoint(
             self.clients,
             self.settings,
@@ -185,7 +208,10 @@ class AwsBackend:
         return report
 
     def store_model(self, archive: Path, version: str) -> str:
-        key = f"{self.settings.aws.prefix.strip('/')}/rollouts/{version}/model.tar.gz".lstrip("/")
+        # A folder the execution role dogops creates may read: the endpoint loads it with that
+        # role (tests/test_aws_s3_access.py checks every URI handed to SageMaker).
+        folder = f"{self.settings.aws.prefix.strip('/')}/{iam_policies.ROLLOUT_FOLDER}"
+        key = f"{folder}/{version}/model.tar.gz".lstrip("/")
         self.clients.client("s3").upload_file(str(archive), self.settings.aws.bucket, key)
         return f"s3://{self.settings.aws.bucket}/{key}"
 

@@ -4,7 +4,9 @@ capacity and resume after an interruption.
 SageMaker keeps `/opt/ml/checkpoints` (CheckpointConfig.LocalPath, where `model_code/train.py`
 checkpoints after every epoch) in sync with `CheckpointConfig.S3Uri` and copies it back when a
 spot job restarts; `MaxWaitTimeInSeconds` bounds training plus waiting for capacity, so it must be
-at least `MaxRuntimeInSeconds`.
+at least `MaxRuntimeInSeconds`. A tuning job's CheckpointConfig is one folder for all its trials:
+train.py checkpoints under the trial's TRAINING_JOB_NAME inside it, so they never overwrite each
+other (tests/test_spot_checkpoints.py).
 """
 
 from __future__ import annotations

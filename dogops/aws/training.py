@@ -35,6 +35,7 @@ from dogops.aws.sagemaker_job import (
     upload_source,
 )
 from dogops.aws.sagemaker_rules import check_request
+from dogops.aws.weights import ship_weights, weights_channel
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
 from dogops.hyperparameters import hp_value
@@ -88,6 +89,7 @@ def training_request(
     output_uri: str,
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
     checkpoint_uri: str = "",
+    weights_uri: str = "",
 ) -> dict[str, Any]:
     """The `CreateTrainingJob` request, named from its own content; with `training.spot`, a
     managed spot job checkpointing under `checkpoint_uri`/<job name>."""
@@ -104,7 +106,7 @@ def training_request(
         },
         "RoleArn": role_arn,
         "HyperParameters": hyperparameters,
-        "InputDataConfig": data_channel(data),
+        "InputDataConfig": data_channel(data) + weights_channel(weights_uri),
         "OutputDataConfig": {"S3OutputPath": output_uri},
         "ResourceConfig": {
             "InstanceType": settings.training.training_instance_type,
@@ -266,6 +268,7 @@ def train_best(
         role_arn=role_arn,
         output_uri=f"s3://{bucket}/{prefix}/training",
         checkpoint_uri=spot.checkpoint_base(bucket, prefix),
+        weights_uri=ship_weights(clients, settings),
     )
     name = request["TrainingJobName"]
     sm = clients.client("sagemaker")

@@ -59,6 +59,7 @@ from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part
     latest_completed_job,
     warm_start_config,
 )
+from dogops.aws.weights import ship_weights, weights_channel
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.hyperparameters import search_space
@@ -103,11 +104,13 @@ def tuning_request(
     output_uri: str,
     max_runtime_s: int = DEFAULT_MAX_RUNTIME_S,
     checkpoint_uri: str = "",
+    weights_uri: str = "",
 ) -> dict[str, Any]:
     """The full `CreateHyperParameterTuningJob` request, named from its own content; with
-    `training.spot`, managed spot trials checkpointing under `checkpoint_uri`/<tuning job name>
-    (a checkpoint written with other hyperparameters is never resumed: train.py compares a
-    fingerprint of them)."""
+    `training.spot`, managed spot trials checkpointing under `checkpoint_uri`/<tuning job name>,
+    one folder for all trials, each in its own `<training job name>/` inside it (train.py,
+    `model_code.checkpoint.default_dir`); a checkpoint written with other hyperparameters is
+    never resumed either: train.py compares a fingerprint of them."""
     tuning = settings.tuning
     names = {d["Name"] for d in metric_definitions()}
     if tuning.objective not in names:
@@ -137,7 +140,7 @@ def tuning_request(
             "MetricDefinitions": metric_definitions(),
         },
         "RoleArn": role_arn,
-        "InputDataConfig": data_channel(data),
+        "InputDataConfig": data_channel(data) + weights_channel(weights_uri),
         "OutputDataConfig": {"S3OutputPath": output_uri},
         "ResourceConfig": {
             "InstanceType": settings.training.tuning_instance_type,
@@ -396,6 +399,7 @@ def run_tuning(
         role_arn=role_arn,
         output_uri=f"s3://{bucket}/{prefix}/tuning",
         checkpoint_uri=spot.checkpoint_base(bucket, prefix),
+        weights_uri=ship_weights(clients, settings),
     )
     name = request["HyperParameterTuningJobName"]
     existing = _describe(clients, name)

@@ -25,6 +25,7 @@ from dogops.errors import UserInputError
 from dogops.local import endpoint as local_endpoint
 from dogops.local.data_source import local_path
 from dogops.local.documents import LocalStore
+from dogops.local.model_store import model_store
 from dogops.local.operations import LocalOperations
 from dogops.local.store import sync_folder, write_atomic
 from dogops.local.training import (
@@ -130,7 +131,7 @@ class LocalBackend:
         self, model: TrainedModel, run_key: str, progress: ProgressFn | None = None
     ) -> EndpointInfo:
         archive = local_path(model.model_uri)
-        model_dir = self.root / "models" / model.version
+        model_dir = model_store(self.root) / model.version
         if not (model_dir / "metadata.json").exists():
             extract_model_archive(archive, model_dir)
         current = local_endpoint.read_endpoint(self.settings.endpoint.name, self.root)
@@ -165,6 +166,7 @@ class LocalBackend:
             env=serving_environment(self.settings),
             model_version=model.version,
             options={"batch_size": self.settings.endpoint.batch_size,
+                     "idle_timeout": self.settings.endpoint.idle_timeout_s,
                      "max_batch_delay_ms": self.settings.endpoint.max_batch_delay_ms,
                      # Data capture as SageMaker's DataCaptureConfig does it, into the local
                      # store (off at 0).

@@ -10,8 +10,9 @@ Each job gets an `/opt/ml`-shaped folder, its `SAGEMAKER_BASE_DIR`:
     input/data/training                 the synced data set (a link; SageMaker copies it)
     code/                               the toolkit unpacks sourcedir.tar.gz here
     model/, output/                     SM_MODEL_DIR; SM_OUTPUT_DATA_DIR and success / failure
-    checkpoints/                        train.py's per-epoch checkpoint (/opt/ml/checkpoints),
-                                        kept when the job runs again, so it resumes
+    checkpoints/<job name>/             train.py's per-epoch checkpoint (/opt/ml/checkpoints and
+                                        TRAINING_JOB_NAME, as on SageMaker), kept when the job
+                                        runs again, so it resumes
 
 `sourcedir.tar.gz` is the archive the aws backend uploads
 (`dogops.aws.sagemaker_job.source_archive`).
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import model_code
+from dogops.aws.naming import sanitize
 from dogops.aws.sagemaker_job import CHANNEL, ENTRY_POINT, source_archive
 from dogops.hyperparameters import hp_value
 from dogops.local.store import write_atomic
@@ -145,11 +147,19 @@ def prepare_job(
     (base_dir / "model").mkdir(exist_ok=True)
 
 
+def job_name(base_dir: Path) -> str:
+    """The job's TRAINING_JOB_NAME: its folder's name in SageMaker's name alphabet (letters,
+    digits, hyphens; at most 63)."""
+    return sanitize(base_dir.resolve().name)[:63].rstrip("-") or "job"
+
+
 def adopt_checkpoints(old_job: Path, new_job: Path) -> bool:
     """Give `new_job` the checkpoints of `old_job` (the same trial re-run after a crash under a
     new number) unless it has its own; True when copied. train.py resumes from them only when
-    their fingerprint matches (same hyperparameters and data)."""
-    source, target = old_job / CHECKPOINTS, new_job / CHECKPOINTS
+    their fingerprint matches (same hyperparameters and data). Each job keeps them under its
+    own name (`checkpoint.default_dir`), so the old job's folder becomes the new job's."""
+    source = old_job / CHECKPOINTS / job_name(old_job)
+    target = new_job / CHECKPOINTS / job_name(new_job)
     if not source.is_dir() or target.exists() or source.resolve() == target.resolve():
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +187,8 @@ def container_env(
     # The job's checkpoint folder (SageMaker's /opt/ml/checkpoints): kept across re-runs of the
     # job, so a killed trial resumes after its last finished epoch (train.py, checkpoint.py).
     env["DOGOPS_CHECKPOINT_DIR"] = str((base_dir / CHECKPOINTS).resolve())
+    # What SageMaker sets in every training container; train.py checkpoints under it.
+    env["TRAINING_JOB_NAME"] = job_name(base_dir)
     if feature_cache_dir is not None:
         env["DOGOPS_FEATURE_CACHE_DIR"] = str(feature_cache_dir)
     return env

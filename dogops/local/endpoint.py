@@ -32,6 +32,8 @@ from typing import Any
 
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local.endpoint_server import ServerOptions
+from dogops.local.endpoint_server.control import control_socket_path
+from dogops.local.model_store import model_store
 from dogops.processes import pid_alive
 from dogops.results import EndpointInfo
 from dogops.settings import ScalingConfig
@@ -214,7 +216,8 @@ def start_endpoint(
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
         server = _server_options(
             name, model_dir, code_dir, host, port, run_dir / f"server-{stamp}.json", version,
-            scaling, options,
+            scaling, {"control_socket": str(control_socket_path(run_dir, stamp)),
+                      "model_store": str(model_store(state_dir)), **(options or {})},
         )
         log_file = run_dir / f"server-{stamp}.log"
         process, address = _start_healthy(server, log_file, env, timeout_s, old)
@@ -228,6 +231,7 @@ def start_endpoint(
             "model_version": version,
             "log_file": str(log_file),
             "state_file": server.state_file,
+            "control_socket": server.control_socket,  # the rollout commands' only way in
             "started_at": time.time(),
             "scaling": scaling.model_dump(),
             "capture_percent": server.capture_percent,
@@ -307,7 +311,7 @@ def _switch_to(
 
 def _prune_run_files(run_dir: Path, keep: int = 10) -> None:
     """Keep the logs and state files of the last `keep` server starts (they sort by time)."""
-    for pattern in ("server-*.log", "server-*.json"):
+    for pattern in ("server-*.log", "server-*.json", "server-*.sock"):
         for stale in sorted(run_dir.glob(pattern))[:-keep]:
             stale.unlink(missing_ok=True)
 

@@ -9,16 +9,16 @@
          one fails: roll back (new workers stop the same way); the old model never stopped.
 
 The server does the routing and the counting (`endpoint_server/traffic_split.py`); this module
-only sends it commands on its loopback port and judges the figures it reports, as SageMaker judges
-CloudWatch alarms. New workers that cannot load the model fail the update like a failed health
-check on AWS (`OperationFailedError`); the old model keeps serving.
+only sends it commands on its control socket (never the serving port, `endpoint_server/control.py`)
+and judges the figures it reports, as SageMaker judges CloudWatch alarms. New workers that cannot
+load the model fail the update like a failed health check on AWS (`OperationFailedError`); the
+old model keeps serving. The model must lie in the state dir's model store (`models/`), the only
+folder the server loads a new model from.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from typing import Any
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError, UserInputError
 from dogops.local import endpoint as local_endpoint
+from dogops.local.endpoint_server.control import control_call
+from dogops.local.model_store import in_model_store, model_store
 from dogops.results import RolloutOutcome
 from dogops.settings import RolloutConfig
 from dogops.waiting import poll
@@ -33,16 +35,16 @@ from dogops.waiting import poll
 REPORT_EVERY_S = 5.0
 
 
-def _call(base: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{base}{path}", data=data, method="GET" if data is None
-                                     else "POST", headers={"Content-Type": "application/json"})
+def _call(control: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request on the server's control socket (`endpoint_server/control.py`)."""
     try:
-        with local_endpoint.LOOPBACK_HTTP.open(request, timeout=30) as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        message = exc.read().decode(errors="replace")
-        raise OperationFailedError(f"endpoint server refused {path}: {exc.code} {message}") from exc
+        status, answer = control_call(control, path, body)
+    except OSError as exc:
+        raise OperationFailedError(f"endpoint server's control channel {control}: {exc}") from exc
+    if status != 200:
+        raise OperationFailedError(
+            f"endpoint server refused {path}: {status} {answer.get('message', answer)}")
+    return answer
 
 
 def judge(figures: dict[str, Any], rollout: RolloutConfig) -> list[str]:
@@ -66,10 +68,10 @@ def _describe(step: dict[str, Any]) -> str:
             + (f"{p99:.0f} ms" if p99 is not None else "n/a"))
 
 
-def _wait_for_new_workers(base: str, version: str, timeout_s: float,
+def _wait_for_new_workers(control: str, version: str, timeout_s: float,
                           sleep: Callable[[float], None]) -> None:
     def loaded() -> bool | None:
-        workers = _call(base, "/dogops/status")["rollout"]["canary"]["workers"]
+        workers = _call(control, "/dogops/status")["rollout"]["canary"]["workers"]
         if workers["ready"]:
             return True
         if workers["load_failures"] and not workers["starting"]:
@@ -80,13 +82,13 @@ def _wait_for_new_workers(base: str, version: str, timeout_s: float,
         OperationFailedError(f"no new worker loaded model {version} in {timeout_s:g} s")))
 
 
-def _bake(base: str, percent: int, seconds: float, rollout: RolloutConfig,
+def _bake(control: str, percent: int, seconds: float, rollout: RolloutConfig,
           progress: ProgressFn | None, sleep: Callable[[float], None]) -> tuple[dict, list[str]]:
     """Watch one step; returns the new workers' figures and the thresholds crossed. Stops early
     once `min_requests` answers already cross a threshold."""
     started = last = time.monotonic()
     while True:
-        step = _call(base, "/dogops/status")["rollout"]
+        step = _call(control, "/dogops/status")["rollout"]
         crossed = judge(step["canary"], rollout)
         elapsed = time.monotonic() - started
         done = elapsed >= seconds or (crossed and step["canary"]["requests"]
@@ -106,16 +108,21 @@ def rollout_local(
     load_timeout_s: float = 300.0, sleep: Callable[[float], None] = time.sleep,
 ) -> RolloutOutcome:
     """Roll the model in `model_dir` onto the running endpoint `name`; see the module docstring."""
-    model_dir = Path(model_dir).resolve()
+    # The server loads new models only from the store: say so here, before anything starts.
+    model_dir = in_model_store(str(model_dir), model_store(state_dir))
     info = local_endpoint.read_endpoint(name, Path(state_dir))
+    record = local_endpoint.read_endpoint_record(name, Path(state_dir)) or {}
     if info is None or not info.runtime_endpoint_url:
         raise UserInputError(f"endpoint {name} is not running: deploy a model first "
                              "(`dogops run`, or `dogops wake` after idle-guard).")
+    if not record.get("control_socket"):
+        raise OperationFailedError(f"endpoint {name}'s server predates the control channel and "
+                                   "takes no rollout commands: redeploy it (`dogops run`).")
     code_dir = model_dir / "code"
     if not (code_dir / "inference.py").is_file():
         raise UserInputError(f"{code_dir / 'inference.py'} is missing: a model folder holds "
                              "model.pth, metadata.json and code/ as train.py writes them.")
-    base = info.runtime_endpoint_url
+    control = str(record["control_socket"])
     new = version or local_endpoint.model_version_of(model_dir)
     old = info.model_name or ""  # the record's model_version
     steps, phases = rollout.steps(), []
@@ -127,13 +134,13 @@ def rollout_local(
         if progress:
             progress(line)
 
-    _call(base, "/dogops/rollout/start", {"model_dir": str(model_dir), "code_dir": str(code_dir),
-                                          "version": new})
+    _call(control, "/dogops/rollout/start", {"model_dir": str(model_dir),
+                                             "code_dir": str(code_dir), "version": new})
     say(f"rollout of {new} onto {name} (serving {old}): starting new workers")
     try:
-        _wait_for_new_workers(base, new, load_timeout_s, sleep)
+        _wait_for_new_workers(control, new, load_timeout_s, sleep)
     except BaseException as exc:
-        _call(base, "/dogops/rollout/rollback", {"reason": f"did not load: {exc}"})
+        _call(control, "/dogops/rollout/rollback", {"reason": f"did not load: {exc}"})
         if not isinstance(exc, OperationFailedError):
             raise
         raise OperationFailedError(
@@ -142,10 +149,10 @@ def rollout_local(
             "fix the model and roll it out again.") from None
     try:
         for percent in steps:
-            _call(base, "/dogops/rollout/shift", {"percent": percent})
+            _call(control, "/dogops/rollout/shift", {"percent": percent})
             wait = rollout.bake_seconds if percent < 100 else rollout.termination_wait_s
             say(f"rollout {percent} % of requests to {new}, baking {wait} s")
-            figures, crossed = _bake(base, percent, wait, rollout, say, sleep)
+            figures, crossed = _bake(control, percent, wait, rollout, say, sleep)
             outcome.figures[f"{percent}%"] = figures
             if crossed:
                 outcome.decision = "rolled-back"
@@ -157,10 +164,10 @@ def rollout_local(
                               f"{rollout.max_latency_p99_ms:g} ms)")
     except BaseException:
         # Anything unexpected (including Ctrl-C): the old model takes all traffic back.
-        _call(base, "/dogops/rollout/rollback", {"reason": "the rollout controller stopped"})
+        _call(control, "/dogops/rollout/rollback", {"reason": "the rollout controller stopped"})
         raise
     action = "promote" if outcome.promoted else "rollback"
-    _call(base, f"/dogops/rollout/{action}", {"reason": outcome.reason})
+    _call(control, f"/dogops/rollout/{action}", {"reason": outcome.reason})
     if outcome.promoted:  # a restarted server (wake, crash) must load the promoted model
         local_endpoint.update_record(name, Path(state_dir), model_dir=str(model_dir),
                                      code_dir=str(code_dir), model_version=new)

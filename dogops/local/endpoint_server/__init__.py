@@ -19,7 +19,9 @@ container's. A 5xx body (the toolkit's traceback) goes to the log; the caller ge
 front process (stdlib `ThreadingHTTPServer`) hands each
 request to an idle worker over a pipe, bounds the number of requests in flight, and runs a
 target-tracking autoscaler (`dogops.local.autoscaler`) that keeps between min and max workers.
-`GET /dogops/status` shows workers, invocations, rates and scaling events.
+`GET /dogops/status` shows workers, invocations, rates and scaling events (read-only). The rollout
+commands never come in on this port: only on the server's private control socket (`control`).
+Idle keep-alive connections close after `--idle-timeout` seconds.
 
 Run: `python -m dogops.local.endpoint_server --name NAME --model-dir DIR --code-dir DIR ...`
 (`dogops.local.endpoint.start_endpoint` does this, detached). SIGTERM drains: the server keeps
@@ -31,8 +33,9 @@ check, data capture), never torch; workers import the toolkits.
 
 Modules: `options` (every knob, as a command line and back), `worker` (the worker process: load
 the model code, answer invocations), `pool` (the front's worker pool), `state` (counters, scaling
-and the status document), `handler` (HTTP routing, invocations, AWS-shaped errors), `serving` (the
-process: start, wait for the model, scale, drain).
+and the status document), `handler` (HTTP routing, invocations, AWS-shaped errors), `control`
+(the rollout commands' Unix socket and its client), `serving` (the process: start, wait for the
+model, scale, drain).
 """
 
 from dogops.local.endpoint_server.options import ServerOptions, parse_args

@@ -1,4 +1,7 @@
-"""HTTP: the container contract and the runtime API on one port, with AWS-shaped errors."""
+"""HTTP: the container contract and the runtime API on one port, with AWS-shaped errors.
+
+The serving port changes nothing about what it serves: the rollout commands are answered only on
+the control channel (control.py), and here fall through to 404 like any unknown route."""
 
 from __future__ import annotations
 
@@ -15,18 +18,21 @@ from dogops.local.endpoint_server.batching import NoWorker
 from dogops.local.endpoint_server.options import ServerOptions
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerTimeout
 from dogops.local.endpoint_server.state import EndpointState
-from dogops.local.endpoint_server.traffic_split import command as rollout_command
 
 log = logging.getLogger("dogops.endpoint")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
-ROLLOUT_PATH = "/dogops/rollout/"  # the rollout controller's commands (traffic_split.py)
+WRITE_CHUNK = 1 << 16
+ROLLOUT_PATH = "/dogops/rollout/"  # the rollout controller's commands: control.py only
 
 
 class EndpointHandler(BaseHTTPRequestHandler):
     """One request of the endpoint; `make_handler` binds the server's shared state."""
 
     state: EndpointState
+    # `timeout` (StreamRequestHandler): make_handler sets it to `options.idle_timeout`, so an idle
+    # keep-alive connection, or a stalled read or write, is closed instead of holding a thread.
+    _holds_slot = False  # this request holds an admission slot (`_invoke`, `_release_slot`)
 
     @property
     def options(self) -> ServerOptions:
@@ -60,10 +66,6 @@ class EndpointHandler(BaseHTTPRequestHandler):
         match = RUNTIME_PATH.match(path)
         if path == "/invocations":
             self._invoke(runtime_api=False)
-        elif path.startswith(ROLLOUT_PATH):
-            body = self._read_body()
-            if body is not None:
-                self._json(*rollout_command(self.state.pool, path[len(ROLLOUT_PATH):], body))
         elif match:
             if match.group(1) != self.options.name:
                 self._drain_body()
@@ -92,10 +94,20 @@ class EndpointHandler(BaseHTTPRequestHandler):
                 "flight); retry later.",
             )
             return
+        self._holds_slot = True
         ok = False
         try:
             ok = self._dispatch(body, runtime_api)
         finally:
+            self._release_slot(ok)  # if no answer was sent (an exception)
+            self.state.answered()
+
+    def _release_slot(self, ok: bool) -> None:
+        """Give the admission slot back once the answer is known, before it is written (`_send`):
+        a client slow to read its answer must not make a new request 503 (the state still counts
+        the answer as going out until `answered`, so a drain waits for it)."""
+        if self._holds_slot:
+            self._holds_slot = False
             self.state.done(ok)
 
     def _dispatch(self, body: bytes, runtime_api: bool) -> bool:
@@ -208,6 +220,7 @@ class EndpointHandler(BaseHTTPRequestHandler):
         self, status: int, body: bytes, content_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
+        self._release_slot(status == 200)  # an invocation's answer is known: see _release_slot
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -221,8 +234,13 @@ class EndpointHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(body)
+            # In chunks: the socket timeout then bounds a stall, not the whole answer (sendall's
+            # timeout is for the whole call), so a slow but steady reader is not cut off.
+            view = memoryview(body)
+            for start in range(0, max(1, len(view)), WRITE_CHUNK):
+                self.wfile.write(view[start:start + WRITE_CHUNK])
 
 
 def make_handler(state: EndpointState) -> type[EndpointHandler]:
-    return type("Handler", (EndpointHandler,), {"state": state})
+    return type("Handler", (EndpointHandler,), {"state": state,
+                                                "timeout": state.options.idle_timeout})

@@ -46,6 +46,13 @@ class ServerOptions:
     # the local store's copy of the capture prefix; 0 is off.
     capture_percent: int = 0
     capture_dir: str | None = None
+    # The control channel (control.py): the Unix socket the rollout commands come in on (none:
+    # no commands), and the only folder a rollout may load a model from.
+    control_socket: str | None = None
+    model_store: str | None = None
+    # Seconds a keep-alive connection may sit idle (or a read/write stall) before the server
+    # closes it; clients with a pool (boto3/urllib3) see the close and open a new connection.
+    idle_timeout: float = 60.0
 
     def policy(self) -> ScalingPolicy:
         return ScalingPolicy(**{f.name: getattr(self, f.name) for f in fields(ScalingPolicy)})

@@ -12,6 +12,7 @@ import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+from dogops.local.endpoint_server.control import start_control, stop_control
 from dogops.local.endpoint_server.handler import make_handler
 from dogops.local.endpoint_server.options import ServerOptions, parse_args
 from dogops.local.endpoint_server.state import EndpointState
@@ -49,6 +50,7 @@ def serve(options: ServerOptions) -> int:
         request_queue_size = 128
 
     server = Server((options.host, options.port), make_handler(state))
+    control = start_control(state)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -68,6 +70,7 @@ def serve(options: ServerOptions) -> int:
             state.status = "Failed"
             _write_state_file(options, server, "Failed")
             server.shutdown()
+            stop_control(control)
             state.pool.close(1)
             return EXIT_MODEL_LOAD_FAILED
 
@@ -87,7 +90,8 @@ def serve(options: ServerOptions) -> int:
     time.sleep(options.drain_seconds)
     server.shutdown()
     server.server_close()
-    wait_until(lambda: not state.in_flight(), timeout_s=options.invocation_timeout, poll_s=0.05)
+    stop_control(control)
+    wait_until(lambda: not state.busy(), timeout_s=options.invocation_timeout, poll_s=0.05)
     state.batcher.close()
     state.pool.close(timeout=5)
     if state.capture is not None:

@@ -45,6 +45,7 @@ class EndpointState:
         self.errors = 0
         self.rejected = 0
         self._in_flight = 0
+        self._answering = 0  # answers known, their slot given back, still being written
         self._lock = threading.Lock()
         self.capture = writer_for(options.name, options.capture_percent, options.capture_dir)
 
@@ -61,14 +62,25 @@ class EndpointState:
             return True
 
     def done(self, ok: bool) -> None:
+        """The answer is known: its admission slot is free; it is still written (`answered`)."""
         with self._lock:
             self._in_flight -= 1
+            self._answering += 1
             if not ok:
                 self.errors += 1
+
+    def answered(self) -> None:
+        with self._lock:
+            self._answering -= 1
 
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    def busy(self) -> int:
+        """Requests admitted and answers still going out: what a drain waits for."""
+        with self._lock:
+            return self._in_flight + self._answering
 
     def wake(self) -> bool:
         """Start a worker for a request that found the pool scaled to zero; True if it did."""

@@ -11,7 +11,7 @@ the primary and stops the old one after its requests in flight finish; rolling b
 one the same way. No request in flight is dropped either way.
 
 Commands arrive as `POST /dogops/rollout/{start,shift,promote,rollback}` (JSON bodies) on the
-server's own loopback port (`command`).
+server's control channel, never on its serving port (`control.py`, `command`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from dogops.local.endpoint_server.pool import WorkerGone, WorkerPool, WorkerTimeout
+from dogops.local.model_store import in_model_store
 
 LATENCIES_KEPT = 5000
 
@@ -238,23 +240,38 @@ class TrafficSplit:
         return document
 
 
-def command(split: TrafficSplit, action: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    """One `POST /dogops/rollout/<action>`: (HTTP status, JSON answer)."""
+def _percent(value: Any) -> int:
+    """A step's share: a whole number 0-100. JSON admits 1e400 (inf) and NaN, which `int()`
+    would turn into an exception that drops the connection; they are a 400 like any bad value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"percent must be a number 0-100, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= 100 or value != int(value):
+        raise ValueError(f"percent must be a whole number 0-100, got {value!r}")
+    return int(value)
+
+
+def command(split: TrafficSplit, action: str, body: bytes,
+            model_store: Path) -> tuple[int, dict[str, Any]]:
+    """One `POST /dogops/rollout/<action>` from the control channel: (HTTP status, JSON answer).
+    A model to start must lie inside `model_store` (`in_model_store`)."""
     try:
         args = json.loads(body or b"{}")
+        if not isinstance(args, dict):
+            raise ValueError("the body must be a JSON object")
         if action == "start":
-            split.start(str(args["model_dir"]), str(args["code_dir"]), str(args["version"]))
+            model_dir = in_model_store(str(args["model_dir"]), model_store, "model_dir")
+            code_dir = in_model_store(str(args["code_dir"]), model_store, "code_dir")
+            split.start(str(model_dir), str(code_dir), str(args["version"]))
         elif action == "shift":
-            percent = int(args["percent"])
-            if not 0 <= percent <= 100:
-                return 400, {"message": f"percent must be 0-100, got {percent}"}
-            split.shift(percent)
+            split.shift(_percent(args["percent"]))
         elif action in ("promote", "rollback"):
             split.finish(action == "promote", str(args.get("reason", "")))
         else:
             return 404, {"message": f"No rollout action {action!r}."}
-    except (ValueError, KeyError, TypeError) as exc:
-        return 400, {"message": f"bad rollout request: {exc!r}"}
+    except KeyError as exc:
+        return 400, {"message": f"bad rollout request: {exc.args[0]!r} is missing"}
+    except (ValueError, TypeError) as exc:  # UserInputError is a ValueError
+        return 400, {"message": f"bad rollout request: {exc}"}
     except RuntimeError as exc:
         return 409, {"message": str(exc)}
     return 200, split.status()
