@@ -31,6 +31,20 @@ ALARMS = ["dogops-classifier-dogops-5xx-rate", "dogops-classifier-dogops-latency
 Requests = list[tuple[str, dict[str, Any], UpdateContext | None]]
 
 
+_IMAGES: dict[tuple[str, ...], str] = {}
+
+
+def image(settings: Settings, instance_type: str, scope: str = "training") -> str:
+    """`framework_image`, remembered per lookup: the SDK reads its table (~35 ms) each call, and
+    the matrix asks the same few hundred times."""
+    training = settings.training
+    key = (settings.aws.region, training.framework_version, training.py_version, instance_type,
+           scope)
+    if key not in _IMAGES:
+        _IMAGES[key] = framework_image(settings.aws.region, training, instance_type, scope)
+    return _IMAGES[key]
+
+
 def model(version: str) -> TrainedModel:
     return TrainedModel(job_name=f"job-{version}", hyperparameters={}, version=version,
                         model_uri=f"s3://dogops-test/dogops/training/job-{version}/model.tar.gz")
@@ -46,13 +60,11 @@ def job_requests(settings: Settings) -> Requests:
                               "role_arn": ROLE, "checkpoint_uri": CHECKPOINTS,
                               "weights_uri": weights}
     tuning = tuning_request(
-        settings, image_uri=framework_image(settings.aws.region, training,
-                                            training.tuning_instance_type),
+        settings, image_uri=image(settings, training.tuning_instance_type),
         output_uri="s3://dogops-test/dogops/tuning", **common)
     final = training_request(
         settings, tuned={"learning_rate": 0.01, "batch_size": 64},
-        image_uri=framework_image(settings.aws.region, training,
-                                  training.training_instance_type),
+        image_uri=image(settings, training.training_instance_type),
         output_uri="s3://dogops-test/dogops/training", **common)
     return [("CreateHyperParameterTuningJob", tuning, None), ("CreateTrainingJob", final, None)]
 
@@ -77,14 +89,13 @@ def endpoint_requests(
     `previous`: the settings the live endpoint was made with (default: the same)."""
     previous = previous or settings
     endpoint = settings.endpoint
-    image = framework_image(settings.aws.region, settings.training, endpoint.instance_type,
-                            "inference")
+    inference = image(settings, endpoint.instance_type, "inference")
     sent: Requests = []
     configs = []
     for version, made_with, count in (("v1", previous, None),
                                       ("v2", settings, kept_instance_count(
                                           settings, live_endpoint(previous, instances), VARIANT))):
-        mreq = model_request(made_with, model(version), role_arn=ROLE, image_uri=image,
+        mreq = model_request(made_with, model(version), role_arn=ROLE, image_uri=inference,
                              run_key="run1")
         creq = config_request(made_with, mreq["ModelName"], version, "run1", count)
         configs.append(creq)
