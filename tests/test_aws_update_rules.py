@@ -132,6 +132,18 @@ def test_the_same_model_after_a_scale_out_is_not_redeployed(clients, aws_setting
     assert fake.requests == [] and again.config_name == first.config_name and not again.updated
 
 
+def test_more_initial_instances_for_the_same_model_is_an_update(clients, aws_settings,
+                                                                monkeypatch):
+    sm = clients.client("sagemaker")
+    deploy(clients, aws_settings, trained("v1"))
+    fake = FakeDeployment(sm, monkeypatch)
+    aws_settings.endpoint.initial_instance_count = 2
+    again = deploy(clients, aws_settings, trained("v1"), run_key="run2")
+    assert [r["EndpointConfigName"] for r in fake.requests] == [again.config_name]
+    config = sm.describe_endpoint_config(EndpointConfigName=again.config_name)
+    assert config["ProductionVariants"][0]["InitialInstanceCount"] == 2
+
+
 # -- updates of a registered auto-scaling target --------------------------------------------------
 
 def _watch_registration(clients: Any, monkeypatch: pytest.MonkeyPatch) -> list[bool]:

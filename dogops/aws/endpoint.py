@@ -248,10 +248,12 @@ def _already_serving(
     run_key: str,
 ) -> bool:
     """Whether the endpoint runs this model with these settings, at whatever instance count
-    its config was made with (auto-scaling moves the count, not the config)."""
+    its config was made with (auto-scaling moves the count, not the config), unless
+    `endpoint.initial_instance_count` now asks for more than that config has."""
     previous = current.get("EndpointConfigName")
     counts = [int(v.get("InitialInstanceCount") or 0) for v in config_variants(sm, previous)]
-    same = config_request(settings, model_name, version, run_key, max(counts or [0]) or None)
+    count = max([*counts, settings.endpoint.initial_instance_count])
+    same = config_request(settings, model_name, version, run_key, count)
     return bool(previous) and previous == same["EndpointConfigName"]
 
 
