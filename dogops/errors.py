@@ -5,8 +5,11 @@
     │   ├── DataLayoutError   the data folder does not have the train/valid/test class layout.
     │   ├── NotOwnedError     a same-named AWS resource exists without dogops's ownership tags:
     │   │                     nothing about it is changed; pick another name in the settings.
-    │   └── PermissionDeniedError  AWS refused a call (AccessDenied): names the role and the
-    │                         missing permission. Never retried.
+    │   ├── PermissionDeniedError  AWS refused a call (AccessDenied): names the role and the
+    │   │                     missing permission. Never retried.
+    │   └── SageMakerRuleError  a request breaks one of SageMaker's documented rules
+    │                         (`dogops.aws.sagemaker_rules`): refused before it is sent, since
+    │                         the test server would accept it and AWS would not. Never retried.
     ├── TransientError        throttling, 5xx, connection resets, a server still starting. Retried.
     │   ├── RoleNotAssumableYet  a role made seconds ago that a service cannot assume yet (IAM
     │   │                     propagates in seconds): retried with backoff for about two minutes.
@@ -44,6 +47,10 @@ class NotOwnedError(UserInputError):
 
 class PermissionDeniedError(UserInputError):
     """AWS refused a call for lack of a permission; the message names the role and the action."""
+
+
+class SageMakerRuleError(UserInputError):
+    """A SageMaker request breaking a documented AWS rule; names the rule, its page, the fix."""
 
 
 class TransientError(DogopsError):

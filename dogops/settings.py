@@ -178,6 +178,12 @@ class EndpointConfig(BaseModel):
                 f"endpoint.serverless_memory_mb ({self.serverless_memory_mb}) must be a whole "
                 "number of GB: 1024, 2048, 3072, 4096, 5120 or 6144."
             )
+        if self.mode == "serverless" and self.capture_percent > 0:
+            # AWS: serverless-endpoints.html "feature exclusions"; both backends refuse alike.
+            raise UserInputError(
+                f"endpoint.mode=serverless with endpoint.capture_percent={self.capture_percent}: "
+                "SageMaker serverless endpoints do not support data capture. Set DOGOPS_ENDPOINT__"
+                "CAPTURE_PERCENT=0, or DOGOPS_ENDPOINT__MODE=instance to keep capturing.")
         provisioned = self.serverless_provisioned_concurrency
         if provisioned is not None and provisioned > self.serverless_max_concurrency:
             raise UserInputError(

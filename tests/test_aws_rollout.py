@@ -68,6 +68,9 @@ def test_update_carries_the_deployment_config_and_dogops_alarms(clients, aws_set
     aws_settings.rollout = RolloutConfig(canary_percent=20, bake_seconds=120,
                                          termination_wait_s=60, max_execution_timeout_s=1800,
                                          max_error_rate_percent=2.5, max_latency_p99_ms=800)
+    # Two instances: a canary may turn on at most half of them (one instance: all at once, see
+    # test_aws_update_rules.py).
+    aws_settings.endpoint.initial_instance_count = 2
     first = deploy(clients, aws_settings, trained("v1"))
     fake = FakeDeployment(sm, monkeypatch)
     lines: list[str] = []

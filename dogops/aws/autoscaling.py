@@ -205,3 +205,10 @@ def deregister_autoscaling(
         return False
     log.info("Deregistered scalable target %s", rid)
     return True
+
+
+def is_registered(clients: AwsClients, endpoint_name: str, variant: str = "AllTraffic") -> bool:
+    """Whether the variant is a registered scalable target (an update that changes its instance
+    type must deregister it first)."""
+    client = clients.client("application-autoscaling")
+    return _describe_target(client, resource_id(endpoint_name, variant)) is not None

@@ -31,15 +31,23 @@ from dogops.aws import naming, ownership, rollout
 from dogops.aws.client_errors import error_code, error_message
 from dogops.aws.clients import AwsClients
 from dogops.aws.data_capture import data_capture_config
-from dogops.aws.endpoint_update import update_in_place
+from dogops.aws.endpoint_model import (
+    DIGEST_LEN,
+    child_name,
+    child_prefix,
+    model_request,
+    model_version,
+)
+from dogops.aws.endpoint_model import container_environment as container_environment
+from dogops.aws.endpoint_update import config_variants, kept_instance_count, update_in_place
 from dogops.aws.propagation import call_with_role
 from dogops.aws.sagemaker_job import DEFAULT_POLL_S, framework_image
+from dogops.aws.sagemaker_rules import check_request
 from dogops.aws.waiting import wait_with_waiter
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
 from dogops.progress import Progress
 from dogops.results import EndpointInfo, TrainedModel
-from dogops.serving_env import serving_environment
 from dogops.settings import Settings
 from dogops.waiting import poll
 
@@ -59,83 +67,13 @@ def _missing(exc: ClientError) -> bool:
     )
 
 
-DIGEST_LEN = 12
-
-
-def child_prefix(endpoint_name: str, kind: str) -> str:
-    """`<endpoint>-m-` for models, `<endpoint>-c-` for configs (endpoint part trimmed to fit)."""
-    room = naming.NAME_MAX - DIGEST_LEN - len(kind) - 2
-    return f"{endpoint_name[:room].rstrip('-')}-{kind}-"
-
-
-def child_name(endpoint_name: str, kind: str, *parts: Any) -> str:
-    return child_prefix(endpoint_name, kind) + naming.short_hash(*parts, length=DIGEST_LEN)
-
-
-def model_version(model: TrainedModel) -> str:
-    return model.version or naming.short_hash(model.job_name, model.model_uri, length=16)
-
-
-def container_environment(settings: Settings) -> dict[str, str]:
-    """What the PyTorch inference container's toolkits read: the entry point and where it is,
-    the model server's workers and timeout, TorchServe's batching when it is on, plus what
-    `inference.py` itself reads.
-
-    TorchServe batching is opt-in (`endpoint.container_batching`): the pinned toolkit would run
-    each batch one request at a time anyway (see the setting). `sagemaker-pytorch-inference`
-    (ts_environment.py) turns any
-    `SAGEMAKER_TS_*` variable into a per-model TorchServe block whose workers default to 1 and
-    whose timeout to 60 s, whatever SAGEMAKER_MODEL_SERVER_WORKERS / _TIMEOUT say: so the batch
-    settings come with the workers and timeout repeated in its own names.
-    """
-    endpoint = settings.endpoint
-    workers, timeout = str(endpoint.model_server_workers), str(endpoint.model_server_timeout_s)
-    environment = {
-        **serving_environment(settings),
-        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-        "SAGEMAKER_REGION": settings.aws.region,
-        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-        "SAGEMAKER_MODEL_SERVER_WORKERS": workers,
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT": timeout,
-    }
-    if endpoint.container_batching:
-        environment |= {
-            "SAGEMAKER_TS_BATCH_SIZE": str(endpoint.batch_size),
-            "SAGEMAKER_TS_MAX_BATCH_DELAY": str(endpoint.max_batch_delay_ms),
-            "SAGEMAKER_TS_MIN_WORKERS": workers,
-            "SAGEMAKER_TS_MAX_WORKERS": workers,
-            "SAGEMAKER_TS_RESPONSE_TIMEOUT": timeout,
-        }
-    return environment
-
-
-def model_request(
-    settings: Settings, model: TrainedModel, *, role_arn: str, image_uri: str, run_key: str
-) -> dict[str, Any]:
-    """`CreateModel`: the PyTorch inference container running our code/inference.py.
-
-    model.tar.gz already holds `code/` (train.py puts the serving code there), which the
-    container finds through SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code.
-    """
-    body = {
-        "PrimaryContainer": {
-            "Image": image_uri,
-            "ModelDataUrl": model.model_uri,
-            "Environment": container_environment(settings),
-        },
-        "ExecutionRoleArn": role_arn,
-    }
-    version = model_version(model)
-    name = child_name(settings.endpoint.name, "m", body, version)
-    return {"ModelName": name, **body, "Tags": naming.tags(settings, run_key, version)}
-
-
-def capacity(settings: Settings) -> dict[str, Any]:
-    """The variant's capacity: instances, or ProductionVariantServerlessConfig."""
+def capacity(settings: Settings, instance_count: int | None = None) -> dict[str, Any]:
+    """The variant's capacity: instances (`instance_count`, else the setting's initial count),
+    or ProductionVariantServerlessConfig."""
     endpoint = settings.endpoint
     if endpoint.mode == "instance":
         return {"InstanceType": endpoint.instance_type,
-                "InitialInstanceCount": endpoint.initial_instance_count}
+                "InitialInstanceCount": instance_count or endpoint.initial_instance_count}
     serverless: dict[str, int] = {"MemorySizeInMB": endpoint.serverless_memory_mb,
                                   "MaxConcurrency": endpoint.serverless_max_concurrency}
     if endpoint.serverless_provisioned_concurrency is not None:
@@ -144,15 +82,17 @@ def capacity(settings: Settings) -> dict[str, Any]:
 
 
 def config_request(
-    settings: Settings, model_name: str, version: str, run_key: str
+    settings: Settings, model_name: str, version: str, run_key: str,
+    instance_count: int | None = None,
 ) -> dict[str, Any]:
     """`CreateEndpointConfig`: one variant, a new name for each model (and instance setting).
-    `endpoint.mode=serverless` gives the variant a ServerlessConfig instead of instances."""
+    `endpoint.mode=serverless` gives the variant a ServerlessConfig instead of instances;
+    `instance_count` (a live endpoint's, `kept_instance_count`) overrides the initial count."""
     variants = [
         {
             "VariantName": VARIANT,
             "ModelName": model_name,
-            **capacity(settings),
+            **capacity(settings, instance_count),
             "InitialVariantWeight": 1.0,
         }
     ]
@@ -269,28 +209,52 @@ def endpoint_info(
     )
 
 
+def endpoint_request(
+    settings: Settings, config_name: str, run_key: str, version: str
+) -> dict[str, Any]:
+    """`CreateEndpoint` under the user's stable name."""
+    return {"EndpointName": settings.endpoint.name, "EndpointConfigName": config_name,
+            "Tags": naming.tags(settings, run_key, version)}
+
+
 def _ensure_model_and_config(
-    sm: Any, settings: Settings, model: TrainedModel, role_arn: str, run_key: str, *,
-    image: str, version: str, progress: ProgressFn | None,
-) -> tuple[str, str]:
-    """The model and endpoint config for `model` (reused when they exist): their names."""
-    mreq = model_request(settings, model, role_arn=role_arn, image_uri=image, run_key=run_key)
+    sm: Any, settings: Settings, mreq: dict[str, Any], role_arn: str, run_key: str, *,
+    version: str, instance_count: int | None, progress: ProgressFn | None,
+) -> dict[str, Any]:
+    """The model `mreq` and its endpoint config (reused when they exist), each checked against
+    SageMaker's rules before it is created: the config request."""
     model_name = mreq["ModelName"]
+    check_request("CreateModel", mreq)
     _ensure(
         lambda: sm.describe_model(ModelName=model_name),
         lambda: call_with_role(sm.create_model, role_arn, "CreateModel", **mreq),
-        f"model {model_name} ({model.model_uri})",
+        f"model {model_name} ({mreq['PrimaryContainer']['ModelDataUrl']})",
         progress,
     )
-    creq = config_request(settings, model_name, version, run_key)
+    creq = config_request(settings, model_name, version, run_key, instance_count)
     config_name = creq["EndpointConfigName"]
+    check_request("CreateEndpointConfig", creq)
     _ensure(
         lambda: sm.describe_endpoint_config(EndpointConfigName=config_name),
         lambda: sm.create_endpoint_config(**creq),
         f"endpoint config {config_name}",
         progress,
     )
-    return model_name, config_name
+    return creq
+
+
+def _already_serving(
+    sm: Any, settings: Settings, current: dict[str, Any], model_name: str, version: str,
+    run_key: str,
+) -> bool:
+    """Whether the endpoint runs this model with these settings, at whatever instance count
+    its config was made with (auto-scaling moves the count, not the config), unless
+    `endpoint.initial_instance_count` now asks for more than that config has."""
+    previous = current.get("EndpointConfigName")
+    counts = [int(v.get("InitialInstanceCount") or 0) for v in config_variants(sm, previous)]
+    count = max([*counts, settings.endpoint.initial_instance_count])
+    same = config_request(settings, model_name, version, run_key, count)
+    return bool(previous) and previous == same["EndpointConfigName"]
 
 
 def deploy_endpoint(
@@ -309,9 +273,9 @@ def deploy_endpoint(
     """Create or update the endpoint to serve `model`; see the module docstring."""
     sm = clients.client("sagemaker")
     name = settings.endpoint.name
-    existing = describe_endpoint(clients, name)
-    if existing is not None:  # someone else's endpoint of that name: stop before creating a thing
-        ownership.require_endpoint_ours(sm, existing, settings.project)
+    current = describe_endpoint(clients, name)
+    if current is not None:  # someone else's endpoint of that name: stop before creating a thing
+        ownership.require_endpoint_ours(sm, current, settings.project)
     version = model_version(model)
     image = image_uri or framework_image(
         settings.aws.region, settings.training, settings.endpoint.instance_type, "inference"
@@ -322,15 +286,32 @@ def deploy_endpoint(
             clients, name, timeout_s=timeout_s, poll_s=poll_s, progress=progress, sleep=sleep
         )
 
-    model_name, config_name = _ensure_model_and_config(
-        sm, settings, model, role_arn, run_key, image=image, version=version, progress=progress
-    )
-    current = describe_endpoint(clients, name)
+    mreq = model_request(settings, model, role_arn=role_arn, image_uri=image, run_key=run_key)
+    model_name = mreq["ModelName"]
+    if current is not None and current["EndpointStatus"] in BUSY:
+        current = wait()
+    if current is not None and _already_serving(sm, settings, current, model_name, version,
+                                                run_key):
+        if current["EndpointStatus"] != "InService":
+            raise OperationFailedError(
+                f"endpoint {name} is {current['EndpointStatus']} on this model's config "
+                f"{current.get('EndpointConfigName')}: "
+                f"{current.get('FailureReason') or 'no reason given'}. Delete the endpoint "
+                "(`dogops teardown`) and re-run."
+            )
+        if progress:
+            progress(f"endpoint {name} already serves model {version} "
+                     f"({current.get('EndpointConfigName')})")
+        return endpoint_info(clients, current, model_name, updated=False)
+
+    count = kept_instance_count(settings, current, VARIANT) if current is not None else None
+    creq = _ensure_model_and_config(sm, settings, mreq, role_arn, run_key, version=version,
+                                    instance_count=count, progress=progress)
+    config_name = creq["EndpointConfigName"]
     if current is None:
-        sm.create_endpoint(
-            EndpointName=name, EndpointConfigName=config_name,
-            Tags=naming.tags(settings, run_key, version),
-        )
+        request = endpoint_request(settings, config_name, run_key, version)
+        check_request("CreateEndpoint", request)
+        sm.create_endpoint(**request)
         if progress:
             progress(f"creating endpoint {name} on {config_name}")
         described = wait()
@@ -342,26 +323,14 @@ def deploy_endpoint(
             )
         return endpoint_info(clients, described, model_name, updated=False)
 
-    if current["EndpointStatus"] in BUSY:
-        current = wait()
-    previous = current.get("EndpointConfigName")
-    if previous == config_name:
-        if current["EndpointStatus"] != "InService":
-            raise OperationFailedError(
-                f"endpoint {name} is {current['EndpointStatus']} on this model's config "
-                f"{config_name}: {current.get('FailureReason') or 'no reason given'}. Delete the "
-                "endpoint (`dogops teardown`) and re-run."
-            )
-        if progress:
-            progress(f"endpoint {name} already serves model {version} ({config_name})")
-        return endpoint_info(clients, current, model_name, updated=False)
-
     return update_in_place(
-        clients, settings, current, config_name=config_name, model_name=model_name,
-        version=version, run_key=run_key, variant=VARIANT, wait_for_endpoint=wait_for_endpoint,
+        clients, settings, current, config_name=config_name,
+        new_variants=creq["ProductionVariants"], model_name=model_name, version=version,
+        run_key=run_key, variant=VARIANT, wait_for_endpoint=wait_for_endpoint,
         endpoint_info=endpoint_info, progress=progress, timeout_s=timeout_s, poll_s=poll_s,
         sleep=sleep,
     )
+
 
 def _children(
     clients: AwsClients, operation: str, key: str, name_key: str, prefix: str

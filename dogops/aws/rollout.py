@@ -13,18 +13,21 @@ Both are tagged like every dogops resource; an alarm of that name without our ta
 unchanged (the ownership rule), and teardown deletes only ours. If an alarm fires during a bake,
 SageMaker shifts all traffic back and the endpoint ends InService on the previous config: that is
 a rolled-back outcome, not an error. Serverless endpoints take no DeploymentConfig with traffic
-shifting, so they are updated all at once (the outcome says so).
+shifting, so they are updated all at once (the outcome says so); so is a fleet too small for the
+canary or linear step (`plan`: one instance, the default, cannot have a canary).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from dogops.aws import naming, ownership
 from dogops.aws.clients import AwsClients
+from dogops.aws.sagemaker_rules import step_fits, step_instances
 from dogops.results import RolloutOutcome
 from dogops.settings import Settings
 
@@ -134,16 +137,57 @@ def delete_alarms(
     return done
 
 
-def deployment_config(settings: Settings, alarms: list[str]) -> dict[str, Any]:
-    """UpdateEndpoint's `DeploymentConfig` for the `rollout` setting."""
+@dataclass(frozen=True)
+class Plan:
+    """The traffic shifting SageMaker is asked for: the `rollout` setting, or all at once when
+    the fleet is too small for its steps (`note` says why, and reaches the run summary)."""
+
+    strategy: str
+    steps: list[int]
+    note: str = ""
+
+
+def plan(settings: Settings, instance_count: int) -> Plan:
+    """The rollout a fleet of `instance_count` instances can take.
+
+    SageMaker lets a canary or a linear step turn on at most 50 % of the variant's instances
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TrafficRoutingConfig.html),
+    and a step is at least one instance: one instance (the default endpoint) cannot have a
+    canary at all. Such an update goes all at once, blue/green, with the same bake
+    (WaitIntervalInSeconds after all traffic moved) and the same auto-rollback alarms, and the
+    outcome says so. Decided by the same `step_fits` the rules module checks requests with."""
     rollout = settings.rollout
-    routing: dict[str, Any] = {"Type": ROUTING_TYPES[rollout.strategy],
-                               "WaitIntervalInSeconds": rollout.bake_seconds}
+    size = _step_size(settings)
+    if size is None or step_fits(size, instance_count):
+        return Plan(rollout.strategy, rollout.steps())
+    return Plan("all-at-once", [100], (
+        f"{rollout.strategy} of {size['Value']} % on {instance_count} instance(s) would turn on "
+        f"{step_instances(size, instance_count)} instance(s), more than the 50 % SageMaker allows "
+        "per step: updated all at once (blue/green) with the same bake and alarms instead"))
+
+
+def _step_size(settings: Settings) -> dict[str, Any] | None:
+    rollout = settings.rollout
     if rollout.strategy == "canary":
-        routing["CanarySize"] = {"Type": "CAPACITY_PERCENT", "Value": rollout.canary_percent}
-    elif rollout.strategy == "linear":
-        routing["LinearStepSize"] = {"Type": "CAPACITY_PERCENT",
-                                     "Value": rollout.linear_step_percent}
+        return {"Type": "CAPACITY_PERCENT", "Value": rollout.canary_percent}
+    if rollout.strategy == "linear":
+        return {"Type": "CAPACITY_PERCENT", "Value": rollout.linear_step_percent}
+    return None
+
+
+def deployment_config(
+    settings: Settings, alarms: list[str], chosen: Plan | None = None
+) -> dict[str, Any]:
+    """UpdateEndpoint's `DeploymentConfig` for the `rollout` setting, or for `chosen` (`plan`)."""
+    rollout = settings.rollout
+    strategy = chosen.strategy if chosen is not None else rollout.strategy
+    routing: dict[str, Any] = {"Type": ROUTING_TYPES[strategy],
+                               "WaitIntervalInSeconds": rollout.bake_seconds}
+    size = _step_size(settings)
+    if strategy == "canary" and size:
+        routing["CanarySize"] = size
+    elif strategy == "linear" and size:
+        routing["LinearStepSize"] = size
     return {
         "BlueGreenUpdatePolicy": {
             "TrafficRoutingConfiguration": routing,
@@ -154,14 +198,31 @@ def deployment_config(settings: Settings, alarms: list[str]) -> dict[str, Any]:
     }
 
 
-def guarded_update(
-    clients: AwsClients, settings: Settings, variant: str, run_key: str
-) -> tuple[dict[str, Any], list[str]]:
-    """Extra UpdateEndpoint arguments and the alarm names; none for a serverless endpoint."""
+SERVERLESS = Plan("all-at-once", [100], "serverless endpoint: updated all at once, no traffic "
+                  "shifting")
+
+
+def update_arguments(
+    settings: Settings, alarms: list[str], instance_count: int
+) -> tuple[dict[str, Any], Plan]:
+    """Extra UpdateEndpoint arguments for a fleet of `instance_count`, and the plan; none for a
+    serverless endpoint. No AWS call: the matrix test builds the same request from it."""
     if settings.endpoint.mode == "serverless":
-        return {}, []
+        return {}, SERVERLESS
+    chosen = plan(settings, instance_count)
+    return {"DeploymentConfig": deployment_config(settings, alarms, chosen)}, chosen
+
+
+def guarded_update(
+    clients: AwsClients, settings: Settings, variant: str, run_key: str, instance_count: int
+) -> tuple[dict[str, Any], list[str], Plan]:
+    """`update_arguments` with the endpoint's alarms made first (none for serverless)."""
+    if settings.endpoint.mode == "serverless":
+        guard, chosen = update_arguments(settings, [], instance_count)
+        return guard, [], chosen
     alarms = ensure_alarms(clients, settings, variant, run_key)
-    return {"DeploymentConfig": deployment_config(settings, alarms)}, alarms
+    guard, chosen = update_arguments(settings, alarms, instance_count)
+    return guard, alarms, chosen
 
 
 def phase(described: dict[str, Any]) -> str:
@@ -189,26 +250,28 @@ def alarm_figures(clients: AwsClients, alarms: list[str]) -> dict[str, Any]:
 def outcome(
     clients: AwsClients, settings: Settings, described: dict[str, Any], *, new_config: str,
     old_version: str | None, new_version: str, alarms: list[str], phases: list[str],
+    chosen: Plan | None = None,
 ) -> RolloutOutcome:
     """Promoted when the endpoint ended InService on the new config; rolled back when it ended
-    InService on another (SageMaker's auto-rollback after an alarm)."""
+    InService on another (SageMaker's auto-rollback after an alarm). `chosen`: the plan the
+    update ran (`plan`); its note joins the reason."""
     rollout = settings.rollout
     guarded = bool(alarms)
+    chosen = chosen or (Plan(rollout.strategy, rollout.steps()) if guarded else SERVERLESS)
     promoted = described.get("EndpointConfigName") == new_config
     figures = alarm_figures(clients, alarms) if alarms else {}
     if promoted:
-        reason = ("no alarm fired during the bake" if guarded else
-                  "serverless endpoint: updated all at once, no traffic shifting")
+        reason = "no alarm fired during the bake" if guarded else chosen.note
+        if guarded and chosen.note:
+            reason += f" ({chosen.note})"
     else:
         fired = [n for n, state in figures.items() if str(state).startswith("ALARM")]
         reason = (f"SageMaker rolled back: {described.get('FailureReason') or 'alarm fired'}"
                   + (f" ({', '.join(fired)} in ALARM)" if fired else ""))
     return RolloutOutcome(
         decision="promoted" if promoted else "rolled-back",
-        strategy=rollout.strategy if guarded else "all-at-once",
-        steps=rollout.steps() if guarded else [100],
+        strategy=chosen.strategy, steps=chosen.steps,
         bake_seconds=rollout.bake_seconds if guarded else 0,
         reason=reason, figures=figures, phases=phases, old_version=old_version,
         new_version=new_version, alarms=alarms,
     )
-

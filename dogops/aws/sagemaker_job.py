@@ -35,8 +35,12 @@ DEFAULT_MAX_RUNTIME_S = 3 * 3600
 TUNED_NAMES = ("learning_rate", "batch_size")
 
 
-# Used only when the SDK's image table cannot be imported. AWS Deep Learning Containers account.
+# Used only when the SDK's image table cannot be imported. AWS Deep Learning Containers account,
+# and the framework / Python pairs of the PyTorch images dogops was checked against, so that the
+# fallback never names an image that does not exist (the job would fail at image pull, minutes
+# after launch, instead of here).
 _DLC_ACCOUNT = "763104351884"
+_DLC_PY_VERSIONS: dict[str, tuple[str, ...]] = {"2.5": ("py311",)}
 
 
 def objective_type(metric: str) -> str:
@@ -75,26 +79,44 @@ def toolkit_versions(training: TrainingConfig) -> dict[str, str]:
         ) from None
 
 
+def _unsupported(training: TrainingConfig, why: str) -> UserInputError:
+    return UserInputError(
+        f"training.framework_version {training.framework_version!r} with training.py_version "
+        f"{training.py_version!r} has no SageMaker PyTorch image ({why}): set "
+        "DOGOPS_TRAINING__FRAMEWORK_VERSION / DOGOPS_TRAINING__PY_VERSION to a pair AWS "
+        "publishes, e.g. 2.5 / py311."
+    )
+
+
 def framework_image(
     region: str, training: TrainingConfig, instance_type: str, scope: str = "training"
 ) -> str:
-    """The PyTorch Deep Learning Container URI for `region` (training or inference)."""
+    """The PyTorch Deep Learning Container URI for `region` (training or inference).
+
+    The SDK's table decides; a pair it does not list (e.g. 2.5 with py312) is the user's
+    `UserInputError` now, not a URI that fails at image pull. The built-in table serves only
+    when the SDK cannot be imported at all."""
     try:
         from sagemaker.core import image_uris
-
+    except ImportError as exc:
+        logger.info("sagemaker image_uris unavailable (%s): using the built-in table", exc)
+        known = _DLC_PY_VERSIONS.get(training.framework_version, ())
+        if training.py_version not in known:
+            raise _unsupported(training, f"the built-in table knows {_DLC_PY_VERSIONS}") from None
+        device = "gpu" if instance_type.split(".")[1][:1] in ("g", "p") else "cpu"
+        return (
+            f"{_DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/pytorch-{scope}:"
+            f"{training.framework_version}-{device}-{training.py_version}"
+        )
+    try:
         return str(
             image_uris.retrieve(
                 "pytorch", region, version=training.framework_version,
                 py_version=training.py_version, instance_type=instance_type, image_scope=scope,
             )
         )
-    except Exception as exc:  # noqa: BLE001 - the table below is the documented fallback
-        logger.info("sagemaker image_uris unavailable (%s): using the built-in table", exc)
-        device = "gpu" if instance_type.split(".")[1][:1] in ("g", "p") else "cpu"
-        return (
-            f"{_DLC_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/pytorch-{scope}:"
-            f"{training.framework_version}-{device}-{training.py_version}"
-        )
+    except ValueError as exc:  # the SDK's "Unsupported Python version: py312 ..."
+        raise _unsupported(training, str(exc).split(". ")[0]) from None
 
 
 # -- source code --------------------------------------------------------------------------------

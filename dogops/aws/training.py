@@ -34,6 +34,7 @@ from dogops.aws.sagemaker_job import (
     static_hyperparameters,
     upload_source,
 )
+from dogops.aws.sagemaker_rules import check_request
 from dogops.aws.weights import ship_weights, weights_channel
 from dogops.backends.base import ProgressFn
 from dogops.errors import OperationFailedError
@@ -281,6 +282,7 @@ def train_best(
             "ValidationException", "ResourceNotFound",
         ):
             raise
+        check_request("CreateTrainingJob", request)
         call_with_role(sm.create_training_job, role_arn, "CreateTrainingJob", **request)
         reused = False
         if progress:

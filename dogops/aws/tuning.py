@@ -53,6 +53,7 @@ from dogops.aws.sagemaker_job import (
     static_hyperparameters,
     upload_source,
 )
+from dogops.aws.sagemaker_rules import check_request
 from dogops.aws.warm_start import (  # noqa: F401 - latest_completed_job is part of this API
     DATA_MANIFEST_TAG,
     latest_completed_job,
@@ -413,6 +414,7 @@ def run_tuning(
                 request["WarmStartConfig"] = warm_start
             elif progress:
                 progress(f"no warm start from {parent_job_name}: its objective differs")
+        check_request("CreateHyperParameterTuningJob", request)
         call_with_role(
             clients.client("sagemaker").create_hyper_parameter_tuning_job, role_arn,
             "CreateHyperParameterTuningJob", **request,
