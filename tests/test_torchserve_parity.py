@@ -39,34 +39,10 @@ ENDPOINT = "torchserve-parity-endpoint"
 DOORS = ("local", "torchserve")  # the table's columns
 BAD = [case for case in CASES if case.name not in GOOD]
 
-# Rows whose fix is on another branch: the integrator removes an entry once it is merged (the
-# marks are strict, so a row that starts passing fails the run until its entry is removed).
-# test name -> row name -> why. Measured on main (2026-12-04): these four answer the same on
-# both stacks (500, 500, 500, 200), so parity holds, but they are not 4xx yet. json-not-utf8
-# fails on the real stack before input_fn is called (sagemaker_inference/transformer.py): a fix
-# that reaches only the local endpoint makes its parity row fail, as it should.
-FIXED_ELSEWHERE: dict[str, dict[str, str]] = {
-    "parity": {},
-    "local_4xx": {
-        "json-not-utf8": "500: sagemaker-inference's Transformer decodes an application/json "
-                         "body as UTF-8 before input_fn, and the UnicodeDecodeError is a 500",
-        "json-nested-100000": "500: json.loads raises RecursionError, which "
-                              "parse_json_request does not catch",
-        "json-int-5000-digits": "500: json.loads raises ValueError (over Python's 4,300-digit "
-                                "int limit), not JSONDecodeError, which is all that is caught",
-        "png-12000x12000": "200: 144 Mpx is under PIL's DecompressionBombError threshold "
-                           "(2 x 89.5 Mpx), so PIL only warns and the image is decoded",
-    },
-}
 
 
-def _rows(cases: list[Case], test: str) -> list[Any]:
-    marked = FIXED_ELSEWHERE[test]
-    unknown = set(marked) - {case.name for case in cases}
-    assert not unknown, f"FIXED_ELSEWHERE[{test!r}] names rows not in the table: {unknown}"
-    return [pytest.param(case, id=case.name, marks=pytest.mark.xfail(
-        strict=True, reason=f"fixed on branch i23b: {marked[case.name]}"))
-        if case.name in marked else pytest.param(case, id=case.name) for case in cases]
+def _rows(cases: list[Case]) -> list[Any]:
+    return [pytest.param(case, id=case.name) for case in cases]
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +135,7 @@ def _status_class(status: int) -> str:
 # The checks
 
 
-@pytest.mark.parametrize("case", _rows(CASES, "parity"))
+@pytest.mark.parametrize("case", _rows(CASES))
 def test_both_stacks_answer_with_the_same_status_class(case: Case, answers: Answers) -> None:
     got = answers.of(case)
     classes = {door: _status_class(status) for door, (status, _) in got.items()}
@@ -176,7 +152,7 @@ def test_both_stacks_answer_with_the_same_status_class(case: Case, answers: Answ
         assert abs(local - served) < 1e-4, (local, served)  # the same model, the same input
 
 
-@pytest.mark.parametrize("case", _rows(BAD, "local_4xx"))
+@pytest.mark.parametrize("case", _rows(BAD))
 def test_a_callers_mistake_is_a_4xx_on_the_local_endpoint(case: Case, answers: Answers) -> None:
     status, text = answers.of(case)["local"]
     assert 400 <= status < 500, (case.name, status, text[:500])
