@@ -215,7 +215,7 @@ def test_aws_sleep_deletes_the_endpoint_and_wake_recreates_it(
     clients = AwsClients(settings.aws)
     role = ensure_sagemaker_role(clients, settings)
     model = TrainedModel(job_name="job", hyperparameters={}, version="v1",
-                         model_uri=f"s3://{settings.aws.bucket}/dogops/job/model.tar.gz")
+                         model_uri=f"s3://{settings.aws.bucket}/dogops/training/job/output/model.tar.gz")
     deploy_endpoint(clients, settings, model, role, "run1", poll_s=0, sleep=lambda _: None)
     register_autoscaling(clients, settings.endpoint.name, settings.scaling)
     clients.client("s3").create_bucket(Bucket=settings.aws.bucket)

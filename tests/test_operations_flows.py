@@ -387,7 +387,7 @@ def _aws_world(aws_settings: Settings) -> tuple[Any, Settings]:
     clients = AwsClients(settings.aws)
     role = ensure_sagemaker_role(clients, settings)
     model = TrainedModel(job_name="job", hyperparameters={}, version="v1",
-                         model_uri=f"s3://{settings.aws.bucket}/dogops/job/model.tar.gz")
+                         model_uri=f"s3://{settings.aws.bucket}/dogops/training/job/output/model.tar.gz")
     info = deploy_endpoint(clients, settings, model, role, "run1", poll_s=0, sleep=lambda _: None)
     register_autoscaling(clients, info.name, settings.scaling)
     assert info.arn
