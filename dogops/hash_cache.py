@@ -8,6 +8,7 @@ a re-hash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -16,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 T = dict[str, Any]
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in chunks (data files and weights can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class HashCache:

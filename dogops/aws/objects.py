@@ -30,3 +30,14 @@ class S3Objects:
             if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
+
+
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    """Whether `key` is in the bucket (HeadObject); other errors than "not there" propagate."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            raise
+        return False
+    return True

@@ -15,10 +15,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
+from dogops.aws.objects import object_exists
 from dogops.errors import UserInputError
 from dogops.hyperparameters import hp_value
 from dogops.hyperparameters import static_hyperparameters as trial_static_hyperparameters
@@ -155,11 +153,7 @@ def upload_source(clients: AwsClients, source_dir: Path, bucket: str, prefix: st
     data, digest = source_archive(source_dir)
     key = f"{prefix}/code/{digest[:16]}/sourcedir.tar.gz"
     s3 = clients.client("s3")
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-            raise
+    if not object_exists(s3, bucket, key):
         s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip")
     return f"s3://{bucket}/{key}"
 

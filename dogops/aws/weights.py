@@ -17,13 +17,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from dogops.aws.client_errors import error_code
 from dogops.aws.clients import AwsClients
+from dogops.aws.objects import object_exists
 from dogops.errors import UserInputError
+from dogops.hash_cache import file_sha256
 from dogops.iam_policies import WEIGHTS_FOLDER
-from dogops.local.store import file_sha256
 from dogops.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,11 +56,7 @@ def ship_weights(clients: AwsClients, settings: Settings) -> str:
     folder = f"{prefix}/{WEIGHTS_FOLDER}/{file_sha256(path)[:16]}".lstrip("/")
     key = f"{folder}/{path.name}"
     s3 = clients.client("s3")
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-            raise
+    if not object_exists(s3, bucket, key):
         logger.info("uploading %s to s3://%s/%s", path, bucket, key)
         s3.upload_file(str(path), bucket, key)  # managed transfer: multipart for ~100 MB
     return f"s3://{bucket}/{folder}/"

@@ -10,8 +10,7 @@ from urllib.parse import unquote, urlparse
 
 from dogops.dataset import data_files, inspect_dataset
 from dogops.errors import UserInputError
-from dogops.hash_cache import HashCache
-from dogops.local.store import file_sha256
+from dogops.hash_cache import HashCache, file_sha256
 from dogops.results import SyncReport, listing_report
 
 

@@ -18,20 +18,11 @@ from pathlib import Path
 
 from dogops.backends.base import ProgressFn
 from dogops.dataset import data_files, inspect_dataset
-from dogops.hash_cache import HashCache
+from dogops.hash_cache import HashCache, file_sha256
 from dogops.progress import Progress
 from dogops.results import SyncReport
 
 MANIFEST_NAME = "_manifest.json"
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes) -> None:
