@@ -25,7 +25,7 @@ from typing import Any
 from http_servers import http_server
 from PIL import Image
 
-from dogops.settings import TrainingConfig, TuningConfig
+from dogops.settings import ScalingConfig, Settings, TrainingConfig, TuningConfig
 
 LABEL = "002.Synthetic_Collie"
 URL_TIMEOUT_S = 1.0
@@ -62,6 +62,22 @@ def train_trial(root: Path) -> dict[str, Any]:
 def sample_jpeg(trial: dict[str, Any]) -> bytes:
     """A test-split JPEG of class LABEL."""
     return sorted((trial["data"] / "test" / LABEL).glob("*.jpg"))[0].read_bytes()
+
+
+def local_endpoint(name: str, trial: dict[str, Any], state_dir: Path) -> Iterator[str]:
+    """The trial's model behind the local endpoint (one worker, SERVING_ENV in its workers), for
+    the length of the generator: its runtime URL."""
+    from dogops.local.endpoint import start_endpoint, stop_endpoint
+    from dogops.serving_env import serving_environment
+
+    env = {**serving_environment(Settings()), **SERVING_ENV}
+    scaling = ScalingConfig(min_capacity=1, max_capacity=1)
+    info = start_endpoint(name, trial["model"], state_dir, scaling, env=env,
+                          options={"drain_seconds": 0.3})
+    try:
+        yield str(info.runtime_endpoint_url)
+    finally:
+        stop_endpoint(name, state_dir)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,9 +23,17 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from parity_cases import LABEL, SERVING_ENV, URL_TIMEOUT_S, Sources, sample_jpeg, toolkit_cases
+from parity_cases import (
+    LABEL,
+    SERVING_ENV,
+    URL_TIMEOUT_S,
+    Sources,
+    local_endpoint,
+    sample_jpeg,
+    toolkit_cases,
+)
 
-from dogops.settings import ScalingConfig, Settings
+from dogops.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -89,16 +97,7 @@ def test_the_training_toolkit_started_the_trial_with_sagemakers_contract(
 @pytest.fixture(scope="module")
 def endpoint_url(parity_trial: dict[str, Any],
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from dogops.local.endpoint import start_endpoint, stop_endpoint
-    from dogops.serving_env import serving_environment
-
-    state_dir = tmp_path_factory.mktemp("parity-state")
-    env = {**serving_environment(Settings()), **SERVING_ENV}
-    scaling = ScalingConfig(min_capacity=1, max_capacity=1)
-    info = start_endpoint(ENDPOINT, parity_trial["model"], state_dir, scaling, env=env,
-                          options={"drain_seconds": 0.3})
-    yield str(info.runtime_endpoint_url)
-    stop_endpoint(ENDPOINT, state_dir)
+    yield from local_endpoint(ENDPOINT, parity_trial, tmp_path_factory.mktemp("parity-state"))
 
 
 def _in_process(parity_trial: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:

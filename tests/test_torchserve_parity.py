@@ -27,10 +27,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from parity_cases import CASES, GOOD, LABEL, SERVING_ENV, Case, Request, Sources, sample_jpeg
+from parity_cases import (
+    CASES,
+    GOOD,
+    LABEL,
+    SERVING_ENV,
+    Case,
+    Request,
+    Sources,
+    local_endpoint,
+    sample_jpeg,
+)
 from torchserve_stack import java_missing_reason, torchserve
 
-from dogops.settings import ScalingConfig, Settings
+from dogops.settings import Settings
 
 _NO_JAVA = java_missing_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_NO_JAVA is not None, reason=str(_NO_JAVA))]
@@ -52,16 +62,8 @@ def _rows(cases: list[Case]) -> list[Any]:
 @pytest.fixture(scope="module")
 def local_url(parity_trial: dict[str, Any],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from dogops.local.endpoint import start_endpoint, stop_endpoint
-    from dogops.serving_env import serving_environment
-
     state_dir = tmp_path_factory.mktemp("torchserve-parity-state")
-    env = {**serving_environment(Settings()), **SERVING_ENV}
-    scaling = ScalingConfig(min_capacity=1, max_capacity=1)
-    info = start_endpoint(ENDPOINT, parity_trial["model"], state_dir, scaling, env=env,
-                          options={"drain_seconds": 0.3})
-    yield str(info.runtime_endpoint_url)
-    stop_endpoint(ENDPOINT, state_dir)
+    yield from local_endpoint(ENDPOINT, parity_trial, state_dir)
 
 
 @pytest.fixture(scope="module")
