@@ -82,6 +82,10 @@ def idle_guard(
     changes: list[str] = []
     # A dry run changes nothing, so it need not wait for a run that changes the endpoint.
     with live_model_lock(settings) if apply and status.idle else contextlib.nullcontext():
+        if apply and status.idle:
+            # The slot may have been another run's (a deploy, a wake) while this one waited:
+            # judge again on what serves now, so a model just deployed is not put to sleep.
+            status = check_idle(platform, max_idle_hours)
         if status.idle and action == "sleep":
             changes = put_to_sleep(platform, status, apply)
             if apply and changes:

@@ -118,3 +118,40 @@ def test_retrain_does_not_promote_over_a_live_model_it_was_not_judged_against() 
     assert live_moved(None, None) is None and live_moved(entry(1), entry(1)) is None
     assert "v1 -> v2" in (live_moved(entry(1), entry(2)) or "")
     assert "v- -> v1" in (live_moved(None, entry(1)) or "")
+
+
+def test_idle_guard_judges_again_after_waiting_for_the_slot(
+    settings: Settings, held_elsewhere: threading.Event, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """idle-guard found the endpoint idle, then waited for a run that held the slot (a deploy
+    that got traffic): once it has the slot it looks again and does not put the live model to
+    sleep. The idle measurement is scripted (a real one needs hours without traffic) and the
+    sleep is a spy; the slot is the real Prefect limit, held by another thread."""
+    from dogops.local.operations import LocalOperations
+    from dogops.results import IdleStatus
+    from flows.idle_guard import idle_guard
+
+    looks: list[bool] = []
+    slept: list[str] = []
+
+    def idle_status(self: LocalOperations, s: Settings, hours: float, now: datetime) -> IdleStatus:
+        idle = not looks  # idle at the first look; the other run's traffic arrives meanwhile
+        looks.append(idle)
+        if idle:
+            held_elsewhere.set()  # the other run finishes and gives the slot back
+        return IdleStatus(endpoint_name=s.endpoint.name, backend="local", exists=True,
+                          idle=idle, max_idle_hours=hours, idle_hours=0.0, last_active_at=now,
+                          detail="scripted")
+
+    def put_to_sleep(self: LocalOperations, s: Settings, status: IdleStatus,
+                     apply: bool) -> list[str]:
+        slept.append(status.endpoint_name)
+        return [f"stopped {status.endpoint_name}"]
+
+    monkeypatch.setattr(LocalOperations, "idle_status", idle_status)
+    monkeypatch.setattr(LocalOperations, "put_to_sleep", put_to_sleep)
+    monkeypatch.setenv("DOGOPS_LIVE_LOCK_TIMEOUT_S", "60")  # Prefect retries a slot in seconds
+    result = idle_guard(max_idle_hours=1, apply=True, backend="local",
+                        endpoint=settings.endpoint, state_dir=str(settings.state_dir))
+    assert looks == [True, False]
+    assert slept == [] and not result.applied and result.changes == []
