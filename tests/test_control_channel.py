@@ -113,6 +113,17 @@ def test_the_serving_port_takes_no_rollout_command(served: Served) -> None:
     assert _public(served, "GET", "/dogops/status", None, {}) == 200
 
 
+@pytest.mark.parametrize(("host", "status"), [
+    ("evil.example", 403), ("evil.example:8080", 403), ("127.0.0.1.evil.example", 403),
+    ("localhost", 200), ("LOCALHOST:1234", 200), ("[::1]:80", 200), ("127.0.0.1", 200),
+])
+def test_the_public_status_answers_only_a_local_host(served: Served, host: str,
+                                                     status: int) -> None:
+    """A page that rebinds its DNS name to 127.0.0.1 reads the status document (model paths,
+    pids) as same-origin, naming its own host: that Host is refused."""
+    assert _public(served, "GET", "/dogops/status", None, {"Host": host}) == status
+
+
 def test_the_control_socket_is_private_to_its_owner(served: Served) -> None:
     path = Path(served.socket)
     assert stat.S_ISSOCK(path.stat().st_mode)

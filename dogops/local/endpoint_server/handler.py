@@ -25,6 +25,7 @@ log = logging.getLogger("dogops.endpoint")
 
 RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
 WRITE_CHUNK = 1 << 16
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # Host a status request may name
 ROLLOUT_PATH = "/dogops/rollout/"  # the rollout controller's commands: control.py only
 
 
@@ -59,7 +60,11 @@ class EndpointHandler(BaseHTTPRequestHandler):
                 self.state.pool.ready_count() > 0 or self.options.min_capacity == 0)
             self._send(200 if healthy else 503, b"", "application/json")
         elif path == "/dogops/status":
-            self._json(200, self.state.status_document())
+            if self._host_is_local():
+                self._json(200, self.state.status_document())
+            else:  # a page that rebound its DNS name to 127.0.0.1 must not read model paths
+                self._json(403, {"message": "GET /dogops/status answers only Host 127.0.0.1, "
+                                            "localhost or [::1]."})
         else:
             self._json(404, {"message": f"No route for GET {path}."})
 
@@ -82,6 +87,13 @@ class EndpointHandler(BaseHTTPRequestHandler):
         else:
             self._drain_body()
             self._json(404, {"message": f"No route for POST {path}."})
+
+    def _host_is_local(self) -> bool:
+        """The Host header names this machine, or the address the server binds to (the one
+        dogops's own callers use), or is absent, as HTTP/1.0 allows."""
+        host = (self.headers.get("Host") or "127.0.0.1").strip().lower()
+        name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+        return name in LOCAL_HOSTS or name == self.options.host.lower()
 
     # -- invocations --------------------------------------------------------------
 
