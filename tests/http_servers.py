@@ -27,3 +27,12 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def send_image(handler: BaseHTTPRequestHandler, body: bytes, content_type: str) -> None:
+    """Answer `handler`'s request with 200 and the whole image."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

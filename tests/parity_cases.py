@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from http_servers import http_server
+from http_servers import http_server, send_image
 from PIL import Image
 
 from dogops.settings import ScalingConfig, Settings, TrainingConfig, TuningConfig
@@ -98,11 +98,7 @@ def image_server(jpeg: bytes) -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(jpeg)))
-            self.end_headers()
-            self.wfile.write(jpeg)
+            send_image(self, jpeg, "image/jpeg")
 
         def log_message(self, *args: object) -> None:
             pass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from http_servers import http_server
+from http_servers import http_server, send_image
 from PIL import Image
 
 from model_code import inference, train, url_fetch
@@ -194,11 +194,7 @@ def image_server(jpeg: bytes) -> Iterator[str]:
             if self.path not in ("/dog.jpg", "/slow.jpg"):
                 self.send_error(404)
                 return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(jpeg)))
-            self.end_headers()
-            self.wfile.write(jpeg)
+            send_image(self, jpeg, "image/jpeg")
 
         def log_message(self, *args: object) -> None:
             pass

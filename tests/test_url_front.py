@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_servers import http_server
+from http_servers import http_server, send_image
 from PIL import Image
 
 from dogops.settings import ScalingConfig
@@ -51,11 +51,7 @@ def image_urls() -> Iterator[str]:
             if self.path.startswith("/slow"):
                 time.sleep(1.5)
             body = png()
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_image(self, body, "image/png")
 
         def log_message(self, *args: object) -> None:
             pass
