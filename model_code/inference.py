@@ -40,14 +40,14 @@ import torch
 from PIL import Image
 
 try:
-    from model_code import net, url_fetch
+    from model_code import net
 except ImportError:  # SageMaker serving: model_dir/code/ is on sys.path
     import net  # type: ignore[no-redef]
-    import url_fetch  # type: ignore[no-redef]
 
 JSON_TYPE = "application/json"
 LOGITS_TYPE = "application/x-logits+json"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "application/x-image"})
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # Decoded pixels, checked from the image header before any pixel is decoded: a 400 KB PNG of
 # 12,000 x 12,000 passes the byte limits and costs 1.1 GB to decode. 24 MP is a 6000 x 4000
 # camera original (and above a 4K frame, 8.3 MP); Pillow holds 4 bytes a pixel, so the most one
@@ -94,7 +94,8 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
-max_image_bytes = url_fetch.max_image_bytes  # one reading for inline images and URLs
+def max_image_bytes() -> int:
+    return _env_int("DOGOPS_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
 
 
 def max_image_pixels() -> int:
@@ -216,6 +217,11 @@ def decode_base64(text: Any) -> bytes:
 
 
 def _fetch_url(url: Any) -> bytes:
+    """URL fetching lives in url_fetch.py, imported on the first URL request only."""
+    try:
+        from model_code import url_fetch
+    except ImportError:  # SageMaker serving: model_dir/code/ is on sys.path
+        import url_fetch  # type: ignore[no-redef]
     try:
         return url_fetch.fetch_url(url, max_image_bytes())
     except url_fetch.FetchError as exc:

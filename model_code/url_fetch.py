@@ -31,15 +31,6 @@ class FetchError(ValueError):
         self.status_code = status_code
 
 
-DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
-
-
-def max_image_bytes() -> int:
-    """`DOGOPS_MAX_IMAGE_BYTES`: the one limit on an image's bytes, inline or at a URL."""
-    raw = os.environ.get("DOGOPS_MAX_IMAGE_BYTES", "").strip()
-    return int(raw) if raw else DEFAULT_MAX_IMAGE_BYTES
-
-
 def url_timeout_s() -> float:
     raw = os.environ.get("DOGOPS_URL_TIMEOUT_S", "").strip()
     return float(raw) if raw else 5.0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from typing import Any
 
@@ -31,6 +32,7 @@ from model_code import url_fetch
 # What inference.py accepts as JSON and how it picks the image (model_code/inference.py).
 JSON_TYPE = "application/json"
 INLINE_KEYS = ("image", "b64")
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
 class FetchBusy(Exception):
@@ -62,7 +64,7 @@ class UrlFront:
         with self._lock:
             self.in_flight += 1
         try:
-            image = url_fetch.fetch_url(payload.pop("url"), url_fetch.max_image_bytes())
+            image = url_fetch.fetch_url(payload.pop("url"), _max_image_bytes())
         finally:
             with self._lock:
                 self.in_flight -= 1
@@ -94,3 +96,8 @@ def _url_request(body: bytes, content_type: str) -> dict[str, Any] | None:
         return None
     return payload
 
+
+def _max_image_bytes() -> int:
+    """inference.py's DOGOPS_MAX_IMAGE_BYTES, read the same way (the workers share this env)."""
+    raw = os.environ.get("DOGOPS_MAX_IMAGE_BYTES", "").strip()
+    return int(raw) if raw else DEFAULT_MAX_IMAGE_BYTES
